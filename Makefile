@@ -1,0 +1,39 @@
+# relaxflow: `make train` (default experiment, installs what it needs) and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+TORCH_STAMP := $(VENV)/.torch-2.11.0
+BIN := target/release/relaxflow
+EXP ?= realnvp-moons
+ARGS ?=
+export LIBTORCH_USE_PYTORCH := 1
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: train test data bench build venv clean-runs
+
+# PyTorch 2.11.0 wheel (its libtorch is what tch 0.24 links against), plus numpy for the benchmark's reference.
+$(TORCH_STAMP):
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.11.0 numpy
+	touch $@
+
+venv: $(TORCH_STAMP)
+
+build: $(TORCH_STAMP)
+	cargo build --release
+
+train: build
+	$(BIN) train $(EXP) $(ARGS)
+
+data: $(TORCH_STAMP)
+	PIP="$(PY) -m pip" bash scripts/fetch_data.sh data
+
+test: build data
+	cargo test --release
+
+bench: build
+	$(PY) bench/bench.py
+
+clean-runs:
+	rm -rf runs

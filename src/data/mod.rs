@@ -1,0 +1,211 @@
+//! Datasets: seeded 2D toy sets, a user's own points, and MNIST / Fashion-MNIST from IDX files.
+//! Read by the runner and by tests, never by a model.
+pub mod idx;
+pub mod points;
+pub mod toy;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use tch::{Kind, Tensor};
+
+fn default_n_train() -> i64 {
+    100_000
+}
+fn default_n_test() -> i64 {
+    20_000
+}
+fn default_test_fraction() -> f64 {
+    0.1
+}
+fn default_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+
+/// The `[data]` section of an experiment.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// A 2D toy set (moons, checkerboard, ...), `mnist` or `fashion-mnist`. Ignored when `path` is set.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A user's own points, .npy or .csv of shape [N, D].
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Their test points; without it, `test_fraction` of `path` is held out (a seeded split).
+    #[serde(default)]
+    pub test_path: Option<PathBuf>,
+    #[serde(default = "default_test_fraction")]
+    pub test_fraction: f64,
+    /// Training and test points drawn from a toy generator (separate draws).
+    #[serde(default = "default_n_train")]
+    pub n_train: i64,
+    #[serde(default = "default_n_test")]
+    pub n_test: i64,
+    /// Seed of the data, apart from the training seed, so every experiment sees the same points.
+    #[serde(default)]
+    pub seed: i64,
+    /// Images: flatten [1, 28, 28] to [784] for vector models.
+    #[serde(default)]
+    pub flatten: bool,
+    /// Where `make data` put the IDX files.
+    #[serde(default = "default_dir")]
+    pub dir: PathBuf,
+}
+
+/// Train and test sets held on the CPU, plus what evaluation needs to know about them.
+#[derive(Debug)]
+pub struct Dataset {
+    pub name: String,
+    /// [N, event shape...], f32. For 8-bit images: raw pixel values 0..255 (dequantize per batch).
+    pub train: Tensor,
+    /// Test set, already dequantized with a fixed draw for images.
+    pub test: Tensor,
+    /// Event shape, e.g. [2] or [1, 28, 28].
+    pub shape: Vec<i64>,
+    /// 8-bit data modelled as (pixel + u)/256 on [0,1]^D: bits/dim = nll / (D ln 2) + 8.
+    pub dequantized_8bit: bool,
+    /// The data's true differential entropy (nats), where known.
+    pub true_entropy: Option<f64>,
+}
+
+impl Dataset {
+    /// Number of dimensions D of one example.
+    pub fn dim(&self) -> i64 {
+        self.shape.iter().product()
+    }
+
+    /// A training batch: rows `idx` of the train set, on `device`, dequantized with fresh noise for images.
+    pub fn batch(&self, idx: &Tensor, device: tch::Device) -> Tensor {
+        let x = self.train.index_select(0, idx).to_device(device);
+        if self.dequantized_8bit {
+            (&x + x.rand_like()) / 256.0
+        } else {
+            x
+        }
+    }
+}
+
+impl DataConfig {
+    /// What this config reads, for messages and summaries.
+    pub fn display_name(&self) -> String {
+        match (&self.path, &self.name) {
+            (Some(p), _) => p.display().to_string(),
+            (None, Some(n)) => n.clone(),
+            (None, None) => "<none>".into(),
+        }
+    }
+}
+
+/// Loads (or generates) the dataset a config names. `root` resolves relative paths (the experiment's working dir).
+pub fn load(cfg: &DataConfig, root: &Path) -> Result<Dataset> {
+    if let Some(path) = &cfg.path {
+        return load_user(cfg, &root.join(path));
+    }
+    let Some(name) = cfg.name.as_deref() else { bail!("[data] needs `name` (a dataset) or `path` (a .npy/.csv file)") };
+    match name {
+        "mnist" | "fashion-mnist" => load_images(cfg, name, &root.join(&cfg.dir).join(name)),
+        _ => load_toy(cfg, name),
+    }
+}
+
+fn load_toy(cfg: &DataConfig, name: &str) -> Result<Dataset> {
+    if cfg.n_train < 1 || cfg.n_test < 1 {
+        bail!("data.n_train and data.n_test must be positive");
+    }
+    tch::manual_seed(cfg.seed * 2 + 1);
+    let train = toy::generate(name, cfg.n_train)?;
+    tch::manual_seed(cfg.seed * 2 + 2);
+    let test = toy::generate(name, cfg.n_test)?;
+    Ok(Dataset { name: name.into(), train, test, shape: vec![2], dequantized_8bit: false, true_entropy: toy::true_entropy(name) })
+}
+
+fn load_user(cfg: &DataConfig, path: &Path) -> Result<Dataset> {
+    let x = points::load_points(path)?;
+    let (train, test) = match &cfg.test_path {
+        Some(t) => {
+            let test = points::load_points(t)?;
+            if test.size()[1] != x.size()[1] {
+                bail!("{}: {} columns, but {} has {}", t.display(), test.size()[1], path.display(), x.size()[1]);
+            }
+            (x, test)
+        }
+        None => {
+            if !(0.0..1.0).contains(&cfg.test_fraction) || cfg.test_fraction == 0.0 {
+                bail!("data.test_fraction must be in (0, 1), got {}", cfg.test_fraction);
+            }
+            let n = x.size()[0];
+            let n_test = ((n as f64 * cfg.test_fraction).round() as i64).clamp(1, n - 1);
+            tch::manual_seed(cfg.seed * 2 + 1);
+            let x = x.index_select(0, &Tensor::randperm(n, (Kind::Int64, tch::Device::Cpu)));
+            (x.narrow(0, n_test, n - n_test), x.narrow(0, 0, n_test))
+        }
+    };
+    let name = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+    let shape = vec![train.size()[1]];
+    Ok(Dataset { name, train, test, shape, dequantized_8bit: false, true_entropy: None })
+}
+
+fn load_images(cfg: &DataConfig, name: &str, dir: &Path) -> Result<Dataset> {
+    let to_pixels = |set: &idx::ImageSet| {
+        Tensor::from_slice(&set.images).view([set.n as i64, 1, set.rows as i64, set.cols as i64]).to_kind(Kind::Float)
+    };
+    let train = idx::load_split(dir, idx::Split::Train, true).with_context(|| format!("loading {name} train split"))?;
+    let test = idx::load_split(dir, idx::Split::Test, true).with_context(|| format!("loading {name} test split"))?;
+    let (train, test) = (to_pixels(&train), to_pixels(&test));
+    tch::manual_seed(cfg.seed * 2 + 2);
+    let test = (&test + test.rand_like()) / 256.0;
+    let mut shape = train.size()[1..].to_vec();
+    let (train, test) = if cfg.flatten {
+        shape = vec![shape.iter().product()];
+        (train.flatten(1, -1), test.flatten(1, -1))
+    } else {
+        (train, test)
+    };
+    Ok(Dataset { name: name.into(), train, test, shape, dequantized_8bit: true, true_entropy: None })
+}
+
+/// Bits per dimension of a negative log-likelihood in nats. For 8-bit data modelled on [0,1]^D as (pixel + u)/256,
+/// the discrete NLL is nll + D ln 256, so bits/dim = nll / (D ln 2) + 8 (REFERENCES.md); else nll / (D ln 2).
+pub fn bits_per_dim(nll_nats: f64, dim: i64, dequantized_8bit: bool) -> f64 {
+    let bpd = nll_nats / (dim as f64 * std::f64::consts::LN_2);
+    if dequantized_8bit {
+        bpd + 8.0
+    } else {
+        bpd
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bits_per_dim_of_the_uniform_density_is_eight() {
+        // The uniform density on [0,1]^D has nll 0: every 8-bit value gets probability 1/256, i.e. 8 bits.
+        assert!((bits_per_dim(0.0, 784, true) - 8.0).abs() < 1e-12);
+        // A density 2^D on the unit cube (nll = -D ln 2) means one bit per dimension saved.
+        assert!((bits_per_dim(-784.0 * std::f64::consts::LN_2, 784, true) - 7.0).abs() < 1e-12);
+        assert!((bits_per_dim(2.0 * std::f64::consts::LN_2, 2, false) - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn toy_train_and_test_are_different_draws_and_reproducible() {
+        let cfg: DataConfig = toml::from_str("name = \"moons\"\nn_train = 500\nn_test = 100").unwrap();
+        let a = load(&cfg, Path::new(".")).unwrap();
+        let b = load(&cfg, Path::new(".")).unwrap();
+        assert!(a.train.equal(&b.train) && a.test.equal(&b.test));
+        assert!(!a.train.narrow(0, 0, 100).equal(&a.test));
+        assert_eq!(a.shape, vec![2]);
+    }
+
+    #[test]
+    fn user_points_are_split_by_test_fraction() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pts.npy");
+        Tensor::randn([200, 3], (Kind::Float, tch::Device::Cpu)).write_npy(&path).unwrap();
+        let cfg: DataConfig = toml::from_str(&format!("path = {:?}\ntest_fraction = 0.25", path)).unwrap();
+        let d = load(&cfg, Path::new("/")).unwrap();
+        assert_eq!((d.train.size()[0], d.test.size()[0], d.dim()), (150, 50, 3));
+    }
+}

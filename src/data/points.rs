@@ -1,0 +1,97 @@
+//! A user's own points: .npy (any float or integer dtype) or .csv (comma-separated, optional header), shape [N, D].
+use anyhow::{bail, Context, Result};
+use std::path::Path;
+use tch::{Kind, Tensor};
+
+/// Loads an [N, D] array of points as f32; errors name the file and what is wrong.
+pub fn load_points(path: &Path) -> Result<Tensor> {
+    if !path.exists() {
+        bail!("{}: data file not found", path.display());
+    }
+    let x = match path.extension().and_then(|e| e.to_str()) {
+        Some("npy") => Tensor::read_npy(path).with_context(|| format!("{}: not a readable .npy file", path.display()))?,
+        Some("csv") => read_csv(path)?,
+        _ => bail!("{}: unsupported data file (expected .npy or .csv)", path.display()),
+    };
+    if x.dim() != 2 {
+        bail!("{}: expected a 2-D array [N, D] of points, got shape {:?}", path.display(), x.size());
+    }
+    if x.size()[0] < 2 {
+        bail!("{}: needs at least 2 rows, got {}", path.display(), x.size()[0]);
+    }
+    let x = x.to_kind(Kind::Float);
+    let bad = x.isfinite().logical_not().any_dim(1, false).nonzero();
+    if bad.size()[0] > 0 {
+        bail!("{}: row {} holds a NaN or infinite value", path.display(), bad.int64_value(&[0, 0]));
+    }
+    Ok(x)
+}
+
+/// Comma-separated numbers; a first line that does not parse is taken as a header.
+fn read_csv(path: &Path) -> Result<Tensor> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let mut rows: Vec<Vec<f32>> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let parsed: Result<Vec<f32>, _> = line.split(',').map(|v| v.trim().parse::<f32>()).collect();
+        match parsed {
+            Ok(row) => {
+                if let Some(first) = rows.first() {
+                    if first.len() != row.len() {
+                        bail!("{}: line {} has {} columns, earlier lines have {}", path.display(), i + 1, row.len(), first.len());
+                    }
+                }
+                rows.push(row);
+            }
+            Err(_) if i == 0 => continue,
+            Err(e) => bail!("{}: line {}: not a number ({e}): `{line}`", path.display(), i + 1),
+        }
+    }
+    if rows.is_empty() {
+        bail!("{}: no rows of numbers", path.display());
+    }
+    let d = rows[0].len() as i64;
+    let flat: Vec<f32> = rows.concat();
+    Ok(Tensor::from_slice(&flat).view([-1, d]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_with_header_and_npy_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("p.csv");
+        std::fs::write(&csv, "x,y\n1.5,2\n-3,4e-1\n").unwrap();
+        let x = load_points(&csv).unwrap();
+        assert_eq!(x.size(), vec![2, 2]);
+        assert!((x.double_value(&[1, 1]) - 0.4).abs() < 1e-6);
+        let npy = dir.path().join("p.npy");
+        x.to_kind(Kind::Double).write_npy(&npy).unwrap();
+        assert!(load_points(&npy).unwrap().equal(&x));
+    }
+
+    #[test]
+    fn bad_files_are_named_with_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let ragged = dir.path().join("r.csv");
+        std::fs::write(&ragged, "1,2\n3,4,5\n").unwrap();
+        let err = load_points(&ragged).unwrap_err().to_string();
+        assert!(err.contains("r.csv") && err.contains("line 2 has 3 columns"), "{err}");
+        let nan = dir.path().join("n.csv");
+        std::fs::write(&nan, "1,2\nnan,4\n").unwrap();
+        assert!(load_points(&nan).unwrap_err().to_string().contains("row 1 holds a NaN"));
+        let missing = dir.path().join("none.npy");
+        assert!(load_points(&missing).unwrap_err().to_string().contains("none.npy: data file not found"));
+        let garbage = dir.path().join("g.npy");
+        std::fs::write(&garbage, "not numpy").unwrap();
+        assert!(load_points(&garbage).unwrap_err().to_string().contains("g.npy: not a readable .npy file"));
+        let one_d = dir.path().join("v.npy");
+        Tensor::from_slice(&[1.0f32, 2.0, 3.0]).write_npy(&one_d).unwrap();
+        assert!(load_points(&one_d).unwrap_err().to_string().contains("expected a 2-D array"));
+    }
+}

@@ -1,0 +1,198 @@
+//! Seeded 2D toy sets following FFJORD's `toy_data.py` definitions (see docs/ARCHITECTURE.md for the two places we
+//! draw angles at random where sklearn uses an even grid).
+use anyhow::{bail, Result};
+use std::f64::consts::PI;
+use tch::{Device, Kind, Tensor};
+
+/// Names of every 2D generator.
+pub const NAMES: [&str; 8] = ["moons", "circles", "8gaussians", "checkerboard", "rings", "pinwheel", "2spirals", "swissroll"];
+
+fn opts() -> (Kind, Device) {
+    (Kind::Double, Device::Cpu)
+}
+
+fn rand(n: i64) -> Tensor {
+    Tensor::rand([n], opts())
+}
+
+fn randn(n: i64) -> Tensor {
+    Tensor::randn([n], opts())
+}
+
+fn shuffle(x: Tensor) -> Tensor {
+    let n = x.size()[0];
+    x.index_select(0, &Tensor::randperm(n, (Kind::Int64, Device::Cpu)))
+}
+
+fn stack(a: Tensor, b: Tensor) -> Tensor {
+    Tensor::stack(&[a, b], 1)
+}
+
+/// `n` points of the named set as a [n, 2] float tensor, drawn from torch's global RNG (seed it first).
+pub fn generate(name: &str, n: i64) -> Result<Tensor> {
+    let x = match name {
+        "moons" => moons(n),
+        "circles" => circles(n),
+        "8gaussians" => eight_gaussians(n),
+        "checkerboard" => checkerboard(n),
+        "rings" => rings(n),
+        "pinwheel" => pinwheel(n),
+        "2spirals" => two_spirals(n),
+        "swissroll" => swissroll(n),
+        _ => bail!("unknown 2D dataset `{name}`; known: {}", NAMES.join(", ")),
+    };
+    Ok(x.to_kind(Kind::Float))
+}
+
+/// sklearn `make_moons(noise=0.1)`, then ·2 + (-1, -0.2).
+fn moons(n: i64) -> Tensor {
+    let n_out = n / 2;
+    let n_in = n - n_out;
+    let t_out = rand(n_out) * PI;
+    let t_in = rand(n_in) * PI;
+    let outer = stack(t_out.cos(), t_out.sin());
+    let inner = stack(1.0 - t_in.cos(), 1.0 - t_in.sin() - 0.5);
+    let x = Tensor::cat(&[outer, inner], 0) + Tensor::randn([n, 2], opts()) * 0.1;
+    shuffle(x * 2.0 + Tensor::from_slice(&[-1.0f64, -0.2]))
+}
+
+/// sklearn `make_circles(factor=0.5, noise=0.08)` ·3.
+fn circles(n: i64) -> Tensor {
+    let n_out = n / 2;
+    let t = rand(n) * (2.0 * PI);
+    let radius = Tensor::cat(&[Tensor::ones([n_out], opts()), Tensor::full([n - n_out], 0.5, opts())], 0);
+    let x = stack(t.cos() * &radius, t.sin() * &radius) + Tensor::randn([n, 2], opts()) * 0.08;
+    shuffle(x * 3.0)
+}
+
+/// Eight Gaussians (std 0.5) on a circle of radius 4, all divided by 1.414.
+fn eight_gaussians(n: i64) -> Tensor {
+    let s = 1.0 / 2f64.sqrt();
+    let centers = Tensor::from_slice(&[1.0, 0.0, -1.0, 0.0, 0.0, 1.0, 0.0, -1.0, s, s, s, -s, -s, s, -s, -s]).view([8, 2]) * 4.0;
+    let idx = Tensor::randint(8, [n], (Kind::Int64, Device::Cpu));
+    (Tensor::randn([n, 2], opts()) * 0.5 + centers.index_select(0, &idx)) / 1.414
+}
+
+/// x1 ~ U(-2,2); x2 ~ U(0,1) - 2·{0,1} + (floor(x1) mod 2); times 2: uniform on 8 squares, total area 32.
+fn checkerboard(n: i64) -> Tensor {
+    let x1 = rand(n) * 4.0 - 2.0;
+    let x2 = rand(n) - Tensor::randint(2, [n], (Kind::Int64, Device::Cpu)).to_kind(Kind::Double) * 2.0;
+    let x2 = x2 + x1.floor().remainder(2.0);
+    stack(x1, x2) * 2.0
+}
+
+/// Four rings of radius 1, .75, .5, .25, ·3, plus N(0, 0.08²) noise.
+fn rings(n: i64) -> Tensor {
+    let n_small = n / 4;
+    let sizes = [n - 3 * n_small, n_small, n_small, n_small];
+    let radii = [1.0, 0.75, 0.5, 0.25];
+    let parts: Vec<Tensor> = sizes
+        .iter()
+        .zip(radii)
+        .map(|(&m, r)| {
+            let t = rand(m) * (2.0 * PI);
+            stack(t.cos(), t.sin()) * (3.0 * r)
+        })
+        .collect();
+    shuffle(Tensor::cat(&parts, 0)) + Tensor::randn([n, 2], opts()) * 0.08
+}
+
+/// Five arms: radial std .3, tangential std .1, rate .25, times 2.
+fn pinwheel(n: i64) -> Tensor {
+    let classes = 5;
+    let per = n / classes;
+    let m = per * classes;
+    let f0 = randn(m) * 0.3 + 1.0;
+    let f1 = randn(m) * 0.1;
+    let labels = Tensor::arange(classes, (Kind::Int64, Device::Cpu)).repeat_interleave_self_int(per, 0, None);
+    let angles = labels.to_kind(Kind::Double) * (2.0 * PI / classes as f64) + f0.exp() * 0.25;
+    let (c, s) = (angles.cos(), angles.sin());
+    let x = stack(&f0 * &c + &f1 * &s, -&f0 * &s + &f1 * &c) * 2.0;
+    let x = if m < n { Tensor::cat(&[x.shallow_clone(), x.narrow(0, 0, n - m)], 0) } else { x };
+    shuffle(x)
+}
+
+/// Two interleaved spirals, /3, plus N(0, 0.1²) noise.
+fn two_spirals(n: i64) -> Tensor {
+    let half = n / 2;
+    let t = rand(half).sqrt() * (540.0 * 2.0 * PI / 360.0);
+    let d1x = -t.cos() * &t + rand(half) * 0.5;
+    let d1y = t.sin() * &t + rand(half) * 0.5;
+    let arm = stack(d1x, d1y);
+    let x = Tensor::cat(&[arm.shallow_clone(), -arm], 0) / 3.0;
+    let x = if 2 * half < n { Tensor::cat(&[x.shallow_clone(), x.narrow(0, 0, n - 2 * half)], 0) } else { x };
+    shuffle(x.shallow_clone() + Tensor::randn_like(&x) * 0.1)
+}
+
+/// sklearn `make_swiss_roll(noise=1.0)`, coordinates (x, z) / 5.
+fn swissroll(n: i64) -> Tensor {
+    let t = (rand(n) * 2.0 + 1.0) * (1.5 * PI);
+    let x = stack(t.cos() * &t, t.sin() * &t) + Tensor::randn([n, 2], opts());
+    x / 5.0
+}
+
+/// The true differential entropy (nats) where it is known in closed form.
+pub fn true_entropy(name: &str) -> Option<f64> {
+    match name {
+        "checkerboard" => Some(32f64.ln()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_set_has_the_requested_shape_and_is_finite() {
+        tch::manual_seed(0);
+        for name in NAMES {
+            let x = generate(name, 1001).unwrap();
+            assert_eq!(x.size(), vec![1001, 2], "{name}");
+            assert!(bool::try_from(x.isfinite().all()).unwrap(), "{name}");
+            assert!(x.abs().max().double_value(&[]) < 6.0, "{name} leaves the plot window");
+        }
+    }
+
+    #[test]
+    fn same_seed_same_points_other_seed_other_points() {
+        tch::manual_seed(5);
+        let a = generate("moons", 100).unwrap();
+        tch::manual_seed(5);
+        let b = generate("moons", 100).unwrap();
+        tch::manual_seed(6);
+        let c = generate("moons", 100).unwrap();
+        assert!(a.equal(&b));
+        assert!(!a.equal(&c));
+    }
+
+    #[test]
+    fn checkerboard_is_uniform_on_its_eight_squares() {
+        tch::manual_seed(1);
+        let x = generate("checkerboard", 80_000).unwrap();
+        let cell = (&x / 2.0).floor() + 2.0; // cells 0..3 in each axis
+        let (i, j) = (cell.select(1, 0), cell.select(1, 1));
+        let parity = (&i + &j).remainder(2.0);
+        assert_eq!(parity.sum(Kind::Double).double_value(&[]), 0.0, "points only on even cells");
+        let counts = (i * 4.0 + j).to_kind(Kind::Int64).bincount::<Tensor>(None, 16);
+        let occupied: Vec<i64> = Vec::<i64>::try_from(counts).unwrap().into_iter().filter(|&c| c > 0).collect();
+        assert_eq!(occupied.len(), 8);
+        assert!(occupied.iter().all(|&c| (c as f64 - 10_000.0).abs() < 500.0), "{occupied:?}");
+    }
+
+    #[test]
+    fn rings_have_the_four_radii() {
+        tch::manual_seed(2);
+        let r = generate("rings", 40_000).unwrap().square().sum_dim_intlist(1, false, None).sqrt();
+        for radius in [3.0, 2.25, 1.5, 0.75] {
+            let near = (&r - radius).abs().lt(0.25).sum(Kind::Int64).int64_value(&[]);
+            assert!((near - 10_000).abs() < 600, "radius {radius}: {near} points");
+        }
+    }
+
+    #[test]
+    fn unknown_name_lists_the_known_ones() {
+        let err = generate("moon", 10).unwrap_err().to_string();
+        assert!(err.contains("unknown 2D dataset `moon`") && err.contains("checkerboard"), "{err}");
+    }
+}

@@ -1,0 +1,292 @@
+//! The experiment config: `[data]`, `[model]`, `[train]`, `[eval]`, with `--set key=value` overrides.
+//! Unknown keys, wrong types and missing keys are errors naming the key and the file.
+use crate::data::DataConfig;
+use anyhow::{anyhow, bail, Context, Result};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// One named experiment.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    /// One line for `relaxflow list`.
+    #[serde(default)]
+    pub description: String,
+    pub data: DataConfig,
+    pub train: TrainConfig,
+    #[serde(default)]
+    pub eval: EvalConfig,
+    /// `kind` plus that kind's hyper-parameters; checked by the registry.
+    pub model: toml::Table,
+}
+
+/// Learning-rate schedule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LrSchedule {
+    Constant,
+    /// Cosine decay from `lr` to 0 over the run (after warm-up).
+    Cosine,
+}
+
+fn default_beta1() -> f64 {
+    0.9
+}
+fn default_beta2() -> f64 {
+    0.999
+}
+fn default_eps() -> f64 {
+    1e-8
+}
+fn default_schedule() -> LrSchedule {
+    LrSchedule::Constant
+}
+fn default_log_every() -> i64 {
+    50
+}
+fn default_checkpoint_every() -> i64 {
+    500
+}
+fn default_sample_every() -> i64 {
+    1000
+}
+
+/// The `[train]` section: Adam on the model's loss.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub batch_size: i64,
+    pub steps: i64,
+    pub lr: f64,
+    #[serde(default)]
+    pub seed: i64,
+    #[serde(default = "default_beta1")]
+    pub beta1: f64,
+    #[serde(default = "default_beta2")]
+    pub beta2: f64,
+    #[serde(default = "default_eps")]
+    pub eps: f64,
+    /// Decoupled weight decay (AdamW).
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Clip the global gradient norm to this value.
+    #[serde(default)]
+    pub grad_clip: Option<f64>,
+    #[serde(default = "default_schedule")]
+    pub lr_schedule: LrSchedule,
+    /// Linear warm-up steps.
+    #[serde(default)]
+    pub warmup: i64,
+    /// Steps between metrics lines (and NaN checks).
+    #[serde(default = "default_log_every")]
+    pub log_every: i64,
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: i64,
+    /// Steps between pictures (0: only at the end).
+    #[serde(default = "default_sample_every")]
+    pub sample_every: i64,
+}
+
+fn default_eval_every() -> i64 {
+    500
+}
+fn default_eval_n() -> i64 {
+    5000
+}
+fn default_eval_batch() -> i64 {
+    10_000
+}
+fn default_n_samples() -> i64 {
+    20_000
+}
+fn default_grid() -> i64 {
+    256
+}
+
+/// The `[eval]` section.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Steps between test-NLL evaluations during training, on `n_eval` test points (0: only at the end).
+    #[serde(default = "default_eval_every")]
+    pub every: i64,
+    #[serde(default = "default_eval_n")]
+    pub n_eval: i64,
+    /// Test points per evaluation batch.
+    #[serde(default = "default_eval_batch")]
+    pub batch_size: i64,
+    /// Samples drawn for pictures and for timing the sampler.
+    #[serde(default = "default_n_samples")]
+    pub n_samples: i64,
+    /// Resolution of 2D density heat maps.
+    #[serde(default = "default_grid")]
+    pub grid: i64,
+    /// Plot window [xmin, xmax, ymin, ymax] for 2D pictures (default [-4, 4]² for toy sets, else from the data).
+    #[serde(default)]
+    pub bounds: Option<[f64; 4]>,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("every eval key has a default")
+    }
+}
+
+/// Where named experiments live: `./experiments`, else the crate's own folder.
+pub fn experiments_dir() -> PathBuf {
+    let local = PathBuf::from("experiments");
+    if local.is_dir() {
+        local
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments")
+    }
+}
+
+/// Names of every experiment, sorted.
+pub fn list_names() -> Result<Vec<String>> {
+    let dir = experiments_dir();
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".toml")).map(str::to_owned))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// The file an experiment name (or a path to a .toml) refers to.
+pub fn resolve_file(name: &str) -> Result<(String, PathBuf)> {
+    if name.ends_with(".toml") {
+        let path = PathBuf::from(name);
+        if !path.exists() {
+            bail!("experiment file {} not found", path.display());
+        }
+        let stem = path.file_stem().unwrap_or_default().to_string_lossy().to_string();
+        return Ok((stem, path));
+    }
+    let path = experiments_dir().join(format!("{name}.toml"));
+    if !path.exists() {
+        let known = list_names().unwrap_or_default().join(", ");
+        bail!("unknown experiment `{name}` (no {}); known: {known}", path.display());
+    }
+    Ok((name.to_string(), path))
+}
+
+/// Reads an experiment file, applies `key=value` overrides, and checks every key and type.
+pub fn load(path: &Path, overrides: &[String]) -> Result<Experiment> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut table: toml::Table = text.parse().map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    for o in overrides {
+        apply_override(&mut table, o).with_context(|| format!("--set {o}"))?;
+    }
+    let origin = if overrides.is_empty() { path.display().to_string() } else { format!("{} (with --set)", path.display()) };
+    from_table(table, &origin)
+}
+
+/// Parses a whole config table; `origin` names it in errors.
+pub fn from_table(table: toml::Table, origin: &str) -> Result<Experiment> {
+    let exp: Experiment = parse_value(toml::Value::Table(table), origin, "")?;
+    validate(&exp).map_err(|e| anyhow!("{origin}: {e}"))?;
+    Ok(exp)
+}
+
+/// Deserializes `value` reporting the full key path on error, e.g. "f.toml: `train.steps`: invalid type ...".
+pub fn parse_value<T: DeserializeOwned>(value: toml::Value, origin: &str, prefix: &str) -> Result<T> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let inner = e.path().to_string();
+        let key = match (prefix.is_empty(), inner == ".") {
+            (true, true) => "top level".to_string(),
+            (true, false) => format!("`{inner}`"),
+            (false, true) => format!("`{prefix}`"),
+            (false, false) => format!("`{prefix}.{inner}`"),
+        };
+        anyhow!("{origin}: {key}: {}", e.inner())
+    })
+}
+
+fn validate(e: &Experiment) -> Result<()> {
+    let t = &e.train;
+    let positive = [("train.batch_size", t.batch_size), ("train.log_every", t.log_every), ("eval.batch_size", e.eval.batch_size)];
+    for (key, v) in positive {
+        if v < 1 {
+            bail!("`{key}` must be at least 1, got {v}");
+        }
+    }
+    if t.steps < 0 {
+        bail!("`train.steps` must be non-negative, got {}", t.steps);
+    }
+    if !(t.lr > 0.0 && t.lr.is_finite()) {
+        bail!("`train.lr` must be a positive number, got {}", t.lr);
+    }
+    if !e.model.contains_key("kind") {
+        bail!("`model.kind` is missing (one of: {})", crate::experiment::registry::kinds().join(", "));
+    }
+    Ok(())
+}
+
+/// `a.b.c=value`: the value is read as TOML (number, bool, array, quoted string), else taken as a bare string.
+pub fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<()> {
+    let (key, raw) = assignment.split_once('=').ok_or_else(|| anyhow!("expected key=value"))?;
+    let parts: Vec<&str> = key.trim().split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        bail!("malformed key `{key}`");
+    }
+    let value = parse_scalar(raw.trim());
+    let (last, sections) = parts.split_last().expect("split gives at least one part");
+    let mut node = table;
+    for s in sections {
+        let entry = node.entry(s.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        node = entry.as_table_mut().ok_or_else(|| anyhow!("`{s}` in `{key}` is not a section"))?;
+    }
+    node.insert(last.to_string(), value);
+    Ok(())
+}
+
+fn parse_scalar(raw: &str) -> toml::Value {
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "[data]\nname = \"moons\"\n[model]\nkind = \"realnvp\"\n[train]\nbatch_size = 8\nsteps = 10\nlr = 1e-3\n";
+
+    fn parse(text: &str, overrides: &[&str]) -> Result<Experiment> {
+        let mut t: toml::Table = text.parse().unwrap();
+        for o in overrides {
+            apply_override(&mut t, o)?;
+        }
+        from_table(t, "x.toml")
+    }
+
+    #[test]
+    fn overrides_reach_any_key_with_the_right_type() {
+        let e = parse(BASE, &["train.steps=25", "data.path=pts.npy", "model.hidden=[8,8]", "eval.bounds=[-1,1,-2,2]"]).unwrap();
+        assert_eq!(e.train.steps, 25);
+        assert_eq!(e.data.path.unwrap(), PathBuf::from("pts.npy"));
+        assert_eq!(e.model["hidden"].as_array().unwrap().len(), 2);
+        assert_eq!(e.eval.bounds, Some([-1.0, 1.0, -2.0, 2.0]));
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_key() {
+        let err = parse(BASE, &["train.stpes=3"]).unwrap_err().to_string();
+        assert!(err.contains("x.toml") && err.contains("`train`") && err.contains("unknown field `stpes`"), "{err}");
+        let err = parse(BASE, &["train.steps=\"many\""]).unwrap_err().to_string();
+        assert!(err.contains("`train.steps`") && err.contains("invalid type"), "{err}");
+        let err = parse(&BASE.replace("lr = 1e-3\n", ""), &[]).unwrap_err().to_string();
+        assert!(err.contains("missing field `lr`"), "{err}");
+        let err = parse(BASE, &["train.lr=-1"]).unwrap_err().to_string();
+        assert!(err.contains("`train.lr` must be a positive number"), "{err}");
+        let err = parse(BASE, &["extra=1"]).unwrap_err().to_string();
+        assert!(err.contains("unknown field `extra`"), "{err}");
+        assert!(parse(BASE, &["train.steps"]).unwrap_err().to_string().contains("expected key=value"));
+        assert!(parse(BASE, &["train.steps.x=1"]).unwrap_err().to_string().contains("is not a section"));
+    }
+}

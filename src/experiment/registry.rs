@@ -1,0 +1,112 @@
+//! The registry: model kind -> family, description and constructor. Adding an experiment needs only a TOML file;
+//! adding a model kind needs one entry here.
+use super::config::parse_value;
+use crate::flows::build::{nice, realnvp, NiceParams, RealNvpParams};
+use crate::model::Model;
+use anyhow::{bail, Result};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tch::nn;
+
+/// A constructor: the `[model]` table (without `kind`), the VarStore path, the data's event shape; returns the model
+/// and the table with every default filled in (written to the run's resolved config).
+pub type Build = fn(&toml::Table, &nn::Path, &[i64], &str) -> Result<(Box<dyn Model>, toml::Table)>;
+
+/// One model kind.
+pub struct Entry {
+    pub kind: &'static str,
+    pub family: &'static str,
+    pub about: &'static str,
+    pub build: Build,
+}
+
+/// Every registered model kind.
+pub fn entries() -> Vec<Entry> {
+    vec![
+        Entry { kind: "realnvp", family: "flow", about: "affine coupling flow (RealNVP)", build: build_realnvp },
+        Entry { kind: "nice", family: "flow", about: "additive coupling flow with diagonal scaling (NICE)", build: build_nice },
+    ]
+}
+
+/// Names of every model kind.
+pub fn kinds() -> Vec<&'static str> {
+    entries().iter().map(|e| e.kind).collect()
+}
+
+/// The entry for the `[model]` table's `kind`.
+pub fn entry_for(model: &toml::Table, origin: &str) -> Result<Entry> {
+    let Some(kind) = model.get("kind") else { bail!("{origin}: `model.kind` is missing (one of: {})", kinds().join(", ")) };
+    let Some(kind) = kind.as_str() else { bail!("{origin}: `model.kind` must be a string, got {kind}") };
+    match entries().into_iter().find(|e| e.kind == kind) {
+        Some(e) => Ok(e),
+        None => bail!("{origin}: unknown model kind `{kind}` in `model.kind` (known: {})", kinds().join(", ")),
+    }
+}
+
+/// Builds the model an experiment's `[model]` table describes.
+pub fn build(model: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
+    let entry = entry_for(model, origin)?;
+    let mut params = model.clone();
+    params.remove("kind");
+    let (m, mut resolved) = (entry.build)(&params, path, shape, origin)?;
+    resolved.insert("kind".into(), toml::Value::String(entry.kind.into()));
+    Ok((m, resolved))
+}
+
+/// Parses a kind's parameters, naming `model.<key>` and the file on error; returns them with defaults filled in.
+fn params<T: DeserializeOwned + Serialize>(table: &toml::Table, origin: &str) -> Result<(T, toml::Table)> {
+    let p: T = parse_value(toml::Value::Table(table.clone()), origin, "model")?;
+    let resolved = toml::Table::try_from(&p)?;
+    Ok((p, resolved))
+}
+
+/// The single dimension of vector data, or an error telling how to get it.
+fn vector_dim(kind: &str, shape: &[i64]) -> Result<i64> {
+    match shape {
+        [d] => Ok(*d),
+        _ => bail!("model `{kind}` needs vector data, but the dataset has shape {shape:?} (set data.flatten = true)"),
+    }
+}
+
+fn build_realnvp(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
+    let (p, resolved) = params::<RealNvpParams>(t, origin)?;
+    Ok((Box::new(realnvp(path, vector_dim("realnvp", shape)?, &p)?), resolved))
+}
+
+fn build_nice(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
+    let (p, resolved) = params::<NiceParams>(t, origin)?;
+    Ok((Box::new(nice(path, vector_dim("nice", shape)?, &p)?), resolved))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    fn table(s: &str) -> toml::Table {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn builds_with_defaults_filled_in() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let (m, resolved) = build(&table("kind = \"realnvp\"\nn_layers = 2"), &vs.root(), &[2], "f.toml").unwrap();
+        assert_eq!(m.family(), "flow");
+        assert_eq!(resolved["hidden"].as_array().unwrap().len(), 2);
+        assert_eq!(resolved["kind"].as_str(), Some("realnvp"));
+    }
+
+    #[test]
+    fn model_errors_name_the_key_and_file() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let err = |s: &str, shape: &[i64]| build(&table(s), &vs.root(), shape, "f.toml").err().unwrap().to_string();
+        let e = err("kind = \"realnvp\"\nhiden = [3]", &[2]);
+        assert!(e.contains("f.toml") && e.contains("`model`") && e.contains("unknown field `hiden`"), "{e}");
+        let e = err("kind = \"realnvq\"", &[2]);
+        assert!(e.contains("unknown model kind `realnvq`") && e.contains("realnvp"), "{e}");
+        let e = err("kind = \"realnvp\"\nn_layers = \"two\"", &[2]);
+        assert!(e.contains("`model.n_layers`") && e.contains("invalid type"), "{e}");
+        let e = err("kind = \"nice\"", &[1, 28, 28]);
+        assert!(e.contains("needs vector data") && e.contains("data.flatten"), "{e}");
+    }
+}

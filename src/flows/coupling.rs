@@ -1,0 +1,161 @@
+//! Coupling layers: affine (RealNVP, Dinh et al. 2017, eq. 7-8) and additive (NICE, Dinh et al. 2015, eq. 5).
+//!
+//! The input is split into a conditioning half x_a and a transformed half x_b; a network reads x_a and sets the
+//! element-wise transform of x_b, so the Jacobian is triangular and log|det| = Σ log s.
+use crate::layer::{Layer, LayerKind};
+use crate::nets::{Activation, Mlp};
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use tch::{nn, Tensor};
+
+/// How an affine coupling keeps its scale positive and bounded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScaleBound {
+    /// log s = tanh(h): |log s| ≤ 1 per layer.
+    Tanh,
+    /// s = softplus(h + ln(e - 1)) + 1e-3, so s = 1.001 at h = 0 and s > 0 always.
+    Softplus,
+}
+
+/// The element-wise transform of x_b.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transformer {
+    /// z_b = x_b ⊙ s(x_a) + t(x_a).
+    Affine(ScaleBound),
+    /// z_b = x_b + t(x_a) (volume preserving).
+    Additive,
+}
+
+/// A coupling layer on inputs of shape [batch, dim].
+#[derive(Debug)]
+pub struct Coupling {
+    net: Mlp,
+    transformer: Transformer,
+    /// Size of the first half; the halves are x[:, ..split] and x[:, split..].
+    split: i64,
+    dim: i64,
+    /// false: the first half conditions the second; true: the second conditions the first.
+    parity: bool,
+}
+
+impl Coupling {
+    pub fn new(
+        path: &nn::Path,
+        dim: i64,
+        hidden: &[i64],
+        act: Activation,
+        transformer: Transformer,
+        parity: bool,
+    ) -> Result<Self> {
+        anyhow::ensure!(dim >= 2, "a coupling layer needs at least 2 dimensions, got {dim}");
+        let split = dim / 2;
+        let (d_cond, d_trans) = if parity { (dim - split, split) } else { (split, dim - split) };
+        let d_out = match transformer {
+            Transformer::Affine(_) => 2 * d_trans,
+            Transformer::Additive => d_trans,
+        };
+        let net = Mlp::new(&path.sub("net"), d_cond, hidden, d_out, act, true)?;
+        Ok(Coupling { net, transformer, split, dim, parity })
+    }
+
+    /// (x_a, x_b): conditioning and transformed parts.
+    fn split(&self, x: &Tensor) -> (Tensor, Tensor) {
+        let first = x.narrow(1, 0, self.split);
+        let second = x.narrow(1, self.split, self.dim - self.split);
+        if self.parity {
+            (second, first)
+        } else {
+            (first, second)
+        }
+    }
+
+    fn join(&self, x_a: &Tensor, x_b: &Tensor) -> Tensor {
+        if self.parity {
+            Tensor::cat(&[x_b, x_a], 1)
+        } else {
+            Tensor::cat(&[x_a, x_b], 1)
+        }
+    }
+
+    /// (log s, t) from the conditioner; log s is None for the additive coupling.
+    fn params(&self, x_a: &Tensor) -> (Option<Tensor>, Tensor) {
+        let h = self.net.forward(x_a);
+        match self.transformer {
+            Transformer::Additive => (None, h),
+            Transformer::Affine(bound) => {
+                let d = h.size()[1] / 2;
+                let (raw, t) = (h.narrow(1, 0, d), h.narrow(1, d, d));
+                let log_s = match bound {
+                    ScaleBound::Tanh => raw.tanh(),
+                    ScaleBound::Softplus => ((raw + 0.541_324_854_612_918_1).softplus() + 1e-3).log(),
+                };
+                (Some(log_s), t)
+            }
+        }
+    }
+}
+
+impl Layer for Coupling {
+    /// z_b = x_b · exp(log s) + t, V = Σ log s.
+    fn forward(&self, x: &Tensor) -> (Tensor, Tensor) {
+        let (x_a, x_b) = self.split(x);
+        let (log_s, t) = self.params(&x_a);
+        match log_s {
+            Some(log_s) => {
+                let z_b = x_b * log_s.exp() + t;
+                (self.join(&x_a, &z_b), log_s.sum_dim_intlist(1, false, None))
+            }
+            None => (self.join(&x_a, &(x_b + t)), Tensor::zeros([x.size()[0]], (x.kind(), x.device()))),
+        }
+    }
+
+    /// x_b = (z_b - t) · exp(-log s), contribution -Σ log s.
+    fn inverse(&self, z: &Tensor) -> (Tensor, Tensor) {
+        let (z_a, z_b) = self.split(z);
+        let (log_s, t) = self.params(&z_a);
+        match log_s {
+            Some(log_s) => {
+                let x_b = (z_b - t) * (-&log_s).exp();
+                (self.join(&z_a, &x_b), -log_s.sum_dim_intlist(1, false, None))
+            }
+            None => (self.join(&z_a, &(z_b - t)), Tensor::zeros([z.size()[0]], (z.kind(), z.device()))),
+        }
+    }
+
+    fn kind(&self) -> LayerKind {
+        LayerKind::Bijection
+    }
+
+    fn nfe(&self) -> usize {
+        1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flows::testing::check_bijection;
+
+    fn check(dim: i64, transformer: Transformer, parity: bool) {
+        check_bijection(dim, |p| Box::new(Coupling::new(p, dim, &[16, 16], Activation::Tanh, transformer, parity).unwrap()));
+    }
+
+    #[test]
+    fn affine_tanh_coupling_is_a_correct_bijection() {
+        check(2, Transformer::Affine(ScaleBound::Tanh), false);
+        check(5, Transformer::Affine(ScaleBound::Tanh), true);
+    }
+
+    #[test]
+    fn affine_softplus_coupling_is_a_correct_bijection() {
+        check(3, Transformer::Affine(ScaleBound::Softplus), false);
+        check(4, Transformer::Affine(ScaleBound::Softplus), true);
+    }
+
+    #[test]
+    fn additive_coupling_is_a_correct_bijection() {
+        check(2, Transformer::Additive, true);
+        check(5, Transformer::Additive, false);
+    }
+}

@@ -1,0 +1,117 @@
+//! The SurVAE layer algebra (Nielsen et al. 2020) and the model composed from layers and a base distribution.
+//!
+//! A layer maps data x to latent z and returns its per-example likelihood contribution V(x, z):
+//! log|det dz/dx| for a bijection, log p(x|z) - log q(z|x) for stochastic layers and generative surjections.
+//! Then log p(x) = log p(z_L) + sum_l V_l (eq. 4 of Nielsen et al.), exact only when every layer is exact.
+use crate::dist::Distribution;
+use crate::model::{Kind, LogProb, Model, SamplingCost};
+use tch::Tensor;
+
+/// What a layer is in SurVAE terms; decides the model's `Kind`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerKind {
+    Bijection,
+    InferenceSurjection,
+    GenerativeSurjection,
+    Stochastic,
+}
+
+impl LayerKind {
+    /// Exact for bijections and inference surjections; a lower bound otherwise (Nielsen et al., Table 1).
+    pub fn likelihood_kind(self) -> Kind {
+        match self {
+            LayerKind::Bijection | LayerKind::InferenceSurjection => Kind::Exact,
+            LayerKind::GenerativeSurjection | LayerKind::Stochastic => Kind::LowerBound,
+        }
+    }
+}
+
+/// One layer of a flow, SurVAE flow, VAE or SNF.
+pub trait Layer: std::fmt::Debug {
+    /// Data -> latent: returns z and V(x, z) per example (shape [batch]).
+    fn forward(&self, x: &Tensor) -> (Tensor, Tensor);
+    /// Latent -> data: returns x and the generative direction's contribution per example; for a bijection this is
+    /// log|det dx/dz| = -V(x, z). Energy training and SNF path weights use it.
+    fn inverse(&self, z: &Tensor) -> (Tensor, Tensor);
+    fn kind(&self) -> LayerKind;
+    /// Data-dependent initialisation (ActNorm): set parameters from the batch `x`, return the layer's output on it.
+    fn data_init(&self, x: &Tensor) -> Tensor {
+        self.forward(x).0
+    }
+    /// Network evaluations one pass through this layer costs.
+    fn nfe(&self) -> usize {
+        0
+    }
+}
+
+/// Layers composed with a base distribution: log p(x) = log p_base(z) + sum of V (the flow, SurVAE and VAE model).
+#[derive(Debug)]
+pub struct LayerModel {
+    pub layers: Vec<Box<dyn Layer>>,
+    pub base: Box<dyn Distribution>,
+    pub family: &'static str,
+}
+
+impl LayerModel {
+    /// Kind of the composed likelihood: exact only when every layer is exact.
+    pub fn kind(&self) -> Kind {
+        self.layers.iter().fold(Kind::Exact, |k, l| k.combine(l.kind().likelihood_kind()))
+    }
+
+    /// z = f(x) through every layer, and the summed contributions V.
+    pub fn forward(&self, x: &Tensor) -> (Tensor, Tensor) {
+        let mut z = x.shallow_clone();
+        let mut v = Tensor::zeros([x.size()[0]], (x.kind(), x.device()));
+        for layer in &self.layers {
+            let (z_next, v_l) = layer.forward(&z);
+            v = v + v_l;
+            z = z_next;
+        }
+        (z, v)
+    }
+
+    /// x = f^{-1}(z) through every layer in reverse, and the summed generative contributions.
+    pub fn inverse(&self, z: &Tensor) -> (Tensor, Tensor) {
+        let mut x = z.shallow_clone();
+        let mut v = Tensor::zeros([z.size()[0]], (z.kind(), z.device()));
+        for layer in self.layers.iter().rev() {
+            let (x_prev, v_l) = layer.inverse(&x);
+            v = v + v_l;
+            x = x_prev;
+        }
+        (x, v)
+    }
+}
+
+impl Model for LayerModel {
+    /// Maximum likelihood: the mean negative log-likelihood of the batch (nats per example).
+    fn loss(&self, x: &Tensor, _step: i64) -> Tensor {
+        -self.log_prob(x).value.mean(None)
+    }
+
+    fn log_prob(&self, x: &Tensor) -> LogProb {
+        let (z, v) = self.forward(x);
+        LogProb { value: self.base.log_prob(&z) + v, kind: self.kind() }
+    }
+
+    fn sample(&self, n: i64) -> Tensor {
+        tch::no_grad(|| self.inverse(&self.base.sample(n)).0)
+    }
+
+    fn sampling_cost(&self) -> SamplingCost {
+        SamplingCost { nfe_per_sample: self.layers.iter().map(|l| l.nfe()).sum(), steps: self.layers.len() }
+    }
+
+    fn data_init(&self, x: &Tensor) {
+        tch::no_grad(|| {
+            let mut z = x.shallow_clone();
+            for layer in &self.layers {
+                z = layer.data_init(&z);
+            }
+        })
+    }
+
+    fn family(&self) -> &'static str {
+        self.family
+    }
+}

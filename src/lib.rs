@@ -1,0 +1,13 @@
+//! relaxflow: normalizing flows and the models that relax them, on libtorch (tch).
+//!
+//! Layers of the crate, importing downwards only: `experiment`/`runner`/`report` -> model families (`flows`, ...)
+//! -> `layer`, `model`, `nets`, `dist` -> tch. `data` is read by the runner and by tests, never by a model.
+pub mod data;
+pub mod dist;
+pub mod experiment;
+pub mod flows;
+pub mod layer;
+pub mod model;
+pub mod nets;
+pub mod report;
+pub mod runner;

@@ -1,0 +1,168 @@
+//! The relaxflow command line: list | info | train | eval | sample | compare.
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use relaxflow::data::points::load_points;
+use relaxflow::experiment::{config, registry};
+use relaxflow::runner::{self, evaluate, pictures, session, train::TrainOptions};
+use serde_json::json;
+use std::path::PathBuf;
+use tch::Tensor;
+
+#[derive(Parser)]
+#[command(name = "relaxflow", version, about = "Normalizing flows and the models that relax them")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Every named experiment: name, family, dataset, description.
+    List,
+    /// Versions, device and threads.
+    Info,
+    /// Train a named experiment (experiments/NAME.toml) and print the run folder it writes.
+    Train {
+        /// Experiment name or path to a .toml file.
+        name: Option<String>,
+        /// Override any config key, e.g. --set train.lr=1e-3 --set data.path=pts.npy.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        #[arg(long)]
+        steps: Option<i64>,
+        #[arg(long)]
+        seed: Option<i64>,
+        /// cpu, cuda or cuda:N (default: cuda when available).
+        #[arg(long)]
+        device: Option<String>,
+        /// The run folder to write (default runs/NAME/<timestamp>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Continue this run folder from its last checkpoint.
+        #[arg(long, value_name = "RUN")]
+        resume: Option<PathBuf>,
+        /// Testing aid: stop right after this step, as if the process had been killed.
+        #[arg(long, hide = true)]
+        halt_after: Option<i64>,
+    },
+    /// Test-set metrics of a run as JSON; with --data, the log-density of each row of a .npy/.csv file.
+    Eval {
+        run: PathBuf,
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Where to write log p (nats, f64, one per row of --data, same order) as .npy.
+        #[arg(long)]
+        logp_out: Option<PathBuf>,
+        #[arg(long)]
+        device: Option<String>,
+    },
+    /// Draw samples from a run: .npy array or .png picture.
+    Sample {
+        run: PathBuf,
+        #[arg(short = 'n', long, default_value_t = 1000)]
+        n: i64,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: i64,
+        #[arg(long)]
+        device: Option<String>,
+    },
+    /// Side-by-side table of runs: markdown on stdout, CSV and markdown written to --out.{csv,md}.
+    Compare {
+        runs: Vec<PathBuf>,
+        #[arg(long, default_value = "runs/compare")]
+        out: PathBuf,
+    },
+}
+
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::List => list(),
+        Command::Info => info(),
+        Command::Train { name, set, steps, seed, device, out, resume, halt_after } => {
+            let opts = TrainOptions { experiment: name, overrides: set, steps, seed, device, out, resume, halt_after };
+            let run = runner::train::train(&opts)?;
+            println!("{}", run.display());
+            Ok(())
+        }
+        Command::Eval { run, data, logp_out, device } => eval(run, data, logp_out, device),
+        Command::Sample { run, n, out, seed, device } => sample(run, n, out, seed, device),
+        Command::Compare { runs, out } => {
+            let csv = relaxflow::report::compare::compare(&runs, &out)?;
+            eprintln!("wrote {} and {}", csv.display(), csv.with_extension("md").display());
+            Ok(())
+        }
+    }
+}
+
+fn list() -> Result<()> {
+    println!("{:<24} {:<8} {:<14} description", "experiment", "family", "dataset");
+    for name in config::list_names()? {
+        let (_, file) = config::resolve_file(&name)?;
+        let exp = config::load(&file, &[])?;
+        let family = registry::entry_for(&exp.model, &file.display().to_string())?.family;
+        println!("{:<24} {:<8} {:<14} {}", name, family, exp.data.display_name(), exp.description);
+    }
+    Ok(())
+}
+
+fn info() -> Result<()> {
+    let v = relaxflow::runner::summary::versions();
+    println!("relaxflow {}  tch {}  libtorch {}", v.relaxflow, v.tch, v.libtorch);
+    println!("cuda available: {} ({} device(s)), cudnn: {}", tch::Cuda::is_available(), tch::Cuda::device_count(), tch::Cuda::cudnn_is_available());
+    println!("default device: {:?}", tch::Device::cuda_if_available());
+    println!("threads: {}", tch::get_num_threads());
+    Ok(())
+}
+
+fn eval(run: PathBuf, data: Option<PathBuf>, logp_out: Option<PathBuf>, device: Option<String>) -> Result<()> {
+    let device = runner::parse_device(device.as_deref())?;
+    let s = session::open_run(&run, device)?;
+    let out = match (data, logp_out) {
+        (None, Some(_)) => bail!("--logp-out needs --data FILE"),
+        (None, None) => serde_json::to_value(evaluate::test_nll(&*s.model, &s.data, None, s.exp.eval.batch_size, device))?,
+        (Some(file), logp_out) => {
+            let x = load_points(&file)?;
+            if x.size()[1..] != s.data.shape[..] {
+                bail!("{}: rows have {} columns, the model was trained on data of shape {:?}", file.display(), x.size()[1], s.data.shape);
+            }
+            let (lp, kind) = evaluate::log_prob_batched(&*s.model, &x, s.exp.eval.batch_size, device);
+            if let Some(path) = &logp_out {
+                lp.write_npy(path).with_context(|| format!("writing {}", path.display()))?;
+            }
+            json!({
+                "data": file, "n": x.size()[0], "mean_log_prob_nats": lp.mean(None).double_value(&[]),
+                "kind": kind, "logp_out": logp_out,
+            })
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+fn sample(run: PathBuf, n: i64, out: PathBuf, seed: i64, device: Option<String>) -> Result<()> {
+    anyhow::ensure!(n > 0, "-n must be positive");
+    let device = runner::parse_device(device.as_deref())?;
+    let s = session::open_run(&run, device)?;
+    tch::manual_seed(seed);
+    let x: Tensor = s.model.sample(n).to_device(tch::Device::Cpu);
+    match out.extension().and_then(|e| e.to_str()) {
+        Some("npy") => x.write_npy(&out).with_context(|| format!("writing {}", out.display()))?,
+        Some("png") => {
+            let mut eval = s.exp.eval.clone();
+            eval.n_samples = n;
+            pictures::draw(&*s.model, &s.data, &eval, device, &out)?
+        }
+        _ => bail!("{}: --out must end in .npy or .png", out.display()),
+    }
+    eprintln!("wrote {n} samples to {}", out.display());
+    Ok(())
+}

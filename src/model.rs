@@ -1,0 +1,68 @@
+//! The `Model` trait every family implements, and how far a reported likelihood can be trusted.
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+/// How far a reported log-likelihood can be trusted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// The exact log-density (change of variables, inference surjections).
+    Exact,
+    /// A lower bound on log p(x) (ELBO, IWAE, DDPM VLB): its NLL is an upper bound.
+    LowerBound,
+    /// A stochastic estimate (Hutchinson trace, importance sampling): report its settings and standard error.
+    Estimate,
+}
+
+impl Kind {
+    /// The combined kind of a sum of terms: exact only when every term is exact; any estimate makes an estimate.
+    pub fn combine(self, other: Kind) -> Kind {
+        match (self, other) {
+            (Kind::Estimate, _) | (_, Kind::Estimate) => Kind::Estimate,
+            (Kind::LowerBound, _) | (_, Kind::LowerBound) => Kind::LowerBound,
+            _ => Kind::Exact,
+        }
+    }
+
+    /// A label for tables: how to read the NLL column.
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Exact => "exact",
+            Kind::LowerBound => "bound",
+            Kind::Estimate => "estimate",
+        }
+    }
+}
+
+/// Per-example log-likelihood (nats) together with its kind.
+#[derive(Debug)]
+pub struct LogProb {
+    /// Shape [batch], in nats.
+    pub value: Tensor,
+    pub kind: Kind,
+}
+
+/// What one sample costs: network evaluations and sampler steps.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SamplingCost {
+    /// Network evaluations per sample (a coupling layer's conditioner counts one).
+    pub nfe_per_sample: usize,
+    /// Sequential steps of the sampler (layers for a flow, time steps for diffusion).
+    pub steps: usize,
+}
+
+/// What the runner, eval, compare and report see, for every family.
+pub trait Model {
+    /// Scalar to minimise for one batch (maximum likelihood, ELBO, DSM, KL, ...); `step` lets schedules vary.
+    fn loss(&self, x: &Tensor, step: i64) -> Tensor;
+    /// Per-example log-likelihood in nats with its kind.
+    fn log_prob(&self, x: &Tensor) -> LogProb;
+    /// `n` samples in data space, shape [n, D].
+    fn sample(&self, n: i64) -> Tensor;
+    /// Network evaluations and steps per sample.
+    fn sampling_cost(&self) -> SamplingCost;
+    /// Data-dependent initialisation (ActNorm) from a first batch; called once before training, never on resume.
+    fn data_init(&self, _x: &Tensor) {}
+    /// The family this model belongs to (flow, vae, ...), for tables.
+    fn family(&self) -> &'static str;
+}

@@ -1,0 +1,2 @@
+//! Tables and reports read from run folders (summary.json), never from models.
+pub mod compare;

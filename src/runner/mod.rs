@@ -1,0 +1,40 @@
+//! Training, evaluation, sampling, checkpoints, metrics and pictures: everything that turns an experiment into a
+//! run folder.
+pub mod checkpoint;
+pub mod evaluate;
+pub mod metrics;
+pub mod optim;
+pub mod pictures;
+pub mod plot;
+pub mod session;
+pub mod summary;
+pub mod train;
+
+use anyhow::{bail, Result};
+use tch::Device;
+
+/// `cpu`, `cuda` or `cuda:N`; by default CUDA when there is one.
+pub fn parse_device(name: Option<&str>) -> Result<Device> {
+    match name {
+        None => Ok(Device::cuda_if_available()),
+        Some("cpu") => Ok(Device::Cpu),
+        Some(s) if s == "cuda" || s.starts_with("cuda:") => {
+            let index = match s.strip_prefix("cuda:") {
+                Some(i) => i.parse::<usize>().map_err(|_| anyhow::anyhow!("bad device `{s}` (expected cuda:N)"))?,
+                None => 0,
+            };
+            if !tch::Cuda::is_available() || index >= tch::Cuda::device_count() as usize {
+                bail!("device `{s}` requested, but no such CUDA device is available (CUDA devices: {})", tch::Cuda::device_count());
+            }
+            Ok(Device::Cuda(index))
+        }
+        Some(other) => bail!("unknown device `{other}` (expected cpu, cuda or cuda:N)"),
+    }
+}
+
+/// Waits for queued kernels, so wall-clock timings mean something on CUDA.
+pub fn sync(device: Device) {
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}

@@ -1,0 +1,87 @@
+//! Pictures of a model: for 2D data, training data | samples | density heat map side by side; image grids for
+//! images; loss curves from metrics.jsonl.
+use super::plot::{self, Bounds, Canvas};
+use crate::data::{toy, Dataset};
+use crate::experiment::EvalConfig;
+use crate::model::Model;
+use anyhow::Result;
+use std::path::Path;
+use tch::{Device, Kind, Tensor};
+
+/// The 2D plot window: `eval.bounds`, [-4, 4]² for toy sets, else the test data's range plus a margin.
+pub fn bounds_for(data: &Dataset, eval: &EvalConfig) -> Bounds {
+    if let Some([xmin, xmax, ymin, ymax]) = eval.bounds {
+        return Bounds { xmin, xmax, ymin, ymax };
+    }
+    if toy::NAMES.contains(&data.name.as_str()) {
+        return Bounds::square(4.0);
+    }
+    let range = |col: i64| {
+        let c = data.test.select(1, col);
+        let (lo, hi) = (c.min().double_value(&[]), c.max().double_value(&[]));
+        let pad = 0.1 * (hi - lo).max(1e-3);
+        (lo - pad, hi + pad)
+    };
+    let ((xmin, xmax), (ymin, ymax)) = (range(0), range(1));
+    Bounds { xmin, xmax, ymin, ymax }
+}
+
+/// p(x) at the centres of a size x size grid over `bounds` (top row first, as `plot::heatmap` expects) and the
+/// cell area, so Σ p · area approximates the mass inside the window.
+pub fn density_grid(model: &dyn Model, bounds: Bounds, size: usize, device: Device) -> (Vec<f32>, f64) {
+    let (xs, ys, area) = plot::grid_points(bounds, size);
+    let pts = Tensor::stack(&[Tensor::from_slice(&xs), Tensor::from_slice(&ys)], 1);
+    let (lp, _) = super::evaluate::log_prob_batched(model, &pts, 20_000, device);
+    let p: Vec<f32> = Vec::try_from(lp.exp().to_kind(Kind::Float)).unwrap_or_default();
+    (p, area)
+}
+
+fn columns(x: &Tensor) -> (Vec<f32>, Vec<f32>) {
+    let x = x.to_device(Device::Cpu).to_kind(Kind::Float);
+    let col = |i| Vec::<f32>::try_from(x.select(1, i).contiguous()).unwrap_or_default();
+    (col(0), col(1))
+}
+
+fn scatter(x: &Tensor, bounds: Bounds, size: usize) -> Canvas {
+    let (xs, ys) = columns(x);
+    plot::scatter_density(&xs, &ys, bounds, size)
+}
+
+/// The picture for a model at one moment of training, written to `path`.
+pub fn draw(model: &dyn Model, data: &Dataset, eval: &EvalConfig, device: Device, path: &Path) -> Result<()> {
+    let n = eval.n_samples.min(20_000).max(1);
+    let samples = model.sample(n).to_device(Device::Cpu);
+    let canvas = if data.dequantized_8bit {
+        image_grid(&samples, data)
+    } else {
+        let size = 256;
+        let bounds = bounds_for(data, eval);
+        let shown = data.test.narrow(0, 0, n.min(data.test.size()[0]));
+        let mut panels = vec![("data", scatter(&shown, bounds, size)), ("samples", scatter(&samples, bounds, size))];
+        if data.dim() == 2 {
+            let grid = eval.grid.max(8) as usize;
+            let (p, _) = density_grid(model, bounds, grid, device);
+            panels.push(("density", plot::heatmap(&p, grid)));
+        }
+        plot::titled_row(&panels)
+    };
+    canvas.save_png(path)
+}
+
+/// Up to 64 image samples in an 8-wide grid.
+pub fn image_grid(samples: &Tensor, data: &Dataset) -> Canvas {
+    let n = samples.size()[0].min(64);
+    let side = (data.dim() as f64).sqrt().round() as i64;
+    let imgs = samples.narrow(0, 0, n).reshape([n, side, side]).clamp(0.0, 1.0).to_kind(Kind::Float).contiguous();
+    let flat: Vec<f32> = Vec::try_from(imgs.flatten(0, -1)).unwrap_or_default();
+    plot::image_grid(&flat, n as usize, side as usize, side as usize, 8)
+}
+
+/// Training loss and test NLL against steps, from a run's metrics.
+pub fn loss_curve(run_dir: &Path) -> Result<()> {
+    let lines = super::metrics::read(&run_dir.join("metrics.jsonl"))?;
+    let (s1, loss) = super::metrics::series(&lines, "loss");
+    let (s2, nll) = super::metrics::series(&lines, "test_nll");
+    let series: [(&str, &[f64], &[f64]); 2] = [("train loss", &s1, &loss), ("test nll", &s2, &nll)];
+    plot::line_plot("loss (nats)", &series, 640, 400).save_png(&run_dir.join("loss.png"))
+}

@@ -1,0 +1,98 @@
+//! `summary.json`: what comparisons need from a finished run; and the versions and commit it was made with.
+use super::evaluate::Evaluation;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Library versions a run was made with.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Versions {
+    pub relaxflow: String,
+    pub tch: String,
+    pub libtorch: String,
+}
+
+pub fn versions() -> Versions {
+    Versions {
+        relaxflow: env!("CARGO_PKG_VERSION").into(),
+        tch: "0.24".into(),
+        libtorch: env!("RELAXFLOW_LIBTORCH_VERSION").into(),
+    }
+}
+
+/// The commit of the working tree the command runs in, if it is a git checkout.
+pub fn git_commit() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// A finished run, as `compare` and `report` read it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Summary {
+    pub experiment: String,
+    pub family: String,
+    pub model_kind: String,
+    pub dataset: String,
+    pub dim: i64,
+    /// Test NLL (nats per example), its standard error, its kind and how many test examples.
+    pub test_nll_nats: f64,
+    pub test_nll_stderr: f64,
+    /// "exact", "bound" (an upper bound on NLL) or "estimate".
+    pub nll_kind: String,
+    pub test_n: i64,
+    pub test_nonfinite: i64,
+    /// 8-bit images only: bits/dim = nll / (D ln 2) + 8 with uniform dequantization.
+    pub bits_per_dim: Option<f64>,
+    pub likelihood_note: String,
+    /// Where the data's differential entropy is known: it, and NLL minus it (≥ 0 up to noise: the KL to the truth).
+    pub true_entropy_nats: Option<f64>,
+    pub nll_gap_nats: Option<f64>,
+    pub steps: i64,
+    pub train_time_s: f64,
+    pub steps_per_s: f64,
+    pub sample_ms_per_1000: f64,
+    pub nfe_per_sample: usize,
+    pub sampler_steps: usize,
+    pub params: i64,
+    pub device: String,
+    pub threads: i32,
+    pub seed: i64,
+    pub versions: Versions,
+    pub git_commit: String,
+    pub finished_at: String,
+}
+
+/// What the NLL number means, in words, for the summary and the tables.
+pub fn likelihood_note(eval: &Evaluation) -> String {
+    let what = match eval.kind {
+        crate::model::Kind::Exact => "exact test NLL (change of variables)",
+        crate::model::Kind::LowerBound => "upper bound on test NLL (negative of a lower bound on log p)",
+        crate::model::Kind::Estimate => "stochastic estimate of test NLL",
+    };
+    match eval.bits_per_dim {
+        Some(_) => format!("{what}; data (pixel + u)/256 on [0,1]^D, bits/dim = nll/(D ln 2) + 8"),
+        None => format!("{what}; density of the data as given, in nats per example"),
+    }
+}
+
+/// Writes `value` as pretty JSON to `path` atomically.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(value)? + "\n").with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Reads a run's summary.
+pub fn read(run: &Path) -> Result<Summary> {
+    let path = run.join("summary.json");
+    if !path.exists() {
+        anyhow::bail!("{}: no summary.json (unfinished run? continue it with `relaxflow train --resume {}`)", run.display(), run.display());
+    }
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: malformed summary", path.display()))
+}

@@ -1,0 +1,350 @@
+//! The training loop: seeded per step (so a resumed run retraces an uninterrupted one exactly), device-side loss and
+//! NaN bookkeeping (one host sync per logged step), atomic checkpoints, pictures and a summary at the end.
+use super::checkpoint::{self, Progress};
+use super::evaluate::{sample_ms_per_1000, test_nll, Evaluation};
+use super::metrics::MetricsLog;
+use super::optim::{Adam, AdamConfig};
+use super::session::Session;
+use super::summary::{self, Summary};
+use super::{parse_device, pictures, sync};
+use crate::experiment::config::{self, resolve_file};
+use crate::experiment::{LrSchedule, TrainConfig};
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+/// What `relaxflow train` was asked to do.
+#[derive(Clone, Debug, Default)]
+pub struct TrainOptions {
+    /// Experiment name or path to a .toml (None when resuming).
+    pub experiment: Option<String>,
+    pub overrides: Vec<String>,
+    pub steps: Option<i64>,
+    pub seed: Option<i64>,
+    pub device: Option<String>,
+    /// The run folder to write (default runs/NAME/<timestamp>).
+    pub out: Option<PathBuf>,
+    /// A run folder to continue from its last checkpoint.
+    pub resume: Option<PathBuf>,
+    /// Testing aid: stop (as if killed) right after this step.
+    pub halt_after: Option<i64>,
+}
+
+/// Trains and returns the run folder.
+pub fn train(opts: &TrainOptions) -> Result<PathBuf> {
+    let device = parse_device(opts.device.as_deref())?;
+    let (mut s, run, name, start, mut adam) = match &opts.resume {
+        Some(run) => resume(opts, run, device)?,
+        None => fresh(opts, device)?,
+    };
+    s.data.train = s.data.train.to_device(device);
+    run_loop(&s, &mut adam, &run, &name, start, opts.halt_after)?;
+    finish(&s, &run, &name)?;
+    Ok(run)
+}
+
+fn adam_config(t: &TrainConfig) -> AdamConfig {
+    AdamConfig { beta1: t.beta1, beta2: t.beta2, eps: t.eps, weight_decay: t.weight_decay }
+}
+
+type Started = (Session, PathBuf, String, Progress, Adam);
+
+fn fresh(opts: &TrainOptions, device: Device) -> Result<Started> {
+    let Some(experiment) = opts.experiment.as_deref() else { bail!("name an experiment to train (see `relaxflow list`)") };
+    let (name, file) = resolve_file(experiment)?;
+    let mut overrides = opts.overrides.clone();
+    overrides.extend(opts.steps.map(|n| format!("train.steps={n}")));
+    overrides.extend(opts.seed.map(|n| format!("train.seed={n}")));
+    let exp = config::load(&file, &overrides)?;
+    let run = match &opts.out {
+        Some(dir) => dir.clone(),
+        None => new_run_dir(&name)?,
+    };
+    if run.join("config.toml").exists() {
+        bail!("{} already holds a run; continue it with --resume {}", run.display(), run.display());
+    }
+    std::fs::create_dir_all(run.join("samples")).with_context(|| format!("creating {}", run.display()))?;
+    let s = Session::open(exp, &file.display().to_string(), device)?;
+    std::fs::write(run.join("config.toml"), toml::to_string(&s.exp)?).context("writing config.toml")?;
+    let info = json!({
+        "experiment": name, "family": s.model.family(), "shape": s.data.shape, "device": format!("{device:?}"),
+        "created": chrono::Local::now().to_rfc3339(), "git_commit": summary::git_commit(), "versions": summary::versions(),
+    });
+    summary::write_json(&run.join("run.json"), &info)?;
+    let adam = Adam::new(&s.vs, adam_config(&s.exp.train))?;
+    tch::manual_seed(s.exp.train.seed);
+    let n_train = s.data.train.size()[0];
+    let idx = Tensor::randint(n_train, [n_train.min(s.exp.train.batch_size.max(4096))], (Kind::Int64, Device::Cpu));
+    s.model.data_init(&s.data.batch(&idx, device));
+    Ok((s, run, name, Progress { step: 0, elapsed_s: 0.0 }, adam))
+}
+
+fn resume(opts: &TrainOptions, run: &Path, device: Device) -> Result<Started> {
+    if opts.experiment.is_some() || !opts.overrides.is_empty() || opts.seed.is_some() || opts.out.is_some() {
+        bail!("--resume continues a run with its own config; only --steps (and --device) may change");
+    }
+    let config_path = run.join("config.toml");
+    if !config_path.exists() {
+        bail!("{}: not a run folder (no config.toml)", run.display());
+    }
+    let overrides: Vec<String> = opts.steps.map(|n| format!("train.steps={n}")).into_iter().collect();
+    let exp = config::load(&config_path, &overrides)?;
+    let s = Session::open(exp, &config_path.display().to_string(), device)?;
+    if opts.steps.is_some() {
+        std::fs::write(&config_path, toml::to_string(&s.exp)?).context("writing config.toml")?;
+    }
+    let mut adam = Adam::new(&s.vs, adam_config(&s.exp.train))?;
+    let progress = checkpoint::load_all(&run.join(checkpoint::FILE), &s.vs, &mut adam)?;
+    MetricsLog::new(run).truncate_after(progress.step)?;
+    let info: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("run.json"))?)?;
+    let name = info["experiment"].as_str().unwrap_or("unknown").to_string();
+    eprintln!("resuming {} from step {}", run.display(), progress.step);
+    Ok((s, run.to_path_buf(), name, progress, adam))
+}
+
+/// runs/NAME/<YYYYmmdd-HHMMSS>, with a suffix if that exists.
+fn new_run_dir(name: &str) -> Result<PathBuf> {
+    let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S").to_string();
+    let base = Path::new("runs").join(name);
+    let mut dir = base.join(&stamp);
+    let mut k = 2;
+    while dir.exists() {
+        dir = base.join(format!("{stamp}-{k}"));
+        k += 1;
+    }
+    Ok(dir)
+}
+
+/// The seed of step `step`: every step draws its batch and noise from its own seed.
+fn step_seed(seed: i64, step: i64) -> i64 {
+    seed.wrapping_mul(1_000_003).wrapping_add(step + 1)
+}
+
+/// Learning rate at `step`: linear warm-up, then constant or cosine decay to 0.
+pub fn lr_at(t: &TrainConfig, step: i64) -> f64 {
+    if step < t.warmup {
+        return t.lr * (step + 1) as f64 / t.warmup as f64;
+    }
+    match t.lr_schedule {
+        LrSchedule::Constant => t.lr,
+        LrSchedule::Cosine => {
+            let p = (step - t.warmup) as f64 / (t.steps - t.warmup).max(1) as f64;
+            0.5 * t.lr * (1.0 + (std::f64::consts::PI * p).cos())
+        }
+    }
+}
+
+fn progress_bar(total: i64, start: i64) -> ProgressBar {
+    let bar = ProgressBar::new(total as u64);
+    if !std::io::stderr().is_terminal() {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} steps [{elapsed_precise}<{eta_precise}] {msg}")
+            .expect("valid template"),
+    );
+    bar.set_position(start as u64);
+    bar
+}
+
+/// Device-side bookkeeping: loss sum since the last log and the first step whose loss was not finite.
+struct Tally {
+    loss_sum: Tensor,
+    count: i64,
+    first_bad: Tensor,
+}
+
+const NO_BAD_STEP: i64 = i64::MAX;
+
+impl Tally {
+    fn new(device: Device) -> Self {
+        Tally {
+            loss_sum: Tensor::zeros([], (Kind::Double, device)),
+            count: 0,
+            first_bad: Tensor::full([], NO_BAD_STEP, (Kind::Int64, device)),
+        }
+    }
+
+    fn add(&mut self, loss: &Tensor, step: i64) {
+        let _ = self.loss_sum.g_add_(&loss.detach().to_kind(Kind::Double));
+        self.count += 1;
+        let here = Tensor::where_scalar(&loss.isfinite(), NO_BAD_STEP, step + 1);
+        self.first_bad = self.first_bad.minimum(&here);
+    }
+
+    /// Errors when a loss was NaN/inf since the start, naming the step and the checkpoint kept.
+    fn check(&self, run: &Path, last_ckpt: i64) -> Result<()> {
+        let bad = self.first_bad.int64_value(&[]);
+        if bad != NO_BAD_STEP {
+            bail!(
+                "loss is NaN or infinite at step {bad}; stopped. The last good checkpoint (step {last_ckpt}) is kept in {}",
+                run.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// Mean loss since the last call.
+    fn take_mean(&mut self) -> f64 {
+        let mean = self.loss_sum.double_value(&[]) / self.count.max(1) as f64;
+        let _ = self.loss_sum.zero_();
+        self.count = 0;
+        mean
+    }
+}
+
+fn due(every: i64, step: i64) -> bool {
+    every > 0 && step % every == 0
+}
+
+fn run_loop(s: &Session, adam: &mut Adam, run: &Path, name: &str, start: Progress, halt_after: Option<i64>) -> Result<()> {
+    let (t, device) = (&s.exp.train, s.device);
+    let n_train = s.data.train.size()[0];
+    let metrics = MetricsLog::new(run);
+    let bar = progress_bar(t.steps, start.step);
+    bar.set_message(name.to_string());
+    let mut tally = Tally::new(device);
+    let mut last_ckpt = start.step;
+    let mut elapsed = start.elapsed_s;
+    let mut clock = Instant::now();
+    let mut log_clock = (Instant::now(), start.step);
+    for step in start.step..t.steps {
+        tch::manual_seed(step_seed(t.seed, step));
+        let idx = Tensor::randint(n_train, [t.batch_size], (Kind::Int64, device));
+        let x = s.data.batch(&idx, device);
+        adam.zero_grad();
+        let loss = s.model.loss(&x, step);
+        loss.backward();
+        let done = step + 1;
+        let log_now = due(t.log_every, done) || done == t.steps;
+        let grad_norm = match t.grad_clip {
+            Some(c) => Some(adam.clip_grad_norm(c)),
+            None => log_now.then(|| adam.grad_norm()),
+        };
+        let lr = lr_at(t, step);
+        adam.step(lr);
+        tally.add(&loss, step);
+        bar.inc(1);
+        let checkpoint_now = due(t.checkpoint_every, done) || done == t.steps;
+        let halt_now = halt_after == Some(done);
+        if !(log_now || checkpoint_now || halt_now || due(s.exp.eval.every, done) || due(t.sample_every, done)) {
+            continue;
+        }
+        // Out-of-loop work below is not training time.
+        sync(device);
+        elapsed += clock.elapsed().as_secs_f64();
+        tally.check(run, last_ckpt)?;
+        if log_now {
+            let mut line = json!({
+                "step": done, "loss": tally.take_mean(), "lr": lr,
+                "grad_norm": grad_norm.map(|g| g.double_value(&[])), "wall_time_s": elapsed,
+                "steps_per_s": (done - log_clock.1) as f64 / log_clock.0.elapsed().as_secs_f64(),
+            });
+            if due(s.exp.eval.every, done) {
+                let e = test_nll(&*s.model, &s.data, Some(s.exp.eval.n_eval), s.exp.eval.batch_size, device);
+                add_eval(&mut line, &e);
+                bar.set_message(format!("{name} test nll {:.4}", e.nll_nats));
+            }
+            metrics.append(&line)?;
+            log_clock = (Instant::now(), done);
+        }
+        if checkpoint_now {
+            checkpoint::save(&run.join(checkpoint::FILE), &s.vs, adam, Progress { step: done, elapsed_s: elapsed })?;
+            last_ckpt = done;
+        }
+        if due(t.sample_every, done) && done != t.steps {
+            picture(s, run, done)?;
+        }
+        if halt_now {
+            bar.abandon();
+            bail!("halted after step {done} (--halt-after); continue with --resume {}", run.display());
+        }
+        clock = Instant::now();
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+fn add_eval(line: &mut serde_json::Value, e: &Evaluation) {
+    line["test_nll"] = json!(e.nll_nats);
+    line["test_nll_kind"] = json!(e.kind.label());
+    if let Some(b) = e.bits_per_dim {
+        line["test_bpd"] = json!(b);
+    }
+}
+
+fn picture(s: &Session, run: &Path, step: i64) -> Result<()> {
+    let path = run.join("samples").join(format!("step-{step:06}.png"));
+    pictures::draw(&*s.model, &s.data, &s.exp.eval, s.device, &path)
+}
+
+/// Final evaluation on the whole test set, sampler timing, pictures and summary.json.
+fn finish(s: &Session, run: &Path, name: &str) -> Result<()> {
+    let device = s.device;
+    let progress = checkpoint::load_weights(&run.join(checkpoint::FILE), &s.vs)?;
+    let e = test_nll(&*s.model, &s.data, None, s.exp.eval.batch_size, device);
+    let sample_ms = sample_ms_per_1000(&*s.model, s.exp.eval.n_samples.max(1), device);
+    picture(s, run, progress.step)?;
+    pictures::loss_curve(run)?;
+    let cost = s.model.sampling_cost();
+    let summary = Summary {
+        experiment: name.to_string(),
+        family: s.model.family().into(),
+        model_kind: s.exp.model.get("kind").and_then(|k| k.as_str()).unwrap_or("?").into(),
+        dataset: s.data.name.clone(),
+        dim: s.data.dim(),
+        test_nll_nats: e.nll_nats,
+        test_nll_stderr: e.nll_stderr,
+        nll_kind: e.kind.label().into(),
+        test_n: e.n,
+        test_nonfinite: e.n_nonfinite,
+        bits_per_dim: e.bits_per_dim,
+        likelihood_note: summary::likelihood_note(&e),
+        true_entropy_nats: s.data.true_entropy,
+        nll_gap_nats: s.data.true_entropy.map(|h| e.nll_nats - h),
+        steps: progress.step,
+        train_time_s: progress.elapsed_s,
+        steps_per_s: progress.step as f64 / progress.elapsed_s.max(1e-9),
+        sample_ms_per_1000: sample_ms,
+        nfe_per_sample: cost.nfe_per_sample,
+        sampler_steps: cost.steps,
+        params: s.n_params(),
+        device: format!("{device:?}"),
+        threads: tch::get_num_threads(),
+        seed: s.exp.train.seed,
+        versions: summary::versions(),
+        git_commit: summary::git_commit(),
+        finished_at: chrono::Local::now().to_rfc3339(),
+    };
+    summary::write_json(&run.join("summary.json"), &summary)?;
+    eprintln!(
+        "{name}: test NLL {:.4} ± {:.4} nats ({}, {} test points){} in {:.1}s ({:.0} steps/s)",
+        e.nll_nats,
+        e.nll_stderr,
+        e.kind.label(),
+        e.n,
+        e.bits_per_dim.map(|b| format!(", {b:.4} bits/dim")).unwrap_or_default(),
+        progress.elapsed_s,
+        summary.steps_per_s
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warmup_then_cosine_reaches_zero() {
+        let mut t: TrainConfig = toml::from_str("batch_size = 1\nsteps = 100\nlr = 1.0\nwarmup = 10\nlr_schedule = \"cosine\"").unwrap();
+        assert!((lr_at(&t, 0) - 0.1).abs() < 1e-12);
+        assert!((lr_at(&t, 10) - 1.0).abs() < 1e-12);
+        assert!(lr_at(&t, 99) < 1e-3);
+        t.lr_schedule = LrSchedule::Constant;
+        assert_eq!(lr_at(&t, 99), 1.0);
+    }
+}
