@@ -40,7 +40,7 @@ const KNOWN_SUMS: [(&str, &str, &str); 4] = [
     ),
 ];
 
-/// A decoded IDX file: dims (e.g. [60000, 28, 28]) and the raw u8 payload (row-major).
+/// A decoded IDX file: dims (e.g. `[60000, 28, 28]`) and the raw u8 payload (row-major).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Idx {
     /// Size of each dimension, outermost first.
@@ -49,7 +49,8 @@ pub struct Idx {
     pub data: Vec<u8>,
 }
 
-/// Read an IDX file, gzip-compressed (detected by the 1f 8b magic, not the name) or raw. Only unsigned-byte (0x08) payloads.
+/// Read an IDX file, gzip-compressed (detected by the 1f 8b magic, not the name) or raw.
+/// Only unsigned-byte (0x08) payloads.
 pub fn read_idx(path: &Path) -> Result<Idx> {
     parse_idx(path, read_decompressed(path)?)
 }
@@ -73,10 +74,11 @@ impl Split {
     }
 }
 
-/// Images [N, rows, cols] as u8 plus labels [N] from `dir` holding the four standard files
-/// (`train-images-idx3-ubyte[.gz]`, `train-labels-idx1-ubyte[.gz]`, `t10k-...`); checks counts match, labels < 10,
-/// and (when `verify` is true) the SHA-256 of the decompressed payload against the known MNIST and Fashion-MNIST sums
-/// (a file whose sum matches neither dataset's expected sum for that file name is an error naming the file, expected and got).
+/// Images `[N, rows, cols]` as u8 plus labels `[N]` from `dir` holding the four standard files
+/// (`train-images-idx3-ubyte[.gz]`, `train-labels-idx1-ubyte[.gz]`, `t10k-...`); checks counts
+/// match, labels < 10, and (when `verify` is true) the SHA-256 of the decompressed payload against
+/// the known MNIST and Fashion-MNIST sums (a file whose sum matches neither dataset's expected sum
+/// for that file name is an error naming the file, expected and got).
 #[derive(Clone)]
 pub struct ImageSet {
     /// Pixels, `n * rows * cols` bytes, row-major, 0 = background.
@@ -105,14 +107,23 @@ pub fn load_split(dir: &Path, split: Split, verify: bool) -> Result<ImageSet> {
         labels_path.display()
     );
     check_labels(&labels_path, &labels.data)?;
-    Ok(ImageSet { images: images.data, labels: labels.data, n, rows, cols })
+    Ok(ImageSet {
+        images: images.data,
+        labels: labels.data,
+        n,
+        rows,
+        cols,
+    })
 }
 
-/// The same images as a float tensor [N, 1, rows, cols] with values (pixel + u)/256, u ~ U(0,1) drawn from torch's RNG
-/// (uniform dequantization; density on [0,1]^D, so bits/dim = nll/(D ln 2) + 8), or pixel/255 when `dequantize` is false.
+/// The same images as a float tensor `[N, 1, rows, cols]` with values (pixel + u)/256,
+/// u ~ U(0,1) drawn from torch's RNG (uniform dequantization; density on `[0,1]^D`, so
+/// bits/dim = nll/(D ln 2) + 8), or pixel/255 when `dequantize` is false.
 pub fn to_tensor(set: &ImageSet, dequantize: bool) -> Tensor {
     let shape = [set.n, 1, set.rows, set.cols].map(|d| d as i64);
-    let pixels = Tensor::from_slice(&set.images).view(shape).to_kind(Kind::Float);
+    let pixels = Tensor::from_slice(&set.images)
+        .view(shape)
+        .to_kind(Kind::Float);
     if dequantize {
         (&pixels + pixels.rand_like()) / 256.0
     } else {
@@ -139,7 +150,11 @@ fn read_decompressed(path: &Path) -> Result<Vec<u8>> {
 /// Decode the IDX header of `bytes` (the decompressed content of `path`) and keep the payload.
 fn parse_idx(path: &Path, mut bytes: Vec<u8>) -> Result<Idx> {
     let shown = path.display();
-    ensure!(bytes.len() >= 4, "{shown}: truncated: {} bytes, too short for the IDX magic", bytes.len());
+    ensure!(
+        bytes.len() >= 4,
+        "{shown}: truncated: {} bytes, too short for the IDX magic",
+        bytes.len()
+    );
     let magic = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
     let ndims = usize::from(bytes[3]);
     if bytes[..2] != [0, 0] || ndims == 0 {
@@ -147,7 +162,8 @@ fn parse_idx(path: &Path, mut bytes: Vec<u8>) -> Result<Idx> {
     }
     ensure!(
         bytes[2] == UBYTE,
-        "{shown}: unsupported IDX element type 0x{:02x} in magic 0x{magic:08x} (only unsigned byte 0x08)",
+        "{shown}: unsupported IDX element type 0x{:02x} in magic 0x{magic:08x} \
+         (only unsigned byte 0x08)",
         bytes[2]
     );
     let header = 4 + 4 * ndims;
@@ -162,8 +178,14 @@ fn parse_idx(path: &Path, mut bytes: Vec<u8>) -> Result<Idx> {
         .collect();
     let expected = payload_len(path, &dims)?;
     let got = bytes.len() - header;
-    ensure!(got >= expected, "{shown}: truncated: header says {expected} bytes of data, file has {got}");
-    ensure!(got == expected, "{shown}: header says {expected} bytes of data, file has {got} (trailing bytes)");
+    ensure!(
+        got >= expected,
+        "{shown}: truncated: header says {expected} bytes of data, file has {got}"
+    );
+    ensure!(
+        got == expected,
+        "{shown}: header says {expected} bytes of data, file has {got} (trailing bytes)"
+    );
     bytes.drain(..header);
     Ok(Idx { dims, data: bytes })
 }
@@ -186,7 +208,8 @@ fn load_checked(dir: &Path, name: &str, verify: bool) -> Result<(PathBuf, Idx)> 
     Ok((path, idx))
 }
 
-/// `dir/name.gz` if it exists, else `dir/name` if that exists, else `dir/name.gz` (to report as missing).
+/// `dir/name.gz` if it exists, else `dir/name` if that exists, else `dir/name.gz` (reported
+/// as missing).
 fn locate(dir: &Path, name: &str) -> PathBuf {
     let gz = dir.join(format!("{name}.gz"));
     let raw = dir.join(name);
@@ -197,7 +220,7 @@ fn locate(dir: &Path, name: &str) -> PathBuf {
     }
 }
 
-/// Check the SHA-256 of the decompressed `bytes` against the MNIST and Fashion-MNIST sums for `name`.
+/// Check the SHA-256 of decompressed `bytes` against the MNIST and Fashion-MNIST sums for `name`.
 fn verify_sum(path: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     let (_, mnist, fashion) = KNOWN_SUMS
         .iter()
@@ -220,14 +243,21 @@ fn hex(bytes: &[u8]) -> String {
 /// `dims` as an array of exactly `N` sizes, or an error naming the file and the expected layout.
 fn expect_dims<const N: usize>(path: &Path, dims: &[usize], layout: &str) -> Result<[usize; N]> {
     dims.try_into().map_err(|_| {
-        anyhow!("{}: expected {N} IDX dims {layout}, got {dims:?}", path.display())
+        anyhow!(
+            "{}: expected {N} IDX dims {layout}, got {dims:?}",
+            path.display()
+        )
     })
 }
 
 /// Fail on the first label outside `0..10`.
 fn check_labels(path: &Path, labels: &[u8]) -> Result<()> {
     match labels.iter().position(|&l| l >= 10) {
-        Some(i) => bail!("{}: label {} at index {i} is not in 0..10", path.display(), labels[i]),
+        Some(i) => bail!(
+            "{}: label {} at index {i} is not in 0..10",
+            path.display(),
+            labels[i]
+        ),
         None => Ok(()),
     }
 }
@@ -242,7 +272,8 @@ mod tests {
     /// Encode an unsigned-byte IDX file.
     fn idx_bytes(dims: &[u32], data: &[u8]) -> Vec<u8> {
         let mut out = vec![0, 0, UBYTE, dims.len() as u8];
-        dims.iter().for_each(|d| out.extend_from_slice(&d.to_be_bytes()));
+        dims.iter()
+            .for_each(|d| out.extend_from_slice(&d.to_be_bytes()));
         out.extend_from_slice(data);
         out
     }
@@ -270,17 +301,31 @@ mod tests {
     /// A tiny MNIST-like split: 3 images of 2x2 and their labels.
     fn tiny_split(dir: &TempDir, labels: &[u8]) {
         let pixels: Vec<u8> = (0..12).map(|i| i * 20).collect();
-        write(dir, "train-images-idx3-ubyte.gz", &gzip(&idx_bytes(&[3, 2, 2], &pixels)));
-        write(dir, "train-labels-idx1-ubyte", &idx_bytes(&[labels.len() as u32], labels));
+        write(
+            dir,
+            "train-images-idx3-ubyte.gz",
+            &gzip(&idx_bytes(&[3, 2, 2], &pixels)),
+        );
+        write(
+            dir,
+            "train-labels-idx1-ubyte",
+            &idx_bytes(&[labels.len() as u32], labels),
+        );
     }
 
     #[test]
     fn reads_raw_and_gzip_by_magic_not_name() {
         let dir = TempDir::new().unwrap();
         let raw = idx_bytes(&[2, 3], &[1, 2, 3, 4, 5, 6]);
-        let want = Idx { dims: vec![2, 3], data: vec![1, 2, 3, 4, 5, 6] };
+        let want = Idx {
+            dims: vec![2, 3],
+            data: vec![1, 2, 3, 4, 5, 6],
+        };
         assert_eq!(read_idx(&write(&dir, "raw.gz", &raw)).unwrap(), want);
-        assert_eq!(read_idx(&write(&dir, "packed.idx", &gzip(&raw))).unwrap(), want);
+        assert_eq!(
+            read_idx(&write(&dir, "packed.idx", &gzip(&raw))).unwrap(),
+            want
+        );
     }
 
     #[test]
@@ -288,7 +333,10 @@ mod tests {
         let dir = TempDir::new().unwrap();
         let short = idx_bytes(&[10, 28, 28], &[0; 1000]);
         let text = err_text(read_idx(&write(&dir, "short", &short)));
-        assert!(text.contains("truncated: header says 7840 bytes of data, file has 1000"), "{text}");
+        assert!(
+            text.contains("truncated: header says 7840 bytes of data, file has 1000"),
+            "{text}"
+        );
         assert!(text.contains("short"), "{text}");
         let text = err_text(read_idx(&write(&dir, "hdr", &[0, 0, 8, 3, 0, 0])));
         assert!(text.contains("truncated"), "{text}");
@@ -304,19 +352,36 @@ mod tests {
     #[test]
     fn bad_magic_and_unsupported_type() {
         let dir = TempDir::new().unwrap();
-        let text = err_text(read_idx(&write(&dir, "bad", &[0x12, 0x34, 0x56, 0x78, 0, 0])));
+        let text = err_text(read_idx(&write(
+            &dir,
+            "bad",
+            &[0x12, 0x34, 0x56, 0x78, 0, 0],
+        )));
         assert!(text.contains("bad IDX magic 0x12345678"), "{text}");
-        let text = err_text(read_idx(&write(&dir, "float", &[0, 0, 0x0d, 1, 0, 0, 0, 0])));
-        assert!(text.contains("magic 0x00000d01") && text.contains("0x08"), "{text}");
+        let text = err_text(read_idx(&write(
+            &dir,
+            "float",
+            &[0, 0, 0x0d, 1, 0, 0, 0, 0],
+        )));
+        assert!(
+            text.contains("magic 0x00000d01") && text.contains("0x08"),
+            "{text}"
+        );
     }
 
     #[test]
     fn missing_file_says_make_data() {
         let dir = TempDir::new().unwrap();
         let text = err_text(read_idx(&dir.path().join("nope.gz")));
-        assert!(text.contains("nope.gz: missing (run `make data`)"), "{text}");
+        assert!(
+            text.contains("nope.gz: missing (run `make data`)"),
+            "{text}"
+        );
         let text = err_text(load_split(dir.path(), Split::Test, false));
-        assert!(text.contains("t10k-images-idx3-ubyte.gz: missing") && text.contains("make data"), "{text}");
+        assert!(
+            text.contains("t10k-images-idx3-ubyte.gz: missing") && text.contains("make data"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -326,7 +391,11 @@ mod tests {
         bytes.truncate(bytes.len() / 2);
         let text = err_text(read_idx(&write(&dir, "cut.gz", &bytes)));
         assert!(text.contains("cut.gz: not a valid gzip stream"), "{text}");
-        let text = err_text(read_idx(&write(&dir, "junk.gz", &[0x1f, 0x8b, 0xff, 0xff, 0xff])));
+        let text = err_text(read_idx(&write(
+            &dir,
+            "junk.gz",
+            &[0x1f, 0x8b, 0xff, 0xff, 0xff],
+        )));
         assert!(text.contains("junk.gz: not a valid gzip stream"), "{text}");
     }
 
@@ -338,18 +407,30 @@ mod tests {
         assert_eq!((set.n, set.rows, set.cols), (3, 2, 2));
         assert_eq!((set.images.len(), set.labels), (12, vec![0, 9, 4]));
         let text = err_text(load_split(dir.path(), Split::Train, true));
-        assert!(text.contains("train-images-idx3-ubyte.gz: SHA-256 mismatch: expected"), "{text}");
+        assert!(
+            text.contains("train-images-idx3-ubyte.gz: SHA-256 mismatch: expected"),
+            "{text}"
+        );
         tiny_split(&dir, &[0, 10, 4]);
         let text = err_text(load_split(dir.path(), Split::Train, false));
         assert!(text.contains("label 10 at index 1"), "{text}");
         tiny_split(&dir, &[0, 1]);
         let text = err_text(load_split(dir.path(), Split::Train, false));
-        assert!(text.contains("3 images") && text.contains("2 labels"), "{text}");
+        assert!(
+            text.contains("3 images") && text.contains("2 labels"),
+            "{text}"
+        );
     }
 
     #[test]
     fn to_tensor_scales_and_dequantizes() {
-        let set = ImageSet { images: vec![0, 128, 255, 7], labels: vec![1], n: 1, rows: 2, cols: 2 };
+        let set = ImageSet {
+            images: vec![0, 128, 255, 7],
+            labels: vec![1],
+            n: 1,
+            rows: 2,
+            cols: 2,
+        };
         let pixels = Tensor::from_slice(&[0f32, 128., 255., 7.]).view([1, 1, 2, 2]);
         let plain = to_tensor(&set, false);
         assert_eq!(plain.size(), [1, 1, 2, 2]);

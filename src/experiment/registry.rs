@@ -101,7 +101,7 @@ mod tests {
         let vs = nn::VarStore::new(Device::Cpu);
         let err = |s: &str, shape: &[i64]| build(&table(s), &vs.root(), shape, "f.toml").err().unwrap().to_string();
         let e = err("kind = \"realnvp\"\nhiden = [3]", &[2]);
-        assert!(e.contains("f.toml") && e.contains("`model`") && e.contains("unknown field `hiden`"), "{e}");
+        assert!(e.contains("f.toml") && e.contains("model.hiden") && e.contains("unknown field `hiden`"), "{e}");
         let e = err("kind = \"realnvq\"", &[2]);
         assert!(e.contains("unknown model kind `realnvq`") && e.contains("realnvp"), "{e}");
         let e = err("kind = \"realnvp\"\nn_layers = \"two\"", &[2]);

@@ -68,7 +68,7 @@ mod tests {
     fn actnorm_is_a_correct_bijection() {
         check_bijection(3, |p| {
             let a = ActNorm::new(p, 3);
-            a.data_init(&(Tensor::randn([64, 3], (Kind::Double, Device::Cpu)) * 3.0 + 1.0).to_kind(Kind::Float));
+            let _ = a.data_init(&(Tensor::randn([64, 3], (Kind::Double, Device::Cpu)) * 3.0 + 1.0).to_kind(Kind::Float));
             Box::new(a)
         });
     }

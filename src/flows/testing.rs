@@ -31,6 +31,9 @@ pub fn check_bijection(dim: i64, make: impl Fn(&nn::Path) -> Box<dyn Layer>) {
     let err = (&log_det - &v).abs().max().double_value(&[]);
     assert!(err < 1e-8, "{layer:?}: V differs from log|det J| of autograd by {err}: V {v:?} vs {log_det:?}");
 
+    if vs.trainable_variables().is_empty() {
+        return;
+    }
     let (z, v) = layer.forward(&x);
     let loss = (z.square().sum(None) + v.sum(None)) * 0.5 + z.sum(None);
     loss.backward();

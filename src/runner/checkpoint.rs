@@ -118,14 +118,14 @@ mod tests {
         let path = dir.path().join(FILE);
         let cfg = AdamConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 };
         let vs = nn::VarStore::new(Device::Cpu);
-        vs.root().zeros("w", &[3, 2]);
+        let _ = vs.root().zeros("w", &[3, 2]);
         save(&path, &vs, &Adam::new(&vs, cfg).unwrap(), Progress { step: 1, elapsed_s: 0.0 }).unwrap();
         let other = nn::VarStore::new(Device::Cpu);
-        other.root().zeros("w", &[4, 2]);
+        let _ = other.root().zeros("w", &[4, 2]);
         let err = load_weights(&path, &other).unwrap_err().to_string();
         assert!(err.contains("weight `w` has shape [3, 2]"), "{err}");
         let other = nn::VarStore::new(Device::Cpu);
-        other.root().zeros("v", &[3, 2]);
+        let _ = other.root().zeros("v", &[3, 2]);
         assert!(load_weights(&path, &other).unwrap_err().to_string().contains("lacks weight `v`"));
         std::fs::write(&path, b"garbage").unwrap();
         assert!(load_weights(&path, &other).unwrap_err().to_string().contains("unreadable checkpoint"));

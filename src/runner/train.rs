@@ -179,13 +179,15 @@ impl Tally {
     /// Errors when a loss was NaN/inf since the start, naming the step and the checkpoint kept.
     fn check(&self, run: &Path, last_ckpt: i64) -> Result<()> {
         let bad = self.first_bad.int64_value(&[]);
-        if bad != NO_BAD_STEP {
-            bail!(
-                "loss is NaN or infinite at step {bad}; stopped. The last good checkpoint (step {last_ckpt}) is kept in {}",
-                run.display()
-            );
+        if bad == NO_BAD_STEP {
+            return Ok(());
         }
-        Ok(())
+        let kept = if run.join(checkpoint::FILE).exists() {
+            format!("the last good checkpoint (step {last_ckpt}) is kept in {}", run.display())
+        } else {
+            "no checkpoint had been written yet".to_string()
+        };
+        bail!("loss is NaN or infinite at step {bad}; stopped. {kept}; check the data scale and train.lr")
     }
 
     /// Mean loss since the last call.
