@@ -200,6 +200,21 @@ mod tests {
     }
 
     #[test]
+    fn mnist_loads_as_dequantized_8bit_vectors() {
+        let cfg: DataConfig = toml::from_str("name = \"mnist\"\nflatten = true").unwrap();
+        let d = load(&cfg, Path::new(env!("CARGO_MANIFEST_DIR"))).expect("MNIST present (run `make data`)");
+        assert_eq!((d.train.size(), d.test.size(), d.dim()), (vec![60_000, 784], vec![10_000, 784], 784));
+        assert!(d.dequantized_8bit);
+        let (lo, hi) = (d.test.min().double_value(&[]), d.test.max().double_value(&[]));
+        assert!(lo > 0.0 && hi < 1.0, "test set dequantized into (0, 1): {lo} {hi}");
+        let idx = Tensor::arange(64, (Kind::Int64, tch::Device::Cpu));
+        let b = d.batch(&idx, tch::Device::Cpu);
+        let pixels = d.train.narrow(0, 0, 64);
+        let u = &b * 256.0 - pixels;
+        assert!(u.min().double_value(&[]) >= 0.0 && u.max().double_value(&[]) < 1.0, "batch = (pixel + u)/256");
+    }
+
+    #[test]
     fn user_points_are_split_by_test_fraction() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pts.npy");
