@@ -61,12 +61,16 @@ impl LayerModel {
     /// z = f(x) through every layer, and the summed contributions V.
     pub fn forward(&self, x: &Tensor) -> (Tensor, Tensor) {
         let mut z = x.shallow_clone();
-        let mut v = Tensor::zeros([x.size()[0]], (x.kind(), x.device()));
+        let mut v: Option<Tensor> = None;
         for layer in &self.layers {
             let (z_next, v_l) = layer.forward(&z);
-            v = v + v_l;
+            v = Some(match v {
+                Some(v) => v + v_l,
+                None => v_l,
+            });
             z = z_next;
         }
+        let v = v.unwrap_or_else(|| Tensor::zeros([x.size()[0]], (x.kind(), x.device())));
         (z, v)
     }
 

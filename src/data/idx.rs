@@ -120,15 +120,18 @@ pub fn load_split(dir: &Path, split: Split, verify: bool) -> Result<ImageSet> {
 /// u ~ U(0,1) drawn from torch's RNG (uniform dequantization; density on `[0,1]^D`, so
 /// bits/dim = nll/(D ln 2) + 8), or pixel/255 when `dequantize` is false.
 pub fn to_tensor(set: &ImageSet, dequantize: bool) -> Tensor {
-    let shape = [set.n, 1, set.rows, set.cols].map(|d| d as i64);
-    let pixels = Tensor::from_slice(&set.images)
-        .view(shape)
-        .to_kind(Kind::Float);
+    let pixels = pixels(set);
     if dequantize {
-        (&pixels + pixels.rand_like()) / 256.0
+        super::dequantize(&pixels)
     } else {
         pixels / 255.0
     }
+}
+
+/// The raw pixel values 0..=255 as an f32 tensor [N, 1, rows, cols].
+pub fn pixels(set: &ImageSet) -> Tensor {
+    let shape = [set.n, 1, set.rows, set.cols].map(|d| d as i64);
+    Tensor::from_slice(&set.images).view(shape).to_kind(Kind::Float)
 }
 
 /// Read a whole file, decompressing it when it starts with the gzip magic.

@@ -79,7 +79,7 @@ impl Dataset {
     pub fn batch(&self, idx: &Tensor, device: tch::Device) -> Tensor {
         let x = self.train.index_select(0, idx).to_device(device);
         if self.dequantized_8bit {
-            (&x + x.rand_like()) / 256.0
+            dequantize(&x)
         } else {
             x
         }
@@ -147,14 +147,11 @@ fn load_user(cfg: &DataConfig, path: &Path) -> Result<Dataset> {
 }
 
 fn load_images(cfg: &DataConfig, name: &str, dir: &Path) -> Result<Dataset> {
-    let to_pixels = |set: &idx::ImageSet| {
-        Tensor::from_slice(&set.images).view([set.n as i64, 1, set.rows as i64, set.cols as i64]).to_kind(Kind::Float)
-    };
     let train = idx::load_split(dir, idx::Split::Train, true).with_context(|| format!("loading {name} train split"))?;
     let test = idx::load_split(dir, idx::Split::Test, true).with_context(|| format!("loading {name} test split"))?;
-    let (train, test) = (to_pixels(&train), to_pixels(&test));
+    let (train, test) = (idx::pixels(&train), idx::pixels(&test));
     tch::manual_seed(cfg.seed * 2 + 2);
-    let test = (&test + test.rand_like()) / 256.0;
+    let test = dequantize(&test);
     let mut shape = train.size()[1..].to_vec();
     let (train, test) = if cfg.flatten {
         shape = vec![shape.iter().product()];
@@ -163,6 +160,16 @@ fn load_images(cfg: &DataConfig, name: &str, dir: &Path) -> Result<Dataset> {
         (train, test)
     };
     Ok(Dataset { name: name.into(), train, test, shape, dequantized_8bit: true, true_entropy: None })
+}
+
+/// The largest f32 below 1.
+const BELOW_ONE: f64 = 1.0 - 1.0 / 16_777_216.0;
+
+/// Uniform dequantization of 8-bit pixel values: (pixel + u)/256 with u ~ U(0,1), in [0, 1). In f32, (255 + u)/256
+/// rounds to exactly 1 when u is within 2^-16 of 1, so the result is clamped to the largest f32 below 1 (a logit
+/// transform needs x < 1).
+pub fn dequantize(pixels: &Tensor) -> Tensor {
+    ((pixels + pixels.rand_like()) / 256.0).clamp_max(BELOW_ONE)
 }
 
 /// Bits per dimension of a negative log-likelihood in nats. For 8-bit data modelled on [0,1]^D as (pixel + u)/256,
@@ -211,7 +218,9 @@ mod tests {
         let b = d.batch(&idx, tch::Device::Cpu);
         let pixels = d.train.narrow(0, 0, 64);
         let u = &b * 256.0 - pixels;
-        assert!(u.min().double_value(&[]) >= 0.0 && u.max().double_value(&[]) < 1.0, "batch = (pixel + u)/256");
+        let (lo, hi, mean) = (u.min().double_value(&[]), u.max().double_value(&[]), u.mean(None).double_value(&[]));
+        assert!(lo > -1e-4 && hi < 1.0 + 1e-4, "batch = (pixel + u)/256 with u in [0, 1): {lo} {hi}");
+        assert!((mean - 0.5).abs() < 0.01, "u ~ U(0, 1): mean {mean}");
     }
 
     #[test]

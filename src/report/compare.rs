@@ -3,8 +3,8 @@ use crate::runner::summary::{self, Summary};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
-const HEADER: [&str; 12] = [
-    "run", "experiment", "family", "test NLL (nats)", "kind", "bits/dim", "steps", "train time (s)", "steps/s",
+const HEADER: [&str; 13] = [
+    "run", "experiment", "family", "test NLL (nats)", "kind", "NLL - true entropy", "bits/dim", "steps", "train time (s)", "steps/s",
     "ms / 1000 samples", "NFE / sample", "params",
 ];
 
@@ -20,6 +20,7 @@ fn row(run: &Path, s: &Summary) -> Vec<String> {
         s.family.clone(),
         format!("{:.4} ± {:.4}", s.test_nll_nats, s.test_nll_stderr),
         s.nll_kind.clone(),
+        fmt_opt(s.nll_gap_nats, 4),
         fmt_opt(s.bits_per_dim, 4),
         s.steps.to_string(),
         format!("{:.1}", s.train_time_s),

@@ -59,7 +59,8 @@ fn fresh(opts: &TrainOptions, device: Device) -> Result<Started> {
     let mut overrides = opts.overrides.clone();
     overrides.extend(opts.steps.map(|n| format!("train.steps={n}")));
     overrides.extend(opts.seed.map(|n| format!("train.seed={n}")));
-    let exp = config::load(&file, &overrides)?;
+    let mut exp = config::load(&file, &overrides)?;
+    absolute_data_paths(&mut exp.data);
     let run = match &opts.out {
         Some(dir) => dir.clone(),
         None => new_run_dir(&name)?,
@@ -104,6 +105,15 @@ fn resume(opts: &TrainOptions, run: &Path, device: Device) -> Result<Started> {
     let name = info["experiment"].as_str().unwrap_or("unknown").to_string();
     eprintln!("resuming {} from step {}", run.display(), progress.step);
     Ok((s, run.to_path_buf(), name, progress, adam))
+}
+
+/// A user's data files, made absolute so the run's config works from any folder (eval, sample, resume).
+fn absolute_data_paths(data: &mut crate::data::DataConfig) {
+    for p in [&mut data.path, &mut data.test_path].into_iter().flatten() {
+        if let Ok(abs) = std::fs::canonicalize(&*p) {
+            *p = abs;
+        }
+    }
 }
 
 /// runs/NAME/<YYYYmmdd-HHMMSS>, with a suffix if that exists.
