@@ -17,12 +17,12 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / "target" / "release" / "relaxflow"
 
 
-def relaxflow_steps_per_s(steps, threads):
+def relaxflow_steps_per_s(steps, threads, batch):
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
         sets = [
             "train.lr_schedule=constant", "train.warmup=0", "eval.every=0", "train.sample_every=0",
-            f"train.log_every={steps}", f"train.checkpoint_every={steps}", "eval.n_samples=2000", "eval.grid=32",
+            f"train.log_every={steps}", f"train.batch_size={batch}", f"train.checkpoint_every={steps}", "eval.n_samples=2000", "eval.grid=32",
         ]
         cmd = [str(BIN), "train", "realnvp-moons", "--steps", str(steps), "--device", "cpu", "--out", str(run)]
         for s in sets:
@@ -32,8 +32,8 @@ def relaxflow_steps_per_s(steps, threads):
         return json.loads((run / "summary.json").read_text())["steps_per_s"]
 
 
-def pytorch_steps_per_s(steps, threads, adam):
-    cmd = [sys.executable, str(ROOT / "bench" / "realnvp_moons.py"), "--steps", str(steps), "--threads", str(threads), "--adam", adam]
+def pytorch_steps_per_s(steps, threads, batch, adam):
+    cmd = [sys.executable, str(ROOT / "bench" / "realnvp_moons.py"), "--steps", str(steps), "--threads", str(threads), "--adam", adam, "--batch", str(batch)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
     return json.loads(out.stdout)["steps_per_s"]
 
@@ -41,36 +41,44 @@ def pytorch_steps_per_s(steps, threads, adam):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--reps", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batches", default="512,64", help="comma-separated batch sizes; 512 is the target's")
     a = p.parse_args()
+    text, record = "", {"args": vars(a)}
+    for batch in [int(b) for b in a.batches.split(",")]:
+        table, results = measure(a, batch)
+        text += table + "\n"
+        record[f"batch_{batch}"] = results
+    print(text)
+    out = ROOT / "bench" / "out"
+    out.mkdir(exist_ok=True)
+    (out / "results.md").write_text(text)
+    (out / "results.json").write_text(json.dumps(record, indent=2))
+
+
+def measure(a, batch):
     sides = {
-        "relaxflow (tch, flat Adam)": lambda: relaxflow_steps_per_s(a.steps, a.threads),
-        "PyTorch, torch.optim.Adam default": lambda: pytorch_steps_per_s(a.steps, a.threads, "default"),
-        "PyTorch, torch.optim.Adam(fused=True)": lambda: pytorch_steps_per_s(a.steps, a.threads, "fused"),
+        "relaxflow (tch, flat Adam)": lambda: relaxflow_steps_per_s(a.steps, a.threads, batch),
+        "PyTorch, torch.optim.Adam default": lambda: pytorch_steps_per_s(a.steps, a.threads, batch, "default"),
+        "PyTorch, torch.optim.Adam(fused=True)": lambda: pytorch_steps_per_s(a.steps, a.threads, batch, "fused"),
     }
     results = {name: [] for name in sides}
     for rep in range(a.reps):
-        for name, measure in sides.items():
-            results[name].append(measure())
-            print(f"rep {rep + 1}/{a.reps}  {name}: {results[name][-1]:.1f} steps/s", file=sys.stderr)
+        for name, measure_once in sides.items():
+            results[name].append(measure_once())
+            print(f"batch {batch} rep {rep + 1}/{a.reps}  {name}: {results[name][-1]:.1f} steps/s", file=sys.stderr)
     median = {name: statistics.median(v) for name, v in results.items()}
     ours = median["relaxflow (tch, flat Adam)"]
     lines = [
-        f"realnvp-moons training steps/s: 8 affine couplings, MLP 64-64, batch 512, Adam, {a.threads} CPU threads, "
+        f"realnvp-moons training steps/s: 8 affine couplings, MLP 64-64, batch {batch}, Adam, {a.threads} CPU threads, "
         f"{a.steps} steps, median of {a.reps}",
         "",
         "| implementation | steps/s | relaxflow / this |",
         "|---|---|---|",
     ]
-    for name, v in median.items():
-        lines.append(f"| {name} | {v:.1f} | {ours / v:.2f}x |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    out = ROOT / "bench" / "out"
-    out.mkdir(exist_ok=True)
-    (out / "results.md").write_text(text)
-    (out / "results.json").write_text(json.dumps({"median": median, "all": results, "args": vars(a)}, indent=2))
+    lines += [f"| {name} | {v:.1f} | {ours / v:.2f}x |" for name, v in median.items()]
+    return "\n".join(lines) + "\n", {"median": median, "all": results}
 
 
 if __name__ == "__main__":

@@ -61,8 +61,8 @@ impl Coupling {
 
     /// (x_a, x_b): conditioning and transformed parts.
     fn split(&self, x: &Tensor) -> (Tensor, Tensor) {
-        let first = x.narrow(1, 0, self.split);
-        let second = x.narrow(1, self.split, self.dim - self.split);
+        let mut halves = x.split_with_sizes([self.split, self.dim - self.split], 1);
+        let (second, first) = (halves.pop().expect("two halves"), halves.pop().expect("two halves"));
         if self.parity {
             (second, first)
         } else {
@@ -84,8 +84,8 @@ impl Coupling {
         match self.transformer {
             Transformer::Additive => (None, h),
             Transformer::Affine(bound) => {
-                let d = h.size()[1] / 2;
-                let (raw, t) = (h.narrow(1, 0, d), h.narrow(1, d, d));
+                let mut parts = h.split(h.size()[1] / 2, 1);
+                let (t, raw) = (parts.pop().expect("two parts"), parts.pop().expect("two parts"));
                 let log_s = match bound {
                     ScaleBound::Tanh => raw.tanh(),
                     ScaleBound::Softplus => ((raw + 0.541_324_854_612_918_1).softplus() + 1e-3).log(),
@@ -103,7 +103,7 @@ impl Layer for Coupling {
         let (log_s, t) = self.params(&x_a);
         match log_s {
             Some(log_s) => {
-                let z_b = x_b * log_s.exp() + t;
+                let z_b = t.addcmul(&x_b, &log_s.exp());
                 (self.join(&x_a, &z_b), log_s.sum_dim_intlist(1, false, None))
             }
             None => (self.join(&x_a, &(x_b + t)), Tensor::zeros([x.size()[0]], (x.kind(), x.device()))),
