@@ -11,3 +11,4 @@ pub mod model;
 pub mod nets;
 pub mod report;
 pub mod runner;
+pub mod snf;

@@ -68,6 +68,15 @@ enum Command {
         #[arg(long)]
         device: Option<String>,
     },
+    /// A survey figure from finished runs: `double-well NF_RUN SNF_RUN...` (samples beside exact samples, free-energy
+    /// profiles along x1).
+    Figure {
+        /// Which figure: double-well.
+        which: String,
+        runs: Vec<PathBuf>,
+        #[arg(long, default_value = "runs/figure-double-well.png")]
+        out: PathBuf,
+    },
     /// Side-by-side table of runs: markdown on stdout, CSV and markdown written to --out.{csv,md}.
     Compare {
         runs: Vec<PathBuf>,
@@ -95,6 +104,12 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Eval { run, data, logp_out, device } => eval(run, data, logp_out, device),
         Command::Sample { run, n, out, seed, device } => sample(run, n, out, seed, device),
+        Command::Figure { which, runs, out } => {
+            anyhow::ensure!(which == "double-well", "unknown figure `{which}` (known: double-well)");
+            print!("{}", relaxflow::report::figure::double_well(&runs, &out)?);
+            eprintln!("wrote {}", out.display());
+            Ok(())
+        }
         Command::Compare { runs, out } => {
             let csv = relaxflow::report::compare::compare(&runs, &out)?;
             eprintln!("wrote {} and {}", csv.display(), csv.with_extension("md").display());
@@ -108,7 +123,7 @@ fn list() -> Result<()> {
     for name in config::list_names()? {
         let (_, file) = config::resolve_file(&name)?;
         let exp = config::load(&file, &[])?;
-        let family = registry::entry_for(&exp.model, &file.display().to_string())?.family;
+        let family = registry::family_of(&exp.model, &file.display().to_string())?;
         println!("{:<24} {:<8} {:<14} {}", name, family, exp.data.display_name(), exp.description);
     }
     Ok(())

@@ -65,4 +65,9 @@ pub trait Model {
     fn data_init(&self, _x: &Tensor) {}
     /// The family this model belongs to (flow, vae, ...), for tables.
     fn family(&self) -> &'static str;
+    /// Family-specific evaluation written to summary.json under `diagnostics` (e.g. importance weights against an
+    /// energy target), from `n` samples repeated `repeats` times.
+    fn diagnostics(&self, _n: i64, _repeats: i64) -> Option<serde_json::Value> {
+        None
+    }
 }

@@ -26,7 +26,7 @@ fn trained(experiment: &str, extra: &[&str], dir: &std::path::Path) -> session::
 fn grid_moments(s: &session::Session) -> (f64, f64, f64) {
     let bounds = Bounds { xmin: -8.0, xmax: 8.0, ymin: -8.0, ymax: 8.0 };
     let size = 400;
-    let (p, area) = pictures::density_grid(&*s.model, bounds, size, Device::Cpu);
+    let (p, area, _) = pictures::density_grid(&*s.model, bounds, size, Device::Cpu);
     let (xs, _, _) = relaxflow::runner::plot::grid_points(bounds, size);
     let mass: f64 = p.iter().map(|&v| v as f64 * area).sum();
     let right: f64 = p.iter().zip(&xs).filter(|(_, &x)| x > 0.5).map(|(&v, _)| v as f64 * area).sum();

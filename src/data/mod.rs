@@ -48,6 +48,9 @@ pub struct DataConfig {
     /// Images: flatten [1, 28, 28] to [784] for vector models.
     #[serde(default)]
     pub flatten: bool,
+    /// Dimension of samples from an energy target (doublewell has a D-dimensional form; gmm is 2D).
+    #[serde(default)]
+    pub dim: Option<i64>,
     /// Where `make data` put the IDX files.
     #[serde(default = "default_dir")]
     pub dir: PathBuf,
@@ -105,7 +108,12 @@ pub fn load(cfg: &DataConfig, root: &Path) -> Result<Dataset> {
     let Some(name) = cfg.name.as_deref() else { bail!("[data] needs `name` (a dataset) or `path` (a .npy/.csv file)") };
     match name {
         "mnist" | "fashion-mnist" => load_images(cfg, name, &root.join(&cfg.dir).join(name)),
-        _ => load_toy(cfg, name),
+        "doublewell" | "gmm" => load_energy(cfg, name),
+        _ if toy::NAMES.contains(&name) => load_toy(cfg, name),
+        _ => bail!(
+            "unknown dataset `{name}` in data.name; known: {}, doublewell, gmm, mnist, fashion-mnist (or data.path = a .npy/.csv file)",
+            toy::NAMES.join(", ")
+        ),
     }
 }
 
@@ -118,6 +126,20 @@ fn load_toy(cfg: &DataConfig, name: &str) -> Result<Dataset> {
     tch::manual_seed(cfg.seed * 2 + 2);
     let test = toy::generate(name, cfg.n_test)?;
     Ok(Dataset { name: name.into(), train, test, shape: vec![2], dequantized_8bit: false, true_entropy: toy::true_entropy(name) })
+}
+
+/// Exact samples of an energy target (see `dist::energy`); the true entropy comes from quadrature.
+fn load_energy(cfg: &DataConfig, name: &str) -> Result<Dataset> {
+    if cfg.n_train < 1 || cfg.n_test < 1 {
+        bail!("data.n_train and data.n_test must be positive");
+    }
+    let dim = cfg.dim.unwrap_or(2);
+    let energy = crate::dist::energy::by_name(name, dim)?;
+    tch::manual_seed(cfg.seed * 2 + 1);
+    let train = energy.sample(cfg.n_train);
+    tch::manual_seed(cfg.seed * 2 + 2);
+    let test = energy.sample(cfg.n_test);
+    Ok(Dataset { name: name.into(), train, test, shape: vec![dim], dequantized_8bit: false, true_entropy: Some(energy.entropy()) })
 }
 
 fn load_user(cfg: &DataConfig, path: &Path) -> Result<Dataset> {

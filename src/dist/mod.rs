@@ -1,4 +1,5 @@
 //! Base distributions and, later, energy targets.
+pub mod energy;
 pub mod normal;
 
 pub use normal::{DiagNormal, StandardNormal};

@@ -100,6 +100,12 @@ fn default_eval_batch() -> i64 {
 fn default_n_samples() -> i64 {
     20_000
 }
+fn default_diag_samples() -> i64 {
+    100_000
+}
+fn default_diag_repeats() -> i64 {
+    20
+}
 fn default_grid() -> i64 {
     256
 }
@@ -122,6 +128,11 @@ pub struct EvalConfig {
     /// Resolution of 2D density heat maps.
     #[serde(default = "default_grid")]
     pub grid: i64,
+    /// Family diagnostics (e.g. importance weights against an energy): samples per repeat, and repeats.
+    #[serde(default = "default_diag_samples")]
+    pub diag_samples: i64,
+    #[serde(default = "default_diag_repeats")]
+    pub diag_repeats: i64,
     /// Plot window [xmin, xmax, ymin, ymax] for 2D pictures (default [-4, 4]² for toy sets, else from the data).
     #[serde(default)]
     pub bounds: Option<[f64; 4]>,

@@ -3,6 +3,7 @@
 use super::config::parse_value;
 use crate::flows::build::{nice, realnvp, NiceParams, RealNvpParams};
 use crate::model::Model;
+use crate::snf::{Snf, SnfParams};
 use anyhow::{bail, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -25,6 +26,12 @@ pub fn entries() -> Vec<Entry> {
     vec![
         Entry { kind: "realnvp", family: "flow", about: "affine coupling flow (RealNVP)", build: build_realnvp },
         Entry { kind: "nice", family: "flow", about: "additive coupling flow with diagonal scaling (NICE)", build: build_nice },
+        Entry {
+            kind: "snf",
+            family: "snf",
+            about: "stochastic normalizing flow: RealNVP blocks + Langevin/MH/HMC layers on an energy (or none: a flow)",
+            build: build_snf,
+        },
     ]
 }
 
@@ -76,6 +83,18 @@ fn build_realnvp(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) 
 fn build_nice(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
     let (p, resolved) = params::<NiceParams>(t, origin)?;
     Ok((Box::new(nice(path, vector_dim("nice", shape)?, &p)?), resolved))
+}
+
+fn build_snf(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
+    let (p, resolved) = params::<SnfParams>(t, origin)?;
+    Ok((Box::new(Snf::new(path, vector_dim("snf", shape)?, &p)?), resolved))
+}
+
+/// The family a `[model]` table builds (an SNF without stochastic layers is a flow).
+pub fn family_of(model: &toml::Table, origin: &str) -> Result<&'static str> {
+    let entry = entry_for(model, origin)?;
+    let stochastic = model.get("stochastic").and_then(|s| s.as_str()).unwrap_or("none");
+    Ok(if entry.kind == "snf" && stochastic == "none" { "flow" } else { entry.family })
 }
 
 #[cfg(test)]

@@ -124,6 +124,19 @@ fn base(path: &nn::Path, dim: i64, base: Base) -> Box<dyn Distribution> {
     }
 }
 
+/// The layers of a RealNVP stack on [batch, dim] data (no base), for models that compose flows with other layers.
+pub fn realnvp_layers(path: &nn::Path, dim: i64, p: &RealNvpParams) -> Result<Vec<Box<dyn Layer>>> {
+    let stack = Stack {
+        n_layers: p.n_layers,
+        hidden: &p.hidden,
+        activation: p.activation,
+        transformer: Transformer::Affine(p.scale_bound),
+        actnorm: p.actnorm,
+        mixing: p.mixing,
+    };
+    couplings(path, dim, &stack)
+}
+
 /// A RealNVP model on [batch, dim] data.
 pub fn realnvp(path: &nn::Path, dim: i64, p: &RealNvpParams) -> Result<LayerModel> {
     let stack = Stack {

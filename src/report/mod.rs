@@ -1,2 +1,3 @@
 //! Tables and reports read from run folders (summary.json), never from models.
 pub mod compare;
+pub mod figure;

@@ -13,7 +13,7 @@ pub fn bounds_for(data: &Dataset, eval: &EvalConfig) -> Bounds {
     if let Some([xmin, xmax, ymin, ymax]) = eval.bounds {
         return Bounds { xmin, xmax, ymin, ymax };
     }
-    if toy::NAMES.contains(&data.name.as_str()) {
+    if toy::NAMES.contains(&data.name.as_str()) || ["doublewell", "gmm"].contains(&data.name.as_str()) {
         return Bounds::square(4.0);
     }
     let range = |col: i64| {
@@ -28,12 +28,12 @@ pub fn bounds_for(data: &Dataset, eval: &EvalConfig) -> Bounds {
 
 /// p(x) at the centres of a size x size grid over `bounds` (top row first, as `plot::heatmap` expects) and the
 /// cell area, so Σ p · area approximates the mass inside the window.
-pub fn density_grid(model: &dyn Model, bounds: Bounds, size: usize, device: Device) -> (Vec<f32>, f64) {
+pub fn density_grid(model: &dyn Model, bounds: Bounds, size: usize, device: Device) -> (Vec<f32>, f64, crate::model::Kind) {
     let (xs, ys, area) = plot::grid_points(bounds, size);
     let pts = Tensor::stack(&[Tensor::from_slice(&xs), Tensor::from_slice(&ys)], 1);
-    let (lp, _) = super::evaluate::log_prob_batched(model, &pts, 20_000, device);
+    let (lp, kind) = super::evaluate::log_prob_batched(model, &pts, 20_000, device);
     let p: Vec<f32> = Vec::try_from(lp.exp().to_kind(Kind::Float)).unwrap_or_default();
-    (p, area)
+    (p, area, kind)
 }
 
 fn columns(x: &Tensor) -> (Vec<f32>, Vec<f32>) {
@@ -60,12 +60,25 @@ pub fn draw(model: &dyn Model, data: &Dataset, eval: &EvalConfig, device: Device
         let mut panels = vec![("data", scatter(&shown, bounds, size)), ("samples", scatter(&samples, bounds, size))];
         if data.dim() == 2 {
             let grid = eval.grid.max(8) as usize;
-            let (p, _) = density_grid(model, bounds, grid, device);
-            panels.push(("density", plot::heatmap(&p, grid)));
+            let (p, _, kind) = density_grid(model, bounds, grid, device);
+            let panel = match kind {
+                crate::model::Kind::Exact => ("density", plot::heatmap(&p, grid)),
+                // A one-sample bound is noisy: its exponential is dominated by a few points, so show it in log scale.
+                crate::model::Kind::LowerBound => ("log bound", plot::heatmap(&log_scale(&p), grid)),
+                crate::model::Kind::Estimate => ("log density (est.)", plot::heatmap(&log_scale(&p), grid)),
+            };
+            panels.push(panel);
         }
         plot::titled_row(&panels)
     };
     canvas.save_png(path)
+}
+
+/// log p shifted to [0, 1] over the 12 nats below its maximum, for heat maps of noisy bounds.
+fn log_scale(p: &[f32]) -> Vec<f32> {
+    let logs: Vec<f32> = p.iter().map(|&v| v.max(1e-30).ln()).collect();
+    let max = logs.iter().cloned().filter(|v| v.is_finite()).fold(f32::MIN, f32::max);
+    logs.iter().map(|&l| ((l - max + 12.0) / 12.0).clamp(0.0, 1.0)).collect()
 }
 
 /// Up to 64 image samples in an 8-wide grid.

@@ -65,6 +65,9 @@ pub struct Summary {
     pub versions: Versions,
     pub git_commit: String,
     pub finished_at: String,
+    /// Family-specific evaluation (e.g. log Z, ESS, free-energy profile against an energy target).
+    #[serde(default)]
+    pub diagnostics: Option<serde_json::Value>,
 }
 
 /// What the NLL number means, in words, for the summary and the tables.

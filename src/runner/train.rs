@@ -294,6 +294,19 @@ fn picture(s: &Session, run: &Path, step: i64) -> Result<()> {
     pictures::draw(&*s.model, &s.data, &s.exp.eval, s.device, &path)
 }
 
+/// `samples.npy` (final model samples, n_samples of them) and, for low-dimensional data, `reference.npy` (as many
+/// test points): what `compare` and `figure` draw without loading the model.
+fn save_arrays(s: &Session, run: &Path) -> Result<()> {
+    let n = s.exp.eval.n_samples.max(1);
+    let samples = tch::no_grad(|| s.model.sample(n)).to_device(Device::Cpu);
+    samples.write_npy(run.join("samples.npy")).context("writing samples.npy")?;
+    if s.data.dim() <= 16 {
+        let m = n.min(s.data.test.size()[0]);
+        s.data.test.narrow(0, 0, m).write_npy(run.join("reference.npy")).context("writing reference.npy")?;
+    }
+    Ok(())
+}
+
 /// Final evaluation on the whole test set, sampler timing, pictures and summary.json.
 fn finish(s: &Session, run: &Path, name: &str) -> Result<()> {
     let device = s.device;
@@ -302,6 +315,7 @@ fn finish(s: &Session, run: &Path, name: &str) -> Result<()> {
     let sample_ms = sample_ms_per_1000(&*s.model, s.exp.eval.n_samples.max(1), device);
     picture(s, run, progress.step)?;
     pictures::loss_curve(run)?;
+    save_arrays(s, run)?;
     let cost = s.model.sampling_cost();
     let summary = Summary {
         experiment: name.to_string(),
@@ -331,6 +345,7 @@ fn finish(s: &Session, run: &Path, name: &str) -> Result<()> {
         versions: summary::versions(),
         git_commit: summary::git_commit(),
         finished_at: chrono::Local::now().to_rfc3339(),
+        diagnostics: tch::no_grad(|| s.model.diagnostics(s.exp.eval.diag_samples, s.exp.eval.diag_repeats)),
     };
     summary::write_json(&run.join("summary.json"), &summary)?;
     eprintln!(

@@ -1,0 +1,72 @@
+//! `relaxflow figure double-well RUN...`: the survey's Figure 3 from finished runs (reads samples.npy, reference.npy
+//! and summary.json): each run's samples beside exact samples, and the free-energy profiles along x1.
+use crate::runner::plot::{self, Bounds, Canvas};
+use crate::runner::summary;
+use anyhow::{Context, Result};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use tch::{Kind, Tensor};
+
+fn columns(path: &Path) -> Result<(Vec<f32>, Vec<f32>)> {
+    let x = Tensor::read_npy(path).with_context(|| format!("reading {}", path.display()))?.to_kind(Kind::Float);
+    anyhow::ensure!(x.dim() == 2 && x.size()[1] >= 2, "{}: expected [N, >=2] points", path.display());
+    let col = |i| Vec::<f32>::try_from(x.select(1, i).contiguous()).unwrap_or_default();
+    Ok((col(0), col(1)))
+}
+
+fn profile(diag: &Value, key: &str) -> Option<(Vec<f64>, Vec<f64>)> {
+    let f = &diag["free_energy_profile"];
+    let xs = f["bin_centres"].as_array()?;
+    let ys = f[key].as_array()?;
+    Some(xs.iter().zip(ys).filter_map(|(x, y)| Some((x.as_f64()?, y.as_f64()?))).unzip())
+}
+
+/// Draws the figure and returns the text table printed beside it.
+pub fn double_well(runs: &[PathBuf], out: &Path) -> Result<String> {
+    anyhow::ensure!(!runs.is_empty(), "name the runs to draw (e.g. an nf-doublewell and an snf-doublewell run)");
+    let bounds = Bounds { xmin: -3.0, xmax: 3.0, ymin: -4.0, ymax: 4.0 };
+    let mut panels = Vec::new();
+    let mut curves: Vec<(String, Vec<f64>, Vec<f64>)> = Vec::new();
+    let mut table = String::from(
+        "| run | P(x1<0) raw | P(x1<0) reweighted | exact | F error raw (kT) | F error reweighted (kT) | ESS / 1000 |\n|---|---|---|---|---|---|---|\n",
+    );
+    for run in runs {
+        let s = summary::read(run)?;
+        let (xs, ys) = columns(&run.join("samples.npy"))?;
+        panels.push((s.experiment.clone(), plot::scatter_density(&xs, &ys, bounds, 256)));
+        let Some(d) = s.diagnostics.as_ref() else { continue };
+        if curves.is_empty() {
+            if let Some((x, y)) = profile(d, "exact_kT") {
+                curves.push(("exact".into(), x, y));
+            }
+        }
+        if let Some((x, y)) = profile(d, "reweighted_mean_kT") {
+            curves.push((format!("{} reweighted", s.experiment), x, y));
+        }
+        if let Some((x, y)) = profile(d, "raw_mean_kT") {
+            curves.push((format!("{} raw", s.experiment), x, y));
+        }
+        let g = |v: &Value| v.as_f64().map_or("-".into(), |x| format!("{x:.3}"));
+        table += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            s.experiment,
+            g(&d["mode_weight_raw"]["mean"]),
+            g(&d["mode_weight_reweighted"]["mean"]),
+            g(&d["exact"]["mode_weight_x1_lt_0"]),
+            g(&d["free_energy_profile"]["raw"]["combined_kT"]),
+            g(&d["free_energy_profile"]["reweighted"]["combined_kT"]),
+            g(&d["ess_per_1000"]["mean"]),
+        );
+    }
+    let (xs, ys) = columns(&runs[0].join("reference.npy"))?;
+    panels.push(("exact".into(), plot::scatter_density(&xs, &ys, bounds, 256)));
+    let named: Vec<(&str, Canvas)> = panels.iter().map(|(n, c)| (n.as_str(), c.clone())).collect();
+    let row = plot::titled_row(&named);
+    let series: Vec<(&str, &[f64], &[f64])> = curves.iter().map(|(n, x, y)| (n.as_str(), x.as_slice(), y.as_slice())).collect();
+    let lines = plot::line_plot("free energy along x1 (kT)", &series, row.width.max(400), 360);
+    let mut canvas = Canvas::new(row.width.max(lines.width), row.height + lines.height, [255, 255, 255]);
+    canvas.blit(&row, 0, 0);
+    canvas.blit(&lines, 0, row.height);
+    canvas.save_png(out)?;
+    Ok(table)
+}

@@ -1,0 +1,176 @@
+//! Importance-weighted diagnostics against an energy target: log Z estimate, effective sample size, mode weight,
+//! path KL, and the free-energy profile along x1 (Wu et al. 2020, Fig. 3) raw and reweighted, over repeats.
+use super::Snf;
+use serde_json::{json, Value};
+use tch::{Kind, Tensor};
+
+/// Range and bins of the free-energy profile along x1 (the paper's: 30 bins on -2.25 < x1 < 2.25).
+pub const PROFILE: (f64, f64, i64) = (-2.25, 2.25, 30);
+
+/// log (1/n) Σ w: an estimate of log Z (its exponential is unbiased for Z).
+pub fn log_z_estimate(log_w: &Tensor) -> f64 {
+    log_w.logsumexp([0], false).double_value(&[]) - (log_w.size()[0] as f64).ln()
+}
+
+/// Kish effective sample size divided by n: (Σw)² / (n Σw²).
+pub fn ess_fraction(log_w: &Tensor) -> f64 {
+    let a = log_w.logsumexp([0], false).double_value(&[]);
+    let b = (log_w * 2.0).logsumexp([0], false).double_value(&[]);
+    (2.0 * a - b).exp() / log_w.size()[0] as f64
+}
+
+/// Self-normalised weights Σ = 1 (or uniform 1/n when `log_w` is None).
+fn normalised(log_w: Option<&Tensor>, n: i64) -> Tensor {
+    match log_w {
+        Some(lw) => lw.softmax(0, Kind::Double),
+        None => Tensor::full([n], 1.0 / n as f64, (Kind::Double, tch::Device::Cpu)),
+    }
+}
+
+/// Probability of x1 in each bin of [lo, hi] (mass outside the range counts in the denominator).
+pub fn x1_bin_probs(x1: &Tensor, log_w: Option<&Tensor>, (lo, hi, bins): (f64, f64, i64)) -> Vec<f64> {
+    let w = normalised(log_w, x1.size()[0]);
+    let idx = ((x1 - lo) / ((hi - lo) / bins as f64)).floor();
+    let inside = idx.ge(0.0).logical_and(&idx.lt(bins as f64));
+    let idx = idx.clamp(0.0, (bins - 1) as f64).to_kind(Kind::Int64);
+    let w = w * inside.to_kind(Kind::Double);
+    Vec::try_from(Tensor::zeros([bins], (Kind::Double, tch::Device::Cpu)).index_add(0, &idx, &w)).unwrap_or_default()
+}
+
+/// F = -log p per bin in kT (∞ where a bin is empty).
+pub fn free_energy(probs: &[f64]) -> Vec<f64> {
+    probs.iter().map(|&p| if p > 0.0 { -p.ln() } else { f64::INFINITY }).collect()
+}
+
+/// Error of estimated free-energy profiles against the exact one: each repeat is shifted to the exact profile's
+/// mean over the bins populated in every repeat; bias = RMS over bins of (mean estimate - exact), std = RMS of the
+/// per-bin standard deviation over repeats, combined = sqrt(bias² + std²).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProfileError {
+    pub bias: f64,
+    pub std: f64,
+    pub combined: f64,
+    pub bins_used: usize,
+}
+
+pub fn profile_error(estimates: &[Vec<f64>], exact: &[f64]) -> ProfileError {
+    let used: Vec<usize> =
+        (0..exact.len()).filter(|&i| exact[i].is_finite() && estimates.iter().all(|f| f[i].is_finite())).collect();
+    if used.is_empty() || estimates.is_empty() {
+        return ProfileError { bias: f64::NAN, std: f64::NAN, combined: f64::NAN, bins_used: 0 };
+    }
+    let mean_over = |f: &[f64]| used.iter().map(|&i| f[i]).sum::<f64>() / used.len() as f64;
+    let exact_mean = mean_over(exact);
+    let shifted: Vec<Vec<f64>> = estimates.iter().map(|f| {
+        let s = exact_mean - mean_over(f);
+        f.iter().map(|v| v + s).collect()
+    }).collect();
+    let r = shifted.len() as f64;
+    let (mut bias2, mut var) = (0.0, 0.0);
+    for &i in &used {
+        let m = shifted.iter().map(|f| f[i]).sum::<f64>() / r;
+        bias2 += (m - exact[i]).powi(2);
+        if shifted.len() > 1 {
+            var += shifted.iter().map(|f| (f[i] - m).powi(2)).sum::<f64>() / (r - 1.0);
+        }
+    }
+    let k = used.len() as f64;
+    let (bias, std) = ((bias2 / k).sqrt(), (var / k).sqrt());
+    ProfileError { bias, std, combined: (bias * bias + std * std).sqrt(), bins_used: used.len() }
+}
+
+fn mean_std(v: &[f64]) -> Value {
+    let n = v.len() as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let s = if v.len() > 1 { (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt() } else { f64::NAN };
+    json!({"mean": m, "std": s})
+}
+
+fn column_mean(rows: &[Vec<f64>]) -> Vec<f64> {
+    (0..rows[0].len()).map(|i| rows.iter().map(|r| r[i]).sum::<f64>() / rows.len() as f64).collect()
+}
+
+/// Everything summary.json reports for a model with an energy target, from `repeats` batches of `n` samples.
+pub fn energy_report(snf: &Snf, n: i64, repeats: i64) -> Value {
+    let t = &snf.target;
+    let exact_probs = t.x1_bin_probs(PROFILE.0, PROFILE.1, PROFILE.2);
+    let exact_f = free_energy(&exact_probs);
+    let (mut log_z, mut ess, mut kl, mut mode_raw, mut mode_rw) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut f_raw, mut f_rw) = (vec![], vec![]);
+    for _ in 0..repeats.max(1) {
+        let (x, log_w) = tch::no_grad(|| snf.log_weights(n));
+        let (x, log_w) = (x.to_device(tch::Device::Cpu).to_kind(Kind::Double), log_w.to_device(tch::Device::Cpu).to_kind(Kind::Double));
+        let x1 = x.select(1, 0);
+        let left = x1.lt(0.0).to_kind(Kind::Double);
+        log_z.push(log_z_estimate(&log_w));
+        ess.push(ess_fraction(&log_w) * 1000.0);
+        kl.push(-log_w.mean(None).double_value(&[]) + t.log_z());
+        mode_raw.push(left.mean(None).double_value(&[]));
+        mode_rw.push((&left * normalised(Some(&log_w), n)).sum(Kind::Double).double_value(&[]));
+        f_raw.push(free_energy(&x1_bin_probs(&x1, None, PROFILE)));
+        f_rw.push(free_energy(&x1_bin_probs(&x1, Some(&log_w), PROFILE)));
+    }
+    let err = |f: &[Vec<f64>]| {
+        let e = profile_error(f, &exact_f);
+        json!({"bias_kT": e.bias, "std_kT": e.std, "combined_kT": e.combined, "bins_used": e.bins_used})
+    };
+    let finite = |v: Vec<f64>| v.into_iter().map(|x| if x.is_finite() { json!(x) } else { Value::Null }).collect::<Vec<_>>();
+    let w = (PROFILE.1 - PROFILE.0) / PROFILE.2 as f64;
+    let centres: Vec<f64> = (0..PROFILE.2).map(|i| PROFILE.0 + (i as f64 + 0.5) * w).collect();
+    json!({
+        "target": snf.params.target,
+        "samples_per_repeat": n,
+        "repeats": repeats.max(1),
+        "exact": {"log_z": t.log_z(), "mode_weight_x1_lt_0": t.mode_weight(), "entropy_nats": t.entropy()},
+        "log_z_estimate": mean_std(&log_z),
+        "ess_per_1000": mean_std(&ess),
+        "path_kl_nats": mean_std(&kl),
+        "path_kl_note": "E[-log w] + log Z over generative paths: the KL between forward and backward path laws, an upper bound on the KL from model samples to the target",
+        "mode_weight_raw": mean_std(&mode_raw),
+        "mode_weight_reweighted": mean_std(&mode_rw),
+        "free_energy_profile": {
+            "protocol": "F = -ln P(x1 in bin), 30 bins on (-2.25, 2.25); each repeat shifted to the exact profile's mean over bins populated in every repeat; bias = RMS(mean - exact), std = RMS(per-bin std over repeats), combined = sqrt(bias^2 + std^2)",
+            "raw": err(&f_raw),
+            "reweighted": err(&f_rw),
+            "bin_centres": centres,
+            "exact_kT": finite(exact_f.clone()),
+            "raw_mean_kT": finite(column_mean(&f_raw)),
+            "reweighted_mean_kT": finite(column_mean(&f_rw)),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dist::energy::{Energy, Gaussian};
+
+    #[test]
+    fn weights_of_exact_samples_give_log_z_and_full_ess() {
+        // log w = -u(x) - log p(x) = log Z exactly when x ~ p: constant weights.
+        let g = Gaussian { mean: vec![0.3, -0.2], std: 1.5 };
+        let x = g.sample(1000).to_kind(Kind::Double);
+        let log_p = -g.energy(&x) - g.log_z();
+        let log_w = -g.energy(&x) - log_p;
+        assert!((log_z_estimate(&log_w) - g.log_z()).abs() < 1e-9);
+        assert!((ess_fraction(&log_w) - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn profile_error_is_zero_for_the_exact_profile_up_to_a_shift() {
+        let exact = vec![1.0, 2.0, 0.5, f64::INFINITY];
+        let est = vec![vec![3.0, 4.0, 2.5, 1.0], vec![3.0, 4.0, 2.5, 1.0]];
+        let e = profile_error(&est, &exact);
+        assert_eq!(e.bins_used, 3);
+        assert!(e.combined.abs() < 1e-12);
+        let off = vec![vec![1.0, 2.0, 1.5, 0.0]];
+        assert!(profile_error(&off, &exact).bias > 0.4);
+    }
+
+    #[test]
+    fn bin_probabilities_count_mass_outside_the_range() {
+        let x1 = Tensor::from_slice(&[-3.0f64, -2.0, 0.1, 0.2]);
+        let p = x1_bin_probs(&x1, None, (-2.25, 2.25, 3));
+        assert_eq!(p, vec![0.25, 0.5, 0.0]);
+    }
+}

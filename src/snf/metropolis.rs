@@ -1,0 +1,74 @@
+//! Random-walk Metropolis-Hastings layer: proposal y* = y + σ η, accepted with probability min(1, e^{u(y) - u(y*)}).
+//! In detailed balance with exp(-u), so each step contributes u(y') - u(y) (zero when rejected).
+use super::Interpolated;
+use crate::layer::{Layer, LayerKind};
+use tch::Tensor;
+
+#[derive(Debug)]
+pub struct Metropolis {
+    pub u: Interpolated,
+    /// Proposal standard deviation σ.
+    pub sigma: f64,
+    pub steps: usize,
+}
+
+impl Metropolis {
+    fn run(&self, y: &Tensor) -> (Tensor, Tensor) {
+        let mut y = y.shallow_clone();
+        let mut u_y = self.u.energy(&y);
+        let mut total = u_y.zeros_like();
+        for _ in 0..self.steps {
+            let proposal = &y + y.randn_like() * self.sigma;
+            let u_p = self.u.energy(&proposal);
+            let du = &u_p - &u_y;
+            let accept = u_y.rand_like().log().lt_tensor(&(-&du));
+            y = proposal.where_self(&accept.unsqueeze(1), &y);
+            total = total + du.where_self(&accept, &du.zeros_like());
+            u_y = u_p.where_self(&accept, &u_y);
+        }
+        (y, total)
+    }
+}
+
+impl Layer for Metropolis {
+    fn forward(&self, x: &Tensor) -> (Tensor, Tensor) {
+        self.run(x)
+    }
+    fn inverse(&self, z: &Tensor) -> (Tensor, Tensor) {
+        self.run(z)
+    }
+    fn kind(&self) -> LayerKind {
+        LayerKind::Stochastic
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dist::energy::{DoubleWell, Energy};
+    use std::rc::Rc;
+
+    #[test]
+    fn leaves_the_double_well_invariant() {
+        tch::manual_seed(2);
+        let dw = Rc::new(DoubleWell::new(2));
+        let layer = Metropolis { u: Interpolated { target: dw.clone(), lambda: 1.0 }, sigma: 0.25, steps: 20 };
+        crate::snf::testing::assert_invariant(&layer, &*dw, 40_000, "MH on the double well");
+    }
+
+    #[test]
+    fn contribution_is_the_energy_difference() {
+        tch::manual_seed(3);
+        let dw = Rc::new(DoubleWell::new(2));
+        let u = Interpolated { target: dw, lambda: 0.5 };
+        let layer = Metropolis { u: u.clone(), sigma: 0.5, steps: 7 };
+        let y = dw_samples(256);
+        let (out, v) = layer.forward(&y);
+        let expected = u.energy(&out) - u.energy(&y);
+        assert!((v - expected).abs().max().double_value(&[]) < 1e-4);
+    }
+
+    fn dw_samples(n: i64) -> Tensor {
+        DoubleWell::new(2).sample(n)
+    }
+}
