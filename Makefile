@@ -9,7 +9,7 @@ ARGS ?=
 export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: train test data bench build venv clean-runs
+.PHONY: train test data bench build venv clean-runs figure-double-well
 
 # PyTorch 2.11.0 wheel (its libtorch is what tch 0.24 links against), plus numpy for the benchmark's reference.
 $(TORCH_STAMP):
@@ -34,6 +34,11 @@ test: build data
 
 bench: build
 	$(PY) bench/bench.py
+
+# The survey's Figure 3: a flow smears the double well's modes, a flow with Metropolis layers separates them.
+figure-double-well: build
+	NF=$$($(BIN) train nf-doublewell) && SNF=$$($(BIN) train snf-doublewell) && \
+	$(BIN) figure double-well $$NF $$SNF --out runs/figure-double-well.png
 
 clean-runs:
 	rm -rf runs
