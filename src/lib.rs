@@ -3,6 +3,7 @@
 //! Layers of the crate, importing downwards only: `experiment`/`runner`/`report` -> model families (`flows`, ...)
 //! -> `layer`, `model`, `nets`, `dist` -> tch. `data` is read by the runner and by tests, never by a model.
 pub mod data;
+pub mod diffusion;
 pub mod dist;
 pub mod experiment;
 pub mod flows;
@@ -11,4 +12,5 @@ pub mod model;
 pub mod nets;
 pub mod report;
 pub mod runner;
+pub mod score;
 pub mod snf;

@@ -70,4 +70,8 @@ pub trait Model {
     fn diagnostics(&self, _n: i64, _repeats: i64) -> Option<serde_json::Value> {
         None
     }
+    /// How `log_prob` is computed (solver, divergence estimator, number of samples...), for summary.json.
+    fn estimator(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
 }

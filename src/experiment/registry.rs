@@ -3,6 +3,8 @@
 use super::config::parse_value;
 use crate::flows::build::{nice, realnvp, NiceParams, RealNvpParams};
 use crate::model::Model;
+use crate::diffusion::{Ddpm, DdpmParams};
+use crate::score::{ScoreModel, ScoreParams};
 use crate::snf::{Snf, SnfParams};
 use anyhow::{bail, Result};
 use serde::de::DeserializeOwned;
@@ -32,6 +34,9 @@ pub fn entries() -> Vec<Entry> {
             about: "stochastic normalizing flow: RealNVP blocks + Langevin/MH/HMC layers on an energy (or none: a flow)",
             build: build_snf,
         },
+        Entry { kind: "ddpm", family: "diffusion", about: "denoising diffusion (DDPM): L_simple, ancestral/DDIM, VLB", build: build_ddpm },
+        Entry { kind: "score", family: "score", about: "score SDE (VP / sub-VP / VE): DSM, EM/PC/ODE samplers, PF-ODE likelihood", build: build_score },
+        Entry { kind: "ncsn", family: "score", about: "NCSN: VE score model sampled by annealed Langevin dynamics", build: build_ncsn },
     ]
 }
 
@@ -88,6 +93,31 @@ fn build_nice(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> 
 fn build_snf(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
     let (p, resolved) = params::<SnfParams>(t, origin)?;
     Ok((Box::new(Snf::new(path, vector_dim("snf", shape)?, &p)?), resolved))
+}
+
+/// Images are [C, H, W] shapes; the diffusion and score families model them in [-1, 1].
+fn is_image(shape: &[i64]) -> bool {
+    shape.len() == 3
+}
+
+fn build_ddpm(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
+    let (p, resolved) = params::<DdpmParams>(t, origin)?;
+    let net = crate::nets::spec::time_net(&path.sub("net"), shape, &p.net())?;
+    Ok((Box::new(Ddpm::new(net, p, shape.to_vec(), is_image(shape), path.device())), resolved))
+}
+
+fn build_score(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
+    let (p, resolved) = params::<ScoreParams>(t, origin)?;
+    let net = crate::nets::spec::time_net(&path.sub("net"), shape, &p.net())?;
+    Ok((Box::new(ScoreModel::new(net, p, shape.to_vec(), is_image(shape), path.device())), resolved))
+}
+
+/// NCSN = a VE score model with annealed Langevin sampling unless the table says otherwise.
+fn build_ncsn(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
+    let mut t = t.clone();
+    t.entry("sde").or_insert_with(|| toml::Value::String("ve".into()));
+    t.entry("sampler").or_insert_with(|| toml::Value::String("ald".into()));
+    build_score(&t, path, shape, origin)
 }
 
 /// The family a `[model]` table builds (an SNF without stochastic layers is a flow).

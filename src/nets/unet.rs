@@ -1,0 +1,310 @@
+//! A small DDPM-style U-Net for noise/score prediction on small images (Ho et al. 2020, App. B, simplified: one
+//! ResBlock per resolution, no attention, no dropout), built from a `tch::nn::Path` like the tch-rs examples.
+//!
+//! Layout for `mults = [1, 2, 2]` on 28x28: conv_in -> [Res 28x28, down] -> [Res 14x14, down] -> [Res 7x7]
+//! -> Res, Res (middle, 7x7) -> [cat skip, Res, up] x3 mirrored -> GN -> SiLU -> conv_out (zero-initialised).
+use super::time::sinusoidal;
+use anyhow::{bail, Result};
+use tch::nn::{self, Module};
+use tch::Tensor;
+
+/// Highest frequency of the sinusoidal time features (resolves 1000 discrete steps of t in [0, 1]).
+const MAX_FREQ: f64 = 1000.0;
+
+/// 3x3 convolution with padding 1 (keeps the spatial size) and torch's default initialisation.
+fn conv3x3(p: nn::Path, c_in: i64, c_out: i64) -> nn::Conv2D {
+    nn::conv2d(p, c_in, c_out, 3, nn::ConvConfig { padding: 1, ..Default::default() })
+}
+
+/// Residual block of the DDPM U-Net (Ho et al. 2020, App. B; the Wide-ResNet block of Zagoruyko & Komodakis 2016
+/// with GroupNorm, Wu & He 2018): h = conv(SiLU(GN(conv(SiLU(GN(x))) + Linear(SiLU(temb))))), out = skip(x) + h.
+#[derive(Debug)]
+struct ResBlock {
+    norm1: nn::GroupNorm,
+    conv1: nn::Conv2D,
+    temb: nn::Linear,
+    norm2: nn::GroupNorm,
+    conv2: nn::Conv2D,
+    /// 1x1 projection when the width changes, identity otherwise.
+    skip: Option<nn::Conv2D>,
+}
+
+impl ResBlock {
+    fn new(p: nn::Path, c_in: i64, c_out: i64, temb_dim: i64, groups: i64) -> Self {
+        let skip = (c_in != c_out).then(|| nn::conv2d(&p / "skip", c_in, c_out, 1, Default::default()));
+        ResBlock {
+            norm1: nn::group_norm(&p / "norm1", groups, c_in, Default::default()),
+            conv1: conv3x3(&p / "conv1", c_in, c_out),
+            temb: nn::linear(&p / "temb", temb_dim, c_out, Default::default()),
+            norm2: nn::group_norm(&p / "norm2", groups, c_out, Default::default()),
+            conv2: conv3x3(&p / "conv2", c_out, c_out),
+            skip,
+        }
+    }
+
+    /// `x`: [B, c_in, H, W]; `temb_act`: SiLU of the time embedding, [B, temb_dim]. Output [B, c_out, H, W].
+    fn forward(&self, x: &Tensor, temb_act: &Tensor) -> Tensor {
+        let h = self.conv1.forward(&self.norm1.forward(x).silu());
+        let h = h + self.temb.forward(temb_act).unsqueeze(-1).unsqueeze(-1);
+        let h = self.conv2.forward(&self.norm2.forward(&h).silu());
+        match &self.skip {
+            Some(s) => s.forward(x) + h,
+            None => x + h,
+        }
+    }
+}
+
+/// Down-sampling by a stride-2 3x3 convolution (Ho et al. 2020's `Downsample(with_conv=True)`).
+#[derive(Debug)]
+struct Downsample {
+    conv: nn::Conv2D,
+}
+
+impl Downsample {
+    fn new(p: nn::Path, c: i64) -> Self {
+        let cfg = nn::ConvConfig { stride: 2, padding: 1, ..Default::default() };
+        Downsample { conv: nn::conv2d(p / "conv", c, c, 3, cfg) }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        self.conv.forward(x)
+    }
+}
+
+/// Nearest-neighbour x2 up-sampling followed by a 3x3 convolution (Ho et al. 2020's `Upsample(with_conv=True)`).
+#[derive(Debug)]
+struct Upsample {
+    conv: nn::Conv2D,
+}
+
+impl Upsample {
+    fn new(p: nn::Path, c: i64) -> Self {
+        Upsample { conv: conv3x3(p / "conv", c, c) }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let (h, w) = (x.size()[2], x.size()[3]);
+        self.conv.forward(&x.upsample_nearest2d([2 * h, 2 * w], None, None))
+    }
+}
+
+/// Time embedding (Ho et al. 2020, App. B): sinusoidal(t, ch) -> Linear(ch, 4ch) -> SiLU -> Linear(4ch, 4ch).
+#[derive(Debug)]
+struct TimeEmbedding {
+    dim: i64,
+    lin1: nn::Linear,
+    lin2: nn::Linear,
+}
+
+impl TimeEmbedding {
+    fn new(p: nn::Path, ch: i64) -> Self {
+        TimeEmbedding {
+            dim: ch,
+            lin1: nn::linear(&p / "lin1", ch, 4 * ch, Default::default()),
+            lin2: nn::linear(&p / "lin2", 4 * ch, 4 * ch, Default::default()),
+        }
+    }
+
+    /// `t`: [B] in [0, 1]; output [B, 4ch] of the given float kind.
+    fn forward(&self, t: &Tensor, kind: tch::Kind) -> Tensor {
+        let f = sinusoidal(t, self.dim, MAX_FREQ).to_kind(kind);
+        self.lin2.forward(&self.lin1.forward(&f).silu())
+    }
+}
+
+/// DDPM-style U-Net predicting a tensor of the input's shape from (x, t): one ResBlock per resolution, stride-2 conv
+/// down-sampling, two middle ResBlocks, a mirrored up path with skip concatenation, and a zero-initialised output
+/// convolution so the untrained network outputs exactly 0.
+#[derive(Debug)]
+pub struct UNet {
+    time: TimeEmbedding,
+    conv_in: nn::Conv2D,
+    down: Vec<ResBlock>,
+    downsample: Vec<Downsample>,
+    mid: [ResBlock; 2],
+    /// Indexed by level, like `down`; applied from the last level to the first.
+    up: Vec<ResBlock>,
+    /// `upsample[i - 1]` brings level i to level i - 1 (none at the top level).
+    upsample: Vec<Upsample>,
+    norm_out: nn::GroupNorm,
+    conv_out: nn::Conv2D,
+}
+
+impl UNet {
+    /// `in_ch` image channels (1 for MNIST), `ch` base width (e.g. 32), `mults` per-resolution width multipliers
+    /// (e.g. [1, 2, 2] for 28 -> 14 -> 7), `groups` for GroupNorm (e.g. 8; must divide every width).
+    pub fn new(path: &nn::Path, in_ch: i64, ch: i64, mults: &[i64], groups: i64) -> Result<Self> {
+        if mults.is_empty() {
+            bail!("U-Net needs at least one resolution level (empty mults)");
+        }
+        if in_ch <= 0 || ch <= 0 || groups <= 0 || mults.iter().any(|&m| m <= 0) {
+            bail!("U-Net sizes must be positive: in_ch {in_ch}, ch {ch}, mults {mults:?}, groups {groups}");
+        }
+        let widths: Vec<i64> = mults.iter().map(|&m| ch * m).collect();
+        for &w in std::iter::once(&ch).chain(&widths) {
+            if w % groups != 0 {
+                bail!("GroupNorm groups {groups} does not divide U-Net width {w} (ch {ch}, mults {mults:?})");
+            }
+        }
+        let temb_dim = 4 * ch;
+        let last = widths.len() - 1;
+        let (mut down, mut downsample) = (Vec::new(), Vec::new());
+        let mut cur = ch;
+        for (i, &w) in widths.iter().enumerate() {
+            down.push(ResBlock::new(path / format!("down{i}") / "res", cur, w, temb_dim, groups));
+            if i < last {
+                downsample.push(Downsample::new(path / format!("down{i}") / "downsample", w));
+            }
+            cur = w;
+        }
+        let mid = [
+            ResBlock::new(path / "mid" / "res0", cur, cur, temb_dim, groups),
+            ResBlock::new(path / "mid" / "res1", cur, cur, temb_dim, groups),
+        ];
+        let (mut up, mut upsample) = (Vec::new(), Vec::new());
+        for (i, &w) in widths.iter().enumerate() {
+            // Input: the width coming from below (level i + 1, or the middle at the last level) plus the skip.
+            let below = if i < last { widths[i + 1] } else { widths[last] };
+            up.push(ResBlock::new(path / format!("up{i}") / "res", below + w, w, temb_dim, groups));
+            if i > 0 {
+                upsample.push(Upsample::new(path / format!("up{i}") / "upsample", w));
+            }
+        }
+        let zero = nn::ConvConfig {
+            padding: 1,
+            ws_init: nn::Init::Const(0.0),
+            bs_init: nn::Init::Const(0.0),
+            ..Default::default()
+        };
+        Ok(UNet {
+            time: TimeEmbedding::new(path / "time", ch),
+            conv_in: conv3x3(path / "conv_in", in_ch, ch),
+            down,
+            downsample,
+            mid,
+            up,
+            upsample,
+            norm_out: nn::group_norm(path / "norm_out", groups, widths[0], Default::default()),
+            conv_out: nn::conv2d(path / "conv_out", widths[0], in_ch, 3, zero),
+        })
+    }
+
+    /// x: [B, in_ch, H, W] with H, W divisible by 2^(mults.len()-1); t: [B] float time in [0, 1]. Output: same
+    /// shape as x.
+    pub fn forward(&self, x: &Tensor, t: &Tensor) -> Tensor {
+        let temb_act = self.time.forward(t, x.kind()).silu();
+        let mut h = self.conv_in.forward(x);
+        let mut skips = Vec::with_capacity(self.down.len());
+        for (i, res) in self.down.iter().enumerate() {
+            h = res.forward(&h, &temb_act);
+            skips.push(h.shallow_clone());
+            if let Some(ds) = self.downsample.get(i) {
+                h = ds.forward(&h);
+            }
+        }
+        for res in &self.mid {
+            h = res.forward(&h, &temb_act);
+        }
+        for (i, res) in self.up.iter().enumerate().rev() {
+            let skip = skips.pop().expect("one skip per level");
+            h = res.forward(&Tensor::cat(&[h, skip], 1), &temb_act);
+            if i > 0 {
+                h = self.upsample[i - 1].forward(&h);
+            }
+        }
+        self.conv_out.forward(&self.norm_out.forward(&h).silu())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    const OPTS: (Kind, Device) = (Kind::Float, Device::Cpu);
+
+    fn small(vs: &nn::VarStore) -> UNet {
+        UNet::new(&vs.root(), 1, 8, &[1, 2, 2], 4).unwrap()
+    }
+
+    /// Adds N(0, 0.1²) noise to every trainable variable, so the zero-initialised output conv stops masking the rest.
+    fn perturb(vs: &nn::VarStore) {
+        tch::no_grad(|| {
+            for mut v in vs.trainable_variables() {
+                let noise = v.randn_like() * 0.1;
+                let _ = v.g_add_(&noise);
+            }
+        });
+    }
+
+    #[test]
+    fn output_has_input_shape_and_starts_at_zero() {
+        tch::manual_seed(0);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = small(&vs);
+        let x = Tensor::randn([2, 1, 28, 28], OPTS);
+        let y = net.forward(&x, &Tensor::from_slice(&[0.1f32, 0.7]));
+        assert_eq!(y.size(), x.size());
+        assert_eq!(y.abs().max().double_value(&[]), 0.0, "zero-initialised output conv must give exactly 0");
+    }
+
+    #[test]
+    fn perturbed_net_depends_on_time_and_every_variable_gets_a_gradient() {
+        tch::manual_seed(1);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = small(&vs);
+        perturb(&vs);
+        let x = Tensor::randn([2, 1, 28, 28], OPTS);
+        let a = net.forward(&x, &Tensor::from_slice(&[0.1f32, 0.1]));
+        let b = net.forward(&x, &Tensor::from_slice(&[0.9f32, 0.9]));
+        assert_eq!(a.size(), x.size());
+        let diff = (&a - &b).abs().max().double_value(&[]);
+        assert!(diff > 1e-5, "output must depend on t, max difference {diff}");
+
+        let loss = (a - &x).square().mean(Kind::Float);
+        loss.backward();
+        let vars = vs.variables();
+        assert!(!vars.is_empty());
+        for (name, v) in vars {
+            let g = v.grad();
+            assert!(g.defined(), "{name}: no gradient");
+            let g_max = g.abs().max().double_value(&[]);
+            assert!(g_max.is_finite() && g_max > 0.0, "{name}: gradient max |g| = {g_max}");
+        }
+    }
+
+    #[test]
+    fn new_rejects_groups_not_dividing_a_width() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let err = UNet::new(&vs.root(), 1, 12, &[1, 2, 3], 8).unwrap_err().to_string();
+        assert!(err.contains("width 12"), "{err}");
+        let err = UNet::new(&vs.root(), 1, 8, &[1, 3], 6).unwrap_err().to_string();
+        assert!(err.contains("width 8"), "{err}");
+        assert!(UNet::new(&vs.root(), 1, 8, &[], 4).is_err());
+        assert!(UNet::new(&vs.root(), 1, 0, &[1], 4).is_err());
+    }
+
+    /// Size and speed of the MNIST configuration (ch 32, mults [1, 2, 2]); informational, run with `--ignored`.
+    #[test]
+    #[ignore]
+    fn report_size_and_cpu_time() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = UNet::new(&vs.root(), 1, 32, &[1, 2, 2], 8).unwrap();
+        perturb(&vs);
+        let n: i64 = vs.trainable_variables().iter().map(|v| v.numel() as i64).sum();
+        let x = Tensor::randn([64, 1, 28, 28], OPTS);
+        let t = Tensor::rand([64], OPTS);
+        let step = || {
+            vs.trainable_variables().iter_mut().for_each(|v| v.zero_grad());
+            net.forward(&x, &t).square().mean(Kind::Float).backward();
+        };
+        step();
+        let reps = 3;
+        let start = std::time::Instant::now();
+        for _ in 0..reps {
+            step();
+        }
+        let per = start.elapsed().as_secs_f64() / reps as f64;
+        eprintln!("UNet ch 32 mults [1,2,2]: {n} parameters; forward+backward at batch 64: {per:.3} s");
+    }
+}
