@@ -19,6 +19,20 @@ fn every_experiment_takes_steps_on_cpu() {
         for s in &small {
             args.extend(["--set", s]);
         }
+        // Image models: a narrow U-Net and tiny batches; diffusion and score models: few steps, loose ODE tolerance.
+        let mut extra: Vec<&str> = Vec::new();
+        if name.contains("mnist") || name.contains("fashion") {
+            extra.extend(["train.batch_size=4", "model.unet_ch=8", "model.unet_groups=4", "eval.n_final=2", "eval.n_eval=2", "eval.batch_size=2", "eval.n_samples=2"]);
+        }
+        if name.starts_with("ddpm") {
+            extra.push("model.timesteps=20");
+        }
+        if name.starts_with("score") || name.starts_with("ncsn") {
+            extra.extend(["model.sample_steps=5", "model.ode_rtol=1e-2"]);
+        }
+        for s in &extra {
+            args.extend(["--set", s]);
+        }
         let o = Command::new(env!("CARGO_BIN_EXE_relaxflow")).args(&args).current_dir(root).output().unwrap();
         assert!(o.status.success(), "{name}: {}", String::from_utf8_lossy(&o.stderr));
         let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();

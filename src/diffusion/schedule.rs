@@ -6,7 +6,7 @@ use tch::{Device, Kind, Tensor};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ScheduleKind {
-    /// β linear from 1e-4 to 0.02 (scaled by 1000/T).
+    /// β linear from 1e-4 to 0.02 (scaled by 1000/T, clipped at 0.999 for very short chains).
     Linear,
     /// ᾱ_t = cos²(((t/T + s)/(1 + s)) π/2) / cos²(s π/2), s = 0.008 (Nichol & Dhariwal 2021), β clipped at 0.999.
     Cosine,
@@ -28,7 +28,7 @@ impl Schedule {
             ScheduleKind::Linear => {
                 let scale = 1000.0 / t;
                 let (lo, hi) = (1e-4 * scale, 0.02 * scale);
-                (0..steps).map(|i| lo + (hi - lo) * i as f64 / (t - 1.0).max(1.0)).collect()
+                (0..steps).map(|i| (lo + (hi - lo) * i as f64 / (t - 1.0).max(1.0)).min(0.999)).collect()
             }
             ScheduleKind::Cosine => {
                 let s = 0.008;

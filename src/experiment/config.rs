@@ -119,6 +119,10 @@ pub struct EvalConfig {
     pub every: i64,
     #[serde(default = "default_eval_n")]
     pub n_eval: i64,
+    /// Test points of the final evaluation (default: the whole test set; expensive likelihoods cap it and the
+    /// summary says how many were used).
+    #[serde(default)]
+    pub n_final: Option<i64>,
     /// Test points per evaluation batch.
     #[serde(default = "default_eval_batch")]
     pub batch_size: i64,

@@ -49,6 +49,9 @@ pub struct Summary {
     /// 8-bit images only: bits/dim = nll / (D ln 2) + 8 with uniform dequantization.
     pub bits_per_dim: Option<f64>,
     pub likelihood_note: String,
+    /// How the likelihood was computed (solver, divergence estimator, bound terms...).
+    #[serde(default)]
+    pub estimator: serde_json::Value,
     /// Where the data's differential entropy is known: it, and NLL minus it (≥ 0 up to noise: the KL to the truth).
     pub true_entropy_nats: Option<f64>,
     pub nll_gap_nats: Option<f64>,

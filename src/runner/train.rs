@@ -311,7 +311,7 @@ fn save_arrays(s: &Session, run: &Path) -> Result<()> {
 fn finish(s: &Session, run: &Path, name: &str) -> Result<()> {
     let device = s.device;
     let progress = checkpoint::load_weights(&run.join(checkpoint::FILE), &s.vs)?;
-    let e = test_nll(&*s.model, &s.data, None, s.exp.eval.batch_size, device);
+    let e = test_nll(&*s.model, &s.data, s.exp.eval.n_final, s.exp.eval.batch_size, device);
     let sample_ms = sample_ms_per_1000(&*s.model, s.exp.eval.n_samples.max(1), device);
     picture(s, run, progress.step)?;
     pictures::loss_curve(run)?;
@@ -330,6 +330,7 @@ fn finish(s: &Session, run: &Path, name: &str) -> Result<()> {
         test_nonfinite: e.n_nonfinite,
         bits_per_dim: e.bits_per_dim,
         likelihood_note: summary::likelihood_note(&e),
+        estimator: s.model.estimator(),
         true_entropy_nats: s.data.true_entropy,
         nll_gap_nats: s.data.true_entropy.map(|h| e.nll_nats - h),
         steps: progress.step,
