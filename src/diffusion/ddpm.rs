@@ -38,6 +38,9 @@ fn d_sampler() -> DdpmSampler {
 fn d_ddim() -> usize {
     50
 }
+fn d_scale() -> f64 {
+    1.0
+}
 
 /// `kind = "ddpm"`: diffusion settings and the network's (an MLP for vectors, a U-Net for images).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -53,6 +56,9 @@ pub struct DdpmParams {
     pub sampler: DdpmSampler,
     #[serde(default = "d_ddim")]
     pub ddim_steps: usize,
+    /// Vectors are modelled as y = x / data_scale (choose ≈ the data's standard deviation); log p_x adds -D ln scale.
+    #[serde(default = "d_scale")]
+    pub data_scale: f64,
     #[serde(default = "crate::nets::spec::default_hidden")]
     pub hidden: Vec<i64>,
     #[serde(default = "crate::nets::spec::default_emb_dim")]
@@ -114,7 +120,7 @@ impl Ddpm {
         if self.images {
             (x * 256.0).floor().clamp(0.0, 255.0) / 127.5 - 1.0
         } else {
-            x.shallow_clone()
+            x / self.p.data_scale
         }
     }
 
@@ -236,7 +242,7 @@ impl Model for Ddpm {
         let y0 = self.to_model_space(x);
         let bound = -self.nll_bound(&y0);
         let d: i64 = self.shape.iter().product();
-        let value = if self.images { bound + d as f64 * 256f64.ln() } else { bound };
+        let value = if self.images { bound + d as f64 * 256f64.ln() } else { bound - d as f64 * self.p.data_scale.ln() };
         LogProb { value: value.to_kind(Kind::Float), kind: LikKind::LowerBound }
     }
 
@@ -252,7 +258,7 @@ impl Model for Ddpm {
         if self.images {
             ((y + 1.0) * 0.5).clamp(0.0, 1.0)
         } else {
-            y
+            y * self.p.data_scale
         }
     }
 

@@ -51,12 +51,12 @@ pub fn test_nll(model: &dyn Model, data: &Dataset, n: Option<i64>, batch: i64, d
     Evaluation { nll_nats: mean, nll_stderr: stderr, kind, bits_per_dim, n, n_nonfinite }
 }
 
-/// Milliseconds to draw 1000 samples, timed on `n` samples after one warm-up draw.
-pub fn sample_ms_per_1000(model: &dyn Model, n: i64, device: Device) -> f64 {
-    let _ = model.sample(n.min(100));
+/// `n` samples and the milliseconds per 1000 samples it took, after a small warm-up draw.
+pub fn timed_samples(model: &dyn Model, n: i64, device: Device) -> (Tensor, f64) {
+    let _ = model.sample(n.min(16));
     sync(device);
     let start = Instant::now();
-    let _ = model.sample(n);
+    let x = model.sample(n);
     sync(device);
-    start.elapsed().as_secs_f64() * 1000.0 * 1000.0 / n as f64
+    (x, start.elapsed().as_secs_f64() * 1000.0 * 1000.0 / n as f64)
 }

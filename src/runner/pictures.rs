@@ -50,7 +50,13 @@ fn scatter(x: &Tensor, bounds: Bounds, size: usize) -> Canvas {
 /// The picture for a model at one moment of training, written to `path`.
 pub fn draw(model: &dyn Model, data: &Dataset, eval: &EvalConfig, device: Device, path: &Path) -> Result<()> {
     let n = eval.n_samples.min(20_000).max(1);
-    let samples = model.sample(n).to_device(Device::Cpu);
+    draw_with(model, data, eval, device, path, &model.sample(n))
+}
+
+/// The picture for given model samples (the density panel still evaluates the model on a grid).
+pub fn draw_with(model: &dyn Model, data: &Dataset, eval: &EvalConfig, device: Device, path: &Path, samples: &Tensor) -> Result<()> {
+    let samples = samples.to_device(Device::Cpu);
+    let n = samples.size()[0];
     let canvas = if data.dequantized_8bit {
         image_grid(&samples, data)
     } else {

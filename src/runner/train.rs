@@ -1,7 +1,7 @@
 //! The training loop: seeded per step (so a resumed run retraces an uninterrupted one exactly), device-side loss and
 //! NaN bookkeeping (one host sync per logged step), atomic checkpoints, pictures and a summary at the end.
 use super::checkpoint::{self, Progress};
-use super::evaluate::{sample_ms_per_1000, test_nll, Evaluation};
+use super::evaluate::{test_nll, timed_samples, Evaluation};
 use super::metrics::MetricsLog;
 use super::optim::{Adam, AdamConfig};
 use super::session::Session;
@@ -223,7 +223,7 @@ fn run_loop(s: &Session, adam: &mut Adam, run: &Path, name: &str, start: Progres
     let mut last_ckpt = start.step;
     let mut elapsed = start.elapsed_s;
     let mut clock = Instant::now();
-    let mut log_clock = (Instant::now(), start.step);
+    let mut log_clock = (start.elapsed_s, start.step);
     for step in start.step..t.steps {
         tch::manual_seed(step_seed(t.seed, step));
         let idx = Tensor::randint(n_train, [t.batch_size], (Kind::Int64, device));
@@ -254,7 +254,7 @@ fn run_loop(s: &Session, adam: &mut Adam, run: &Path, name: &str, start: Progres
             let mut line = json!({
                 "step": done, "loss": tally.take_mean(), "lr": lr,
                 "grad_norm": grad_norm.map(|g| g.double_value(&[])), "wall_time_s": elapsed,
-                "steps_per_s": (done - log_clock.1) as f64 / log_clock.0.elapsed().as_secs_f64(),
+                "steps_per_s": (done - log_clock.1) as f64 / (elapsed - log_clock.0).max(1e-9),
             });
             if due(s.exp.eval.every, done) {
                 let e = test_nll(&*s.model, &s.data, Some(s.exp.eval.n_eval), s.exp.eval.batch_size, device);
@@ -262,7 +262,7 @@ fn run_loop(s: &Session, adam: &mut Adam, run: &Path, name: &str, start: Progres
                 bar.set_message(format!("{name} test nll {:.4}", e.nll_nats));
             }
             metrics.append(&line)?;
-            log_clock = (Instant::now(), done);
+            log_clock = (elapsed, done);
         }
         if checkpoint_now {
             checkpoint::save(&run.join(checkpoint::FILE), &s.vs, adam, Progress { step: done, elapsed_s: elapsed })?;
@@ -296,10 +296,9 @@ fn picture(s: &Session, run: &Path, step: i64) -> Result<()> {
 
 /// `samples.npy` (final model samples, n_samples of them) and, for low-dimensional data, `reference.npy` (as many
 /// test points): what `compare` and `figure` draw without loading the model.
-fn save_arrays(s: &Session, run: &Path) -> Result<()> {
-    let n = s.exp.eval.n_samples.max(1);
-    let samples = tch::no_grad(|| s.model.sample(n)).to_device(Device::Cpu);
-    samples.write_npy(run.join("samples.npy")).context("writing samples.npy")?;
+fn save_arrays(s: &Session, run: &Path, samples: &Tensor) -> Result<()> {
+    let n = samples.size()[0];
+    samples.to_device(Device::Cpu).write_npy(run.join("samples.npy")).context("writing samples.npy")?;
     if s.data.dim() <= 16 {
         let m = n.min(s.data.test.size()[0]);
         s.data.test.narrow(0, 0, m).write_npy(run.join("reference.npy")).context("writing reference.npy")?;
@@ -312,10 +311,11 @@ fn finish(s: &Session, run: &Path, name: &str) -> Result<()> {
     let device = s.device;
     let progress = checkpoint::load_weights(&run.join(checkpoint::FILE), &s.vs)?;
     let e = test_nll(&*s.model, &s.data, s.exp.eval.n_final, s.exp.eval.batch_size, device);
-    let sample_ms = sample_ms_per_1000(&*s.model, s.exp.eval.n_samples.max(1), device);
-    picture(s, run, progress.step)?;
+    let (samples, sample_ms) = timed_samples(&*s.model, s.exp.eval.n_samples.max(1), device);
+    let path = run.join("samples").join(format!("step-{:06}.png", progress.step));
+    pictures::draw_with(&*s.model, &s.data, &s.exp.eval, device, &path, &samples)?;
     pictures::loss_curve(run)?;
-    save_arrays(s, run)?;
+    save_arrays(s, run, &samples)?;
     let cost = s.model.sampling_cost();
     let summary = Summary {
         experiment: name.to_string(),

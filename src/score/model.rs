@@ -49,6 +49,9 @@ fn d_langevin() -> usize {
 fn d_ald_eps() -> f64 {
     2e-5
 }
+fn d_scale() -> f64 {
+    1.0
+}
 
 /// `kind = "score"` / `kind = "ncsn"`: SDE, sampler and likelihood settings and the network's.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -85,6 +88,10 @@ pub struct ScoreParams {
     pub exact_divergence_max_dim: i64,
     #[serde(default = "d_probes")]
     pub hutchinson_probes: usize,
+    /// Vectors are modelled as y = x / data_scale (≈ the data's standard deviation); log p_x adds -D ln scale.
+    /// The network reads y_t / √(m(t)² + s(t)²), so its input stays O(1) for every SDE (VE included).
+    #[serde(default = "d_scale")]
+    pub data_scale: f64,
     #[serde(default = "crate::nets::spec::default_hidden")]
     pub hidden: Vec<i64>,
     #[serde(default = "crate::nets::spec::default_emb_dim")]
@@ -143,17 +150,24 @@ impl ScoreModel {
     }
 
     fn to_model_space(&self, x: &Tensor) -> Tensor {
-        if self.images { x * 2.0 - 1.0 } else { x.shallow_clone() }
+        if self.images { x * 2.0 - 1.0 } else { x / self.p.data_scale }
     }
 
     fn to_data_space(&self, y: &Tensor) -> Tensor {
-        if self.images { ((y + 1.0) * 0.5).clamp(0.0, 1.0) } else { y.shallow_clone() }
+        if self.images { ((y + 1.0) * 0.5).clamp(0.0, 1.0) } else { y * self.p.data_scale }
     }
 
-    /// s_θ(y, t) = -net(y, t) / s(t).
+    /// The noise prediction net(c_in y, t) with c_in = 1/√(m² + s²).
+    fn predict_noise(&self, y: &Tensor, t: &Tensor) -> Tensor {
+        let (m, s) = self.sde.mean_std(t);
+        let c_in = (m.square() + s.square()).rsqrt();
+        self.net.forward_t(&(y * bcast(&c_in, y)), t)
+    }
+
+    /// s_θ(y, t) = -net(c_in y, t) / s(t).
     pub fn score(&self, y: &Tensor, t: &Tensor) -> Tensor {
         let (_, s) = self.sde.mean_std(t);
-        -self.net.forward_t(y, t) / bcast(&s, y)
+        -self.predict_noise(y, t) / bcast(&s, y)
     }
 
     fn times(&self, t: f64, n: i64, device: tch::Device) -> Tensor {
@@ -253,7 +267,7 @@ impl Model for ScoreModel {
         let z = y.randn_like();
         let (m, s) = self.sde.mean_std(&t);
         let yt = &y * bcast(&m, &y) + &z * bcast(&s, &y);
-        (self.net.forward_t(&yt, &t) - z).square().flatten(1, -1).sum_dim_intlist(1, false, None).mean(None)
+        (self.predict_noise(&yt, &t) - z).square().flatten(1, -1).sum_dim_intlist(1, false, None).mean(None)
     }
 
     /// log p_ε(x) by the PF-ODE: exact divergence (labelled exact, up to the RK45 tolerance) in low dimension,
@@ -266,7 +280,7 @@ impl Model for ScoreModel {
         let (lp, nfe) = likelihood::log_prob(&self.sde, &score, &y, self.p.t_eps, div, tol);
         self.last_nfe.set(nfe);
         let d: i64 = self.shape.iter().product();
-        let lp = if self.images { lp + d as f64 * std::f64::consts::LN_2 } else { lp };
+        let lp = if self.images { lp + d as f64 * std::f64::consts::LN_2 } else { lp - d as f64 * self.p.data_scale.ln() };
         let kind = match div {
             Divergence::Exact => LikKind::Exact,
             Divergence::Hutchinson { .. } => LikKind::Estimate,

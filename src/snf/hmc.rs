@@ -1,8 +1,7 @@
 //! Hamiltonian Monte Carlo layer: momentum v ~ N(0, I), L leapfrog steps of size ε = exp(log ε) (learnable), then a
 //! Metropolis test on H = u + ½|v|². Reversible with respect to exp(-u), so each step contributes u(y') - u(y).
 //! Gradients reach log ε through the leapfrog path of accepted moves.
-use super::Interpolated;
-use crate::layer::{Layer, LayerKind};
+use super::{metropolis_step, Interpolated, Kernel};
 use tch::{nn, Tensor};
 
 #[derive(Debug)]
@@ -30,7 +29,9 @@ impl Hmc {
         }
         (x, v)
     }
+}
 
+impl Kernel for Hmc {
     fn run(&self, y: &Tensor) -> (Tensor, Tensor) {
         let mut y = y.shallow_clone();
         let mut u_y = self.u.energy(&y);
@@ -41,25 +42,11 @@ impl Hmc {
             let u_x = self.u.energy(&x);
             let h0 = &u_y + v.square().sum_dim_intlist(1, false, None) * 0.5;
             let h1 = &u_x + v_new.square().sum_dim_intlist(1, false, None) * 0.5;
-            let accept = u_y.rand_like().log().lt_tensor(&(h0 - h1));
-            let du = &u_x - &u_y;
-            y = x.where_self(&accept.unsqueeze(1), &y);
-            total = total + du.where_self(&accept, &du.zeros_like());
-            u_y = u_x.where_self(&accept, &u_y);
+            let (y_new, du, u_new) = metropolis_step(&y, &u_y, &x, &u_x, &(h0 - h1));
+            (y, u_y) = (y_new, u_new);
+            total = total + du;
         }
         (y, total)
-    }
-}
-
-impl Layer for Hmc {
-    fn forward(&self, x: &Tensor) -> (Tensor, Tensor) {
-        self.run(x)
-    }
-    fn inverse(&self, z: &Tensor) -> (Tensor, Tensor) {
-        self.run(z)
-    }
-    fn kind(&self) -> LayerKind {
-        LayerKind::Stochastic
     }
 }
 
@@ -67,6 +54,7 @@ impl Layer for Hmc {
 mod tests {
     use super::*;
     use crate::dist::energy::{DoubleWell, GaussianMixture};
+    use crate::layer::Layer;
     use std::rc::Rc;
     use tch::Device;
 

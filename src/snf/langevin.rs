@@ -2,8 +2,7 @@
 //! y' = y - ε∇u(y) + √(2ε) η, η ~ N(0, I). Its contribution is log K(y'→y) - log K(y→y') with the Gaussian
 //! transition density K(y→y') = N(y'; y - ε∇u(y), 2ε I):
 //! ΔS = ½|η|² - |y - y' + ε∇u(y')|² / (4ε).
-use super::Interpolated;
-use crate::layer::{Layer, LayerKind};
+use super::{Interpolated, Kernel};
 use tch::Tensor;
 
 #[derive(Debug)]
@@ -24,7 +23,9 @@ impl Langevin {
         let log_bwd = back.square().sum_dim_intlist(1, false, None) * (-1.0 / (4.0 * self.eps));
         (y_new, log_bwd - log_fwd)
     }
+}
 
+impl Kernel for Langevin {
     fn run(&self, y: &Tensor) -> (Tensor, Tensor) {
         let mut y = y.shallow_clone();
         let mut total = Tensor::zeros([y.size()[0]], (y.kind(), y.device()));
@@ -37,22 +38,11 @@ impl Langevin {
     }
 }
 
-impl Layer for Langevin {
-    fn forward(&self, x: &Tensor) -> (Tensor, Tensor) {
-        self.run(x)
-    }
-    fn inverse(&self, z: &Tensor) -> (Tensor, Tensor) {
-        self.run(z)
-    }
-    fn kind(&self) -> LayerKind {
-        LayerKind::Stochastic
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::dist::energy::{DoubleWell, Gaussian};
+    use crate::layer::Layer;
     use std::rc::Rc;
     use tch::{Device, Kind};
 

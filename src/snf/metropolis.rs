@@ -1,7 +1,6 @@
 //! Random-walk Metropolis-Hastings layer: proposal y* = y + σ η, accepted with probability min(1, e^{u(y) - u(y*)}).
 //! In detailed balance with exp(-u), so each step contributes u(y') - u(y) (zero when rejected).
-use super::Interpolated;
-use crate::layer::{Layer, LayerKind};
+use super::{metropolis_step, Interpolated, Kernel};
 use tch::Tensor;
 
 #[derive(Debug)]
@@ -12,7 +11,7 @@ pub struct Metropolis {
     pub steps: usize,
 }
 
-impl Metropolis {
+impl Kernel for Metropolis {
     fn run(&self, y: &Tensor) -> (Tensor, Tensor) {
         let mut y = y.shallow_clone();
         let mut u_y = self.u.energy(&y);
@@ -20,25 +19,11 @@ impl Metropolis {
         for _ in 0..self.steps {
             let proposal = &y + y.randn_like() * self.sigma;
             let u_p = self.u.energy(&proposal);
-            let du = &u_p - &u_y;
-            let accept = u_y.rand_like().log().lt_tensor(&(-&du));
-            y = proposal.where_self(&accept.unsqueeze(1), &y);
-            total = total + du.where_self(&accept, &du.zeros_like());
-            u_y = u_p.where_self(&accept, &u_y);
+            let (y_new, du, u_new) = metropolis_step(&y, &u_y, &proposal, &u_p, &(&u_y - &u_p));
+            (y, u_y) = (y_new, u_new);
+            total = total + du;
         }
         (y, total)
-    }
-}
-
-impl Layer for Metropolis {
-    fn forward(&self, x: &Tensor) -> (Tensor, Tensor) {
-        self.run(x)
-    }
-    fn inverse(&self, z: &Tensor) -> (Tensor, Tensor) {
-        self.run(z)
-    }
-    fn kind(&self) -> LayerKind {
-        LayerKind::Stochastic
     }
 }
 
@@ -46,6 +31,7 @@ impl Layer for Metropolis {
 mod tests {
     use super::*;
     use crate::dist::energy::{DoubleWell, Energy};
+    use crate::layer::Layer;
     use std::rc::Rc;
 
     #[test]
