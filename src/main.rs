@@ -143,7 +143,13 @@ fn eval(run: PathBuf, data: Option<PathBuf>, logp_out: Option<PathBuf>, device: 
     let s = session::open_run(&run, device)?;
     let out = match (data, logp_out) {
         (None, Some(_)) => bail!("--logp-out needs --data FILE"),
-        (None, None) => serde_json::to_value(evaluate::test_nll(&*s.model, &s.data, None, s.exp.eval.batch_size, device))?,
+        (None, None) => {
+            let e = evaluate::test_nll(&*s.model, &s.data, None, s.exp.eval.batch_size, device);
+            let mut v = serde_json::to_value(&e)?;
+            v["note"] = json!(relaxflow::runner::summary::likelihood_note(&e));
+            v["estimator"] = s.model.estimator();
+            v
+        }
         (Some(file), logp_out) => {
             let x = load_points(&file)?;
             if x.size()[1..] != s.data.shape[..] {

@@ -66,6 +66,7 @@ fn train_eval_sample_compare_and_resume() {
     let e: serde_json::Value = serde_json::from_str(&ok(&["eval", run_a.to_str().unwrap()])).unwrap();
     assert!((e["nll_nats"].as_f64().unwrap() - s["test_nll_nats"].as_f64().unwrap()).abs() < 1e-9);
     assert_eq!(e["kind"], "exact");
+    assert!(e["note"].as_str().unwrap().contains("exact test NLL"), "{e}");
 
     // eval --data: one log-density per row, in order.
     let pts = tmp.path().join("pts.csv");

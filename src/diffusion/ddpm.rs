@@ -42,7 +42,7 @@ fn d_scale() -> f64 {
     1.0
 }
 
-/// `kind = "ddpm"`: diffusion settings and the network's (an MLP for vectors, a U-Net for images).
+/// `kind = "ddpm"`: the diffusion settings (the network's keys are `nets::spec::NetSpec`'s).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DdpmParams {
@@ -59,33 +59,8 @@ pub struct DdpmParams {
     /// Vectors are modelled as y = x / data_scale (choose ≈ the data's standard deviation); log p_x adds -D ln scale.
     #[serde(default = "d_scale")]
     pub data_scale: f64,
-    #[serde(default = "crate::nets::spec::default_hidden")]
-    pub hidden: Vec<i64>,
-    #[serde(default = "crate::nets::spec::default_emb_dim")]
-    pub emb_dim: i64,
-    #[serde(default = "crate::nets::spec::default_activation")]
-    pub activation: crate::nets::Activation,
-    #[serde(default = "crate::nets::spec::default_unet_ch")]
-    pub unet_ch: i64,
-    #[serde(default = "crate::nets::spec::default_unet_mults")]
-    pub unet_mults: Vec<i64>,
-    #[serde(default = "crate::nets::spec::default_unet_groups")]
-    pub unet_groups: i64,
 }
 
-impl DdpmParams {
-    /// The network part of these parameters.
-    pub fn net(&self) -> crate::nets::spec::NetSpec {
-        crate::nets::spec::NetSpec {
-            hidden: self.hidden.clone(),
-            emb_dim: self.emb_dim,
-            activation: self.activation,
-            unet_ch: self.unet_ch,
-            unet_mults: self.unet_mults.clone(),
-            unet_groups: self.unet_groups,
-        }
-    }
-}
 
 /// A DDPM on vectors, or on 8-bit images modelled in y = pixel/127.5 - 1 with a discretized decoder.
 #[derive(Debug)]
@@ -335,6 +310,31 @@ mod tests {
         }
         assert!(gaps[0] < 0.15 && gaps[1] < 0.15, "with σ² = β the optimal model's bound is tight: gaps {gaps:?}");
         assert!(gaps[2] > gaps[0] + 0.5, "β̃ must be looser than β on spread-out data: {gaps:?}");
+    }
+
+    #[test]
+    fn data_scale_changes_variables_with_its_log_det() {
+        // Data N(0, 1.6² I) modelled at scale 2 is N(0, 0.8² I) in model space: the bound in data space must again
+        // sit just below the exact log-density, which needs the -D ln 2 term.
+        tch::manual_seed(4);
+        let m = gaussian_ddpm(0.8, params("timesteps = 200\nvariance = \"beta\"\ndata_scale = 2.0"));
+        let x = Tensor::randn([4000, 2], (Kind::Double, Device::Cpu)) * 1.6;
+        let bound = tch::no_grad(|| m.log_prob(&x.to_kind(Kind::Float))).value.to_kind(Kind::Double);
+        let exact = x.square().sum_dim_intlist(1, false, None) * (-0.5 / 2.56) - (2.0 * std::f64::consts::PI * 2.56).ln();
+        let gap = (&exact - &bound).mean(None).double_value(&[]);
+        let se = (&exact - &bound).std(true).double_value(&[]) / (4000f64).sqrt();
+        assert!(gap > -3.0 * se && gap < 0.15, "scaled data: gap {gap} ± {se}");
+    }
+
+    #[test]
+    fn discretized_decoder_is_a_distribution_over_the_256_values() {
+        let m = gaussian_ddpm(0.8, params("timesteps = 10"));
+        let y = Tensor::arange(256, (Kind::Double, Device::Cpu)) / 127.5 - 1.0;
+        for (mean, sigma) in [(0.1, 0.05), (-0.97, 0.01), (0.5, 0.8)] {
+            let lp = m.discretized_log_likelihood(&y, &y.full_like(mean), sigma);
+            let total = lp.exp().sum(Kind::Double).double_value(&[]);
+            assert!((total - 1.0).abs() < 1e-6, "mean {mean}, sigma {sigma}: probabilities sum to {total}");
+        }
     }
 
     #[test]

@@ -100,15 +100,27 @@ fn is_image(shape: &[i64]) -> bool {
     shape.len() == 3
 }
 
+/// A family's parameters plus its time-conditioned network, from one `[model]` table; the resolved table holds both.
+fn with_net<T: DeserializeOwned + Serialize>(
+    t: &toml::Table,
+    path: &nn::Path,
+    shape: &[i64],
+    origin: &str,
+) -> Result<(T, Box<dyn crate::nets::TimeNet>, toml::Table)> {
+    let (net_keys, own) = crate::nets::spec::split(t);
+    let (p, mut resolved) = params::<T>(&own, origin)?;
+    let (spec, net_resolved) = params::<crate::nets::spec::NetSpec>(&net_keys, origin)?;
+    resolved.extend(net_resolved);
+    Ok((p, crate::nets::spec::time_net(&path.sub("net"), shape, &spec)?, resolved))
+}
+
 fn build_ddpm(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
-    let (p, resolved) = params::<DdpmParams>(t, origin)?;
-    let net = crate::nets::spec::time_net(&path.sub("net"), shape, &p.net())?;
+    let (p, net, resolved) = with_net::<DdpmParams>(t, path, shape, origin)?;
     Ok((Box::new(Ddpm::new(net, p, shape.to_vec(), is_image(shape), path.device())), resolved))
 }
 
 fn build_score(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
-    let (p, resolved) = params::<ScoreParams>(t, origin)?;
-    let net = crate::nets::spec::time_net(&path.sub("net"), shape, &p.net())?;
+    let (p, net, resolved) = with_net::<ScoreParams>(t, path, shape, origin)?;
     Ok((Box::new(ScoreModel::new(net, p, shape.to_vec(), is_image(shape), path.device())), resolved))
 }
 
@@ -143,6 +155,20 @@ mod tests {
         assert_eq!(m.family(), "flow");
         assert_eq!(resolved["hidden"].as_array().unwrap().len(), 2);
         assert_eq!(resolved["kind"].as_str(), Some("realnvp"));
+    }
+
+    #[test]
+    fn network_keys_and_family_keys_resolve_together() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let (_, resolved) = build(&table("kind = \"ddpm\"\ntimesteps = 10\nhidden = [8]"), &vs.root(), &[2], "f.toml").unwrap();
+        assert_eq!(resolved["timesteps"].as_integer(), Some(10));
+        assert_eq!(resolved["hidden"].as_array().unwrap().len(), 1);
+        assert_eq!(resolved["unet_ch"].as_integer(), Some(32), "network defaults are filled in too");
+        let err = build(&table("kind = \"score\"\nsde = \"vp\"\nsampler = \"em\"\nhiden = [8]"), &vs.root(), &[2], "f.toml")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("unknown field `hiden`") && err.contains("f.toml"), "{err}");
     }
 
     #[test]

@@ -139,15 +139,7 @@ pub fn realnvp_layers(path: &nn::Path, dim: i64, p: &RealNvpParams) -> Result<Ve
 
 /// A RealNVP model on [batch, dim] data.
 pub fn realnvp(path: &nn::Path, dim: i64, p: &RealNvpParams) -> Result<LayerModel> {
-    let stack = Stack {
-        n_layers: p.n_layers,
-        hidden: &p.hidden,
-        activation: p.activation,
-        transformer: Transformer::Affine(p.scale_bound),
-        actnorm: p.actnorm,
-        mixing: p.mixing,
-    };
-    let layers = couplings(&path.sub("flow"), dim, &stack)?;
+    let layers = realnvp_layers(&path.sub("flow"), dim, p)?;
     Ok(LayerModel { layers, base: base(path, dim, p.base), family: "flow" })
 }
 

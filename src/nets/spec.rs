@@ -1,17 +1,37 @@
 //! Which time-conditioned network a diffusion / score / DiffFlow model gets: an MLP on vectors, a U-Net on images.
 use super::{Activation, TimeMlp, TimeNet, UNet};
 use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
 use tch::nn;
 
-/// Network hyper-parameters shared by the time-conditioned families (fields of their `[model]` sections).
-#[derive(Clone, Debug)]
+/// Network hyper-parameters shared by the time-conditioned families: these keys of a `[model]` section are taken
+/// out (`split`) and parsed here, the rest by the family's own parameters.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NetSpec {
+    /// Hidden widths of the MLP (vector data).
+    #[serde(default = "default_hidden")]
     pub hidden: Vec<i64>,
+    /// Size of the sinusoidal time features of the MLP.
+    #[serde(default = "default_emb_dim")]
     pub emb_dim: i64,
+    #[serde(default = "default_activation")]
     pub activation: Activation,
+    /// U-Net base width, per-resolution multipliers and GroupNorm groups (image data).
+    #[serde(default = "default_unet_ch")]
     pub unet_ch: i64,
+    #[serde(default = "default_unet_mults")]
     pub unet_mults: Vec<i64>,
+    #[serde(default = "default_unet_groups")]
     pub unet_groups: i64,
+}
+
+/// The `[model]` keys that belong to `NetSpec`.
+pub const KEYS: [&str; 6] = ["hidden", "emb_dim", "activation", "unet_ch", "unet_mults", "unet_groups"];
+
+/// Splits a `[model]` table into (network keys, the family's keys).
+pub fn split(table: &toml::Table) -> (toml::Table, toml::Table) {
+    table.clone().into_iter().partition(|(k, _)| KEYS.contains(&k.as_str()))
 }
 
 pub fn default_hidden() -> Vec<i64> {

@@ -39,6 +39,7 @@ pub fn tables(runs: &[PathBuf]) -> Result<(String, String)> {
         md += &format!("| {} |\n", r.join(" | "));
     }
     md += "\nkind: exact = exact NLL; bound = upper bound on NLL (lower bound on log p); estimate = stochastic estimate.\n";
+    md += "bits/dim (8-bit images only): data (pixel + u)/256 on [0,1]^D, bits/dim = NLL / (D ln 2) + 8.\n";
     let csv_cell = |c: &String| if c.contains(',') || c.contains('"') { format!("\"{}\"", c.replace('"', "\"\"")) } else { c.clone() };
     let mut csv = HEADER.join(",") + "\n";
     for r in &rows {

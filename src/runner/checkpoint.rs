@@ -85,7 +85,7 @@ fn progress(saved: &HashMap<String, Tensor>, path: &Path) -> Result<Progress> {
 mod tests {
     use super::*;
     use crate::runner::optim::AdamConfig;
-    use tch::{Device, Kind};
+    use tch::Device;
 
     #[test]
     fn round_trip_restores_weights_moments_and_step() {
@@ -129,6 +129,5 @@ mod tests {
         assert!(load_weights(&path, &other).unwrap_err().to_string().contains("lacks weight `v`"));
         std::fs::write(&path, b"garbage").unwrap();
         assert!(load_weights(&path, &other).unwrap_err().to_string().contains("unreadable checkpoint"));
-        let _ = Kind::Float;
     }
 }

@@ -53,7 +53,7 @@ fn d_scale() -> f64 {
     1.0
 }
 
-/// `kind = "score"` / `kind = "ncsn"`: SDE, sampler and likelihood settings and the network's.
+/// `kind = "score"` / `kind = "ncsn"`: SDE, sampler and likelihood settings (the network's keys are `NetSpec`'s).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScoreParams {
@@ -92,33 +92,9 @@ pub struct ScoreParams {
     /// The network reads y_t / √(m(t)² + s(t)²), so its input stays O(1) for every SDE (VE included).
     #[serde(default = "d_scale")]
     pub data_scale: f64,
-    #[serde(default = "crate::nets::spec::default_hidden")]
-    pub hidden: Vec<i64>,
-    #[serde(default = "crate::nets::spec::default_emb_dim")]
-    pub emb_dim: i64,
-    #[serde(default = "crate::nets::spec::default_activation")]
-    pub activation: crate::nets::Activation,
-    #[serde(default = "crate::nets::spec::default_unet_ch")]
-    pub unet_ch: i64,
-    #[serde(default = "crate::nets::spec::default_unet_mults")]
-    pub unet_mults: Vec<i64>,
-    #[serde(default = "crate::nets::spec::default_unet_groups")]
-    pub unet_groups: i64,
 }
 
 impl ScoreParams {
-    /// The network part of these parameters.
-    pub fn net(&self) -> crate::nets::spec::NetSpec {
-        crate::nets::spec::NetSpec {
-            hidden: self.hidden.clone(),
-            emb_dim: self.emb_dim,
-            activation: self.activation,
-            unet_ch: self.unet_ch,
-            unet_mults: self.unet_mults.clone(),
-            unet_groups: self.unet_groups,
-        }
-    }
-
     /// The SDE with score_sde's defaults for missing constants (VP/sub-VP β 0.1..20; VE σ 0.01..50).
     pub fn sde(&self) -> Sde {
         Sde {
@@ -141,12 +117,14 @@ pub struct ScoreModel {
     pub shape: Vec<i64>,
     pub images: bool,
     pub device: tch::Device,
-    last_nfe: Cell<usize>,
+    /// Drift evaluations of the last ODE sample and of the last likelihood evaluation.
+    sample_nfe: Cell<usize>,
+    likelihood_nfe: Cell<usize>,
 }
 
 impl ScoreModel {
     pub fn new(net: Box<dyn TimeNet>, p: ScoreParams, shape: Vec<i64>, images: bool, device: tch::Device) -> Self {
-        ScoreModel { net, sde: p.sde(), p, shape, images, device, last_nfe: Cell::new(0) }
+        ScoreModel { net, sde: p.sde(), p, shape, images, device, sample_nfe: Cell::new(0), likelihood_nfe: Cell::new(0) }
     }
 
     fn to_model_space(&self, x: &Tensor) -> Tensor {
@@ -227,7 +205,7 @@ impl ScoreModel {
         };
         let tol = Tolerance { rtol: self.p.ode_rtol, atol: self.p.ode_rtol };
         let (y0, nfe) = rk45(&mut rhs, &y1, 1.0, self.p.t_eps, tol);
-        self.last_nfe.set(nfe);
+        self.sample_nfe.set(nfe);
         y0.to_kind(Kind::Float)
     }
 
@@ -278,7 +256,7 @@ impl Model for ScoreModel {
         let tol = Tolerance { rtol: self.p.ode_rtol, atol: self.p.ode_rtol };
         let div = self.divergence();
         let (lp, nfe) = likelihood::log_prob(&self.sde, &score, &y, self.p.t_eps, div, tol);
-        self.last_nfe.set(nfe);
+        self.likelihood_nfe.set(nfe);
         let d: i64 = self.shape.iter().product();
         let lp = if self.images { lp + d as f64 * std::f64::consts::LN_2 } else { lp - d as f64 * self.p.data_scale.ln() };
         let kind = match div {
@@ -304,7 +282,7 @@ impl Model for ScoreModel {
             Sampler::Em => (steps + 1, steps),
             Sampler::Pc => (2 * steps + 1, steps),
             Sampler::Ald => (steps.max(2) * self.p.langevin_steps + 1, steps.max(2) * self.p.langevin_steps),
-            Sampler::Ode => (self.last_nfe.get(), self.last_nfe.get()),
+            Sampler::Ode => (self.sample_nfe.get(), self.sample_nfe.get()),
         };
         SamplingCost { nfe_per_sample: nfe, steps }
     }
@@ -325,7 +303,7 @@ impl Model for ScoreModel {
             "t_eps": self.p.t_eps,
             "divergence": div,
             "dim": d,
-            "last_nfe": self.last_nfe.get(),
+            "nfe_last_evaluation": self.likelihood_nfe.get(),
         })
     }
 }

@@ -104,7 +104,6 @@ impl Sde {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::Device;
 
     fn sde(kind: SdeKind) -> Sde {
         Sde { kind, beta_min: 0.1, beta_max: 20.0, sigma_min: 0.01, sigma_max: 50.0 }
@@ -139,6 +138,5 @@ mod tests {
         let x = Tensor::from_slice(&[3.0f64, -4.0]).view([1, 2]);
         let expected = -25.0 / (2.0 * 2500.0) - 2.0 * (0.5 * (2.0 * std::f64::consts::PI).ln() + 50f64.ln());
         assert!((s.prior_log_prob(&x).double_value(&[0]) - expected).abs() < 1e-9);
-        let _ = Device::Cpu;
     }
 }
