@@ -55,6 +55,13 @@ pub struct SamplingCost {
 pub trait Model {
     /// Scalar to minimise for one batch (maximum likelihood, ELBO, DSM, KL, ...); `step` lets schedules vary.
     fn loss(&self, x: &Tensor, step: i64) -> Tensor;
+    /// The loss of one batch with its gradient accumulated into every parameter's `.grad`; returns the loss detached.
+    /// By default autograd through `loss`; a model may trade compute for memory (DiffFlow's recomputation).
+    fn loss_backward(&self, x: &Tensor, step: i64) -> Tensor {
+        let loss = self.loss(x, step);
+        loss.backward();
+        loss.detach()
+    }
     /// Per-example log-likelihood in nats with its kind.
     fn log_prob(&self, x: &Tensor) -> LogProb;
     /// `n` samples in data space, shape [n, D].

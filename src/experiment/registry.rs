@@ -3,6 +3,7 @@
 use super::config::parse_value;
 use crate::flows::build::{nice, realnvp, NiceParams, RealNvpParams};
 use crate::model::Model;
+use crate::diffflow::{DiffFlow, DiffFlowParams};
 use crate::diffusion::{Ddpm, DdpmParams};
 use crate::score::{ScoreModel, ScoreParams};
 use crate::snf::{Snf, SnfParams};
@@ -36,6 +37,12 @@ pub fn entries() -> Vec<Entry> {
         },
         Entry { kind: "ddpm", family: "diffusion", about: "denoising diffusion (DDPM): L_simple, ancestral/DDIM, VLB", build: build_ddpm },
         Entry { kind: "score", family: "score", about: "score SDE (VP / sub-VP / VE): DSM, EM/PC/ODE samplers, PF-ODE likelihood", build: build_score },
+        Entry {
+            kind: "diffflow",
+            family: "diffflow",
+            about: "diffusion normalizing flow: trainable drift + score, KL of path measures, PF-ODE likelihood",
+            build: build_diffflow,
+        },
         Entry { kind: "ncsn", family: "score", about: "NCSN: VE score model sampled by annealed Langevin dynamics", build: build_ncsn },
     ]
 }
@@ -122,6 +129,18 @@ fn build_ddpm(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> 
 fn build_score(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
     let (p, net, resolved) = with_net::<ScoreParams>(t, path, shape, origin)?;
     Ok((Box::new(ScoreModel::new(net, p, shape.to_vec(), is_image(shape), path.device())), resolved))
+}
+
+/// DiffFlow: one NetSpec for both networks, built at `drift` and `score`.
+fn build_diffflow(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
+    let (net_keys, own) = crate::nets::spec::split(t);
+    let (p, mut resolved) = params::<DiffFlowParams>(&own, origin)?;
+    let (spec, net_resolved) = params::<crate::nets::spec::NetSpec>(&net_keys, origin)?;
+    resolved.extend(net_resolved);
+    let drift = crate::nets::spec::time_net(&path.sub("drift"), shape, &spec)?;
+    let score = crate::nets::spec::time_net(&path.sub("score"), shape, &spec)?;
+    let m = DiffFlow::new(drift, score, p, shape.to_vec(), is_image(shape), path.device()).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+    Ok((Box::new(m), resolved))
 }
 
 /// NCSN = a VE score model with annealed Langevin sampling unless the table says otherwise.

@@ -1,9 +1,11 @@
 //! Networks: plain structs built from a `tch::nn::Path`.
+pub mod fourier;
 pub mod mlp;
 pub mod spec;
 pub mod time;
 pub mod unet;
 
+pub use fourier::FourierMlp;
 pub use mlp::{Activation, Mlp};
 pub use time::{sinusoidal, TimeMlp};
 pub use unet::UNet;

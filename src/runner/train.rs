@@ -229,8 +229,7 @@ fn run_loop(s: &Session, adam: &mut Adam, run: &Path, name: &str, start: Progres
         let idx = Tensor::randint(n_train, [t.batch_size], (Kind::Int64, device));
         let x = s.data.batch(&idx, device);
         adam.zero_grad();
-        let loss = s.model.loss(&x, step);
-        loss.backward();
+        let loss = s.model.loss_backward(&x, step);
         let done = step + 1;
         let log_now = due(t.log_every, done) || done == t.steps;
         let grad_norm = match t.grad_clip {

@@ -26,6 +26,25 @@ pub fn pf_drift(sde: &Sde, score: &ScoreFn, x: &Tensor, t: &Tensor) -> Tensor {
 
 /// log p_ε(x) per example [B] (f64) and the number of drift evaluations.
 pub fn log_prob(sde: &Sde, score: &ScoreFn, x: &Tensor, eps: f64, div: Divergence, tol: Tolerance) -> (Tensor, usize) {
+    let drift = |y: &Tensor, t: &Tensor| pf_drift(sde, score, y, t);
+    ode_log_prob(&drift, &|z: &Tensor| sde.prior_log_prob(z), x, eps, 1.0, div, tol)
+}
+
+/// A velocity field v(x, t) for a batch at one time (t of shape [batch]).
+pub type DriftFn<'a> = dyn Fn(&Tensor, &Tensor) -> Tensor + 'a;
+
+/// log p_{t0}(x) of the continuous normalizing flow dx/dt = v(x, t) whose density at `t1` is `prior_log_prob`:
+/// log p_{t0}(x) = log p_{t1}(x(t1)) + ∫_{t0}^{t1} ∇·v(x(t), t) dt (Chen et al. 2018, Thm. 1), integrated jointly by
+/// RK45 in f64. Returns log p per example [B] (f64) and the number of velocity evaluations.
+pub fn ode_log_prob(
+    v: &DriftFn,
+    prior_log_prob: &dyn Fn(&Tensor) -> Tensor,
+    x: &Tensor,
+    t0: f64,
+    t1: f64,
+    div: Divergence,
+    tol: Tolerance,
+) -> (Tensor, usize) {
     let shape = x.size();
     let b = shape[0];
     let d: i64 = shape[1..].iter().product();
@@ -40,7 +59,7 @@ pub fn log_prob(sde: &Sde, score: &ScoreFn, x: &Tensor, eps: f64, div: Divergenc
         let tt = Tensor::full([b], t, (Kind::Float, x.device()));
         let (dx, dlogp) = tch::with_grad(|| {
             let xg = xs.detach().set_requires_grad(true);
-            let f = pf_drift(sde, score, &xg, &tt);
+            let f = v(&xg, &tt);
             let div = match div {
                 Divergence::Exact => exact_divergence(&f, &xg, d),
                 Divergence::Hutchinson { .. } => hutchinson(&f, &xg, &probes),
@@ -50,10 +69,10 @@ pub fn log_prob(sde: &Sde, score: &ScoreFn, x: &Tensor, eps: f64, div: Divergenc
         Tensor::cat(&[dx.reshape([b, d]).to_kind(Kind::Double), dlogp.to_kind(Kind::Double).unsqueeze(1)], 1)
     };
     let y0 = Tensor::cat(&[x.reshape([b, d]).to_kind(Kind::Double), Tensor::zeros([b, 1], (Kind::Double, x.device()))], 1);
-    let (y1, nfe) = rk45(&mut rhs, &y0, eps, 1.0, tol);
+    let (y1, nfe) = rk45(&mut rhs, &y0, t0, t1, tol);
     let x1 = y1.narrow(1, 0, d).reshape(shape.as_slice());
     let delta = y1.select(1, d);
-    (sde.prior_log_prob(&x1) + delta, nfe)
+    (prior_log_prob(&x1) + delta, nfe)
 }
 
 /// Σ_i ∂f_i/∂x_i by one vector-Jacobian product per dimension.
