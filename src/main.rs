@@ -55,6 +55,9 @@ enum Command {
         logp_out: Option<PathBuf>,
         #[arg(long)]
         device: Option<String>,
+        /// Change a setting that does not change the weights, e.g. --set model.sample_steps=10.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
     },
     /// Draw samples from a run: .npy array or .png picture.
     Sample {
@@ -67,6 +70,9 @@ enum Command {
         seed: i64,
         #[arg(long)]
         device: Option<String>,
+        /// Change a setting that does not change the weights, e.g. --set model.sample_steps=10.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
     },
     /// A survey figure from finished runs: `double-well NF_RUN SNF_RUN...` (samples beside exact samples, free-energy
     /// profiles along x1).
@@ -102,8 +108,8 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", run.display());
             Ok(())
         }
-        Command::Eval { run, data, logp_out, device } => eval(run, data, logp_out, device),
-        Command::Sample { run, n, out, seed, device } => sample(run, n, out, seed, device),
+        Command::Eval { run, data, logp_out, device, set } => eval(run, data, logp_out, device, &set),
+        Command::Sample { run, n, out, seed, device, set } => sample(run, n, out, seed, device, &set),
         Command::Figure { which, runs, out } => {
             anyhow::ensure!(which == "double-well", "unknown figure `{which}` (known: double-well)");
             print!("{}", relaxflow::report::figure::double_well(&runs, &out)?);
@@ -138,9 +144,9 @@ fn info() -> Result<()> {
     Ok(())
 }
 
-fn eval(run: PathBuf, data: Option<PathBuf>, logp_out: Option<PathBuf>, device: Option<String>) -> Result<()> {
+fn eval(run: PathBuf, data: Option<PathBuf>, logp_out: Option<PathBuf>, device: Option<String>, set: &[String]) -> Result<()> {
     let device = runner::parse_device(device.as_deref())?;
-    let s = session::open_run(&run, device)?;
+    let s = session::open_run_with(&run, device, set)?;
     let out = match (data, logp_out) {
         (None, Some(_)) => bail!("--logp-out needs --data FILE"),
         (None, None) => {
@@ -148,6 +154,15 @@ fn eval(run: PathBuf, data: Option<PathBuf>, logp_out: Option<PathBuf>, device: 
             let mut v = serde_json::to_value(&e)?;
             v["note"] = json!(relaxflow::runner::summary::likelihood_note(&e));
             v["estimator"] = s.model.estimator();
+            if s.data.dim() <= 16 {
+                tch::manual_seed(s.exp.train.seed);
+                let (x, ms) = evaluate::timed_samples(&*s.model, s.exp.eval.n_samples.max(2), device);
+                let cost = s.model.sampling_cost();
+                v["samples"] = json!({
+                    "n": x.size()[0], "sample_mmd": relaxflow::runner::train::sample_mmd(&s, &x),
+                    "nfe_per_sample": cost.nfe_per_sample, "sampler_steps": cost.steps, "ms_per_1000": ms,
+                });
+            }
             v
         }
         (Some(file), logp_out) => {
@@ -169,10 +184,10 @@ fn eval(run: PathBuf, data: Option<PathBuf>, logp_out: Option<PathBuf>, device: 
     Ok(())
 }
 
-fn sample(run: PathBuf, n: i64, out: PathBuf, seed: i64, device: Option<String>) -> Result<()> {
+fn sample(run: PathBuf, n: i64, out: PathBuf, seed: i64, device: Option<String>, set: &[String]) -> Result<()> {
     anyhow::ensure!(n > 0, "-n must be positive");
     let device = runner::parse_device(device.as_deref())?;
-    let s = session::open_run(&run, device)?;
+    let s = session::open_run_with(&run, device, set)?;
     tch::manual_seed(seed);
     let x: Tensor = s.model.sample(n).to_device(tch::Device::Cpu);
     match out.extension().and_then(|e| e.to_str()) {

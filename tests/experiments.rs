@@ -27,6 +27,9 @@ fn every_experiment_takes_steps_on_cpu() {
         if name.starts_with("ddpm") {
             extra.push("model.timesteps=20");
         }
+        if name.starts_with("diffflow") {
+            extra.extend(["model.steps=3", "model.steps_schedule=[[0, 2], [2, 3]]", "model.ode_rtol=1e-2", "train.batch_size=64"]);
+        }
         if name.starts_with("score") || name.starts_with("ncsn") {
             extra.extend(["model.sample_steps=5", "model.ode_rtol=1e-2"]);
         }

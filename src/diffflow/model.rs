@@ -210,17 +210,13 @@ impl DiffFlow {
         }
     }
 
-    /// The networks read time normalised to t/T ∈ (0, 1].
-    fn tau(&self, t: f64, x: &Tensor) -> Tensor {
-        Tensor::full([x.size()[0]], t / self.p.t_end, (x.kind(), x.device()))
-    }
-
+    /// f(x, t); the networks read time normalised to t/T ∈ (0, 1].
     pub fn f(&self, x: &Tensor, t: f64) -> Tensor {
-        self.drift.forward_t(x, &self.tau(t, x))
+        self.drift.forward_at(x, t / self.p.t_end)
     }
 
     pub fn s(&self, x: &Tensor, t: f64) -> Tensor {
-        self.score.forward_t(x, &self.tau(t, x))
+        self.score.forward_at(x, t / self.p.t_end)
     }
 
     /// The backward drift f - g² s at (x, t).

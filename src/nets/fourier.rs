@@ -33,11 +33,19 @@ impl FourierMlp {
         })
     }
 
-    /// `t` of shape [batch], in [0, 1].
-    pub fn forward(&self, x: &Tensor, t: &Tensor) -> Tensor {
-        let arg = t.to_kind(x.kind()).unsqueeze(1) * &self.freqs + &self.phase;
+    /// The time embedding MLP(sin, cos(ω t + φ)) of `t` [batch] (or [1], broadcast over the batch).
+    fn embed(&self, t: &Tensor) -> Tensor {
+        let arg = t.unsqueeze(1) * &self.freqs + &self.phase;
         let feats = Tensor::cat(&[arg.sin(), arg.cos()], 1);
-        let emb = self.time2.forward(&self.time1.forward(&feats).gelu("none"));
+        self.time2.forward(&self.time1.forward(&feats).gelu("none"))
+    }
+
+    /// `t` of shape [batch] (or [1]), in [0, 1].
+    pub fn forward(&self, x: &Tensor, t: &Tensor) -> Tensor {
+        self.body(x, &self.embed(&t.to_kind(x.kind())))
+    }
+
+    fn body(&self, x: &Tensor, emb: &Tensor) -> Tensor {
         let mut h = (self.input.forward(x) + emb).gelu("none");
         for l in &self.layers {
             h = l.forward(&h).gelu("none");
@@ -49,6 +57,11 @@ impl FourierMlp {
 impl super::TimeNet for FourierMlp {
     fn forward_t(&self, x: &Tensor, t: &Tensor) -> Tensor {
         self.forward(x, t)
+    }
+
+    /// One embedding row for the whole batch.
+    fn forward_at(&self, x: &Tensor, t: f64) -> Tensor {
+        self.body(x, &self.embed(&Tensor::full([1], t, (x.kind(), x.device()))))
     }
 }
 
@@ -67,6 +80,8 @@ mod tests {
         let a = net.forward(&x, &Tensor::from_slice(&[0.1f32]));
         let b = net.forward(&x, &Tensor::from_slice(&[0.9f32]));
         assert_eq!(a.size(), vec![1, 2]);
-        assert!((a - b).abs().sum(None).double_value(&[]) > 1e-4);
+        assert!((&a - b).abs().sum(None).double_value(&[]) > 1e-4);
+        let same = crate::nets::TimeNet::forward_at(&net, &x, 0.1);
+        assert!((a - same).abs().max().double_value(&[]) < 1e-6, "one embedding for the batch gives the same output");
     }
 }

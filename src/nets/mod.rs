@@ -14,6 +14,10 @@ pub use unet::UNet;
 pub trait TimeNet: std::fmt::Debug {
     /// `t` of shape [batch], in [0, 1].
     fn forward_t(&self, x: &tch::Tensor, t: &tch::Tensor) -> tch::Tensor;
+    /// The same with one time for the whole batch (samplers and DiffFlow's grids): a network may embed it once.
+    fn forward_at(&self, x: &tch::Tensor, t: f64) -> tch::Tensor {
+        self.forward_t(x, &tch::Tensor::full([x.size()[0]], t, (x.kind(), x.device())))
+    }
 }
 
 impl TimeNet for TimeMlp {

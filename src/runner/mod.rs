@@ -5,6 +5,7 @@ pub mod evaluate;
 pub mod metrics;
 pub mod optim;
 pub mod pictures;
+pub mod quality;
 pub mod plot;
 pub mod session;
 pub mod summary;

@@ -33,11 +33,16 @@ impl Session {
 
 /// Re-opens a finished or interrupted run folder with its weights loaded.
 pub fn open_run(run: &Path, device: Device) -> Result<Session> {
+    open_run_with(run, device, &[])
+}
+
+/// A finished run with some settings changed (`--set model.sample_steps=10`): the weights must still fit.
+pub fn open_run_with(run: &Path, device: Device, overrides: &[String]) -> Result<Session> {
     let config = run.join("config.toml");
     if !config.exists() {
         anyhow::bail!("{}: not a run folder (no config.toml)", run.display());
     }
-    let exp = crate::experiment::config::load(&config, &[])?;
+    let exp = crate::experiment::config::load(&config, overrides)?;
     let s = Session::open(exp, &config.display().to_string(), device)?;
     super::checkpoint::load_weights(&run.join(super::checkpoint::FILE), &s.vs)?;
     Ok(s)

@@ -305,6 +305,15 @@ fn save_arrays(s: &Session, run: &Path, samples: &Tensor) -> Result<()> {
     Ok(())
 }
 
+/// MMD² of (up to 2000) samples against as many test points, for data of dimension ≤ 16.
+pub fn sample_mmd(s: &Session, samples: &Tensor) -> Option<f64> {
+    if s.data.dim() > 16 {
+        return None;
+    }
+    let n = samples.size()[0].min(s.data.test.size()[0]).min(2000);
+    (n > 1).then(|| super::quality::mmd2(&samples.narrow(0, 0, n).to_device(Device::Cpu), &s.data.test.narrow(0, 0, n).to_device(Device::Cpu)))
+}
+
 /// Final evaluation on the whole test set, sampler timing, pictures and summary.json.
 fn finish(s: &Session, run: &Path, name: &str) -> Result<()> {
     let device = s.device;
@@ -336,6 +345,7 @@ fn finish(s: &Session, run: &Path, name: &str) -> Result<()> {
         train_time_s: progress.elapsed_s,
         steps_per_s: progress.step as f64 / progress.elapsed_s.max(1e-9),
         sample_ms_per_1000: sample_ms,
+        sample_mmd: sample_mmd(s, &samples),
         nfe_per_sample: cost.nfe_per_sample,
         sampler_steps: cost.steps,
         params: s.n_params(),
@@ -349,7 +359,7 @@ fn finish(s: &Session, run: &Path, name: &str) -> Result<()> {
     };
     summary::write_json(&run.join("summary.json"), &summary)?;
     eprintln!(
-        "{name}: test NLL {:.4} ± {:.4} nats ({}, {} test points){} in {:.1}s ({:.0} steps/s)",
+        "{name}: test NLL {:.4} ± {:.4} nats ({}, {} test points){} in {:.1}s ({:.3} steps/s)",
         e.nll_nats,
         e.nll_stderr,
         e.kind.label(),
