@@ -58,6 +58,9 @@ enum Command {
         /// Change a setting that does not change the weights, e.g. --set model.sample_steps=10.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
+        /// Skip the test likelihood: only sampler cost and sample quality.
+        #[arg(long)]
+        samples_only: bool,
     },
     /// Draw samples from a run: .npy array or .png picture.
     Sample {
@@ -108,7 +111,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", run.display());
             Ok(())
         }
-        Command::Eval { run, data, logp_out, device, set } => eval(run, data, logp_out, device, &set),
+        Command::Eval { run, data, logp_out, device, set, samples_only } => eval(run, data, logp_out, device, &set, samples_only),
         Command::Sample { run, n, out, seed, device, set } => sample(run, n, out, seed, device, &set),
         Command::Figure { which, runs, out } => {
             anyhow::ensure!(which == "double-well", "unknown figure `{which}` (known: double-well)");
@@ -144,24 +147,33 @@ fn info() -> Result<()> {
     Ok(())
 }
 
-fn eval(run: PathBuf, data: Option<PathBuf>, logp_out: Option<PathBuf>, device: Option<String>, set: &[String]) -> Result<()> {
+/// `eval.n_samples` samples: sampler cost, time and (D ≤ 16) MMD² against the test set.
+fn sample_report(s: &session::Session, device: tch::Device) -> serde_json::Value {
+    tch::manual_seed(s.exp.train.seed);
+    let (x, ms) = evaluate::timed_samples(&*s.model, s.exp.eval.n_samples.max(2), device);
+    let cost = s.model.sampling_cost();
+    json!({
+        "n": x.size()[0], "sample_mmd": relaxflow::runner::train::sample_mmd(s, &x),
+        "data_mmd_floor": relaxflow::runner::train::data_mmd_floor(s, x.size()[0]),
+        "outside_support": relaxflow::runner::train::outside_support(s, &x),
+        "nfe_per_sample": cost.nfe_per_sample, "sampler_steps": cost.steps, "ms_per_1000": ms,
+    })
+}
+
+fn eval(run: PathBuf, data: Option<PathBuf>, logp_out: Option<PathBuf>, device: Option<String>, set: &[String], samples_only: bool) -> Result<()> {
     let device = runner::parse_device(device.as_deref())?;
     let s = session::open_run_with(&run, device, set)?;
     let out = match (data, logp_out) {
         (None, Some(_)) => bail!("--logp-out needs --data FILE"),
+        (None, _) if samples_only => json!({ "samples": sample_report(&s, device) }),
+        (Some(_), _) if samples_only => bail!("--samples-only and --data exclude each other"),
         (None, None) => {
-            let e = evaluate::test_nll(&*s.model, &s.data, None, s.exp.eval.batch_size, device);
+            let e = evaluate::test_nll(&*s.model, &s.data, s.exp.eval.n_final, s.exp.eval.batch_size, device);
             let mut v = serde_json::to_value(&e)?;
             v["note"] = json!(relaxflow::runner::summary::likelihood_note(&e));
             v["estimator"] = s.model.estimator();
             if s.data.dim() <= 16 {
-                tch::manual_seed(s.exp.train.seed);
-                let (x, ms) = evaluate::timed_samples(&*s.model, s.exp.eval.n_samples.max(2), device);
-                let cost = s.model.sampling_cost();
-                v["samples"] = json!({
-                    "n": x.size()[0], "sample_mmd": relaxflow::runner::train::sample_mmd(&s, &x),
-                    "nfe_per_sample": cost.nfe_per_sample, "sampler_steps": cost.steps, "ms_per_1000": ms,
-                });
+                v["samples"] = sample_report(&s, device);
             }
             v
         }

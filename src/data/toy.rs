@@ -131,6 +131,21 @@ fn swissroll(n: i64) -> Tensor {
     x / 5.0
 }
 
+/// Whether each row lies in the support of the set, where the support has a sharp edge (the checkerboard:
+/// u = x/2 in [-2, 2]² with floor(u1) + floor(u2) even). The fraction of model samples outside it measures smearing.
+pub fn in_support(name: &str, x: &Tensor) -> Option<Tensor> {
+    match name {
+        "checkerboard" => {
+            let u = x.to_kind(Kind::Double) / 2.0;
+            let (u1, u2) = (u.select(1, 0), u.select(1, 1));
+            let inside = u1.abs().le(2.0).logical_and(&u2.abs().le(2.0));
+            let parity = (u1.floor() + u2.floor()).remainder(2.0).eq(0.0);
+            Some(inside.logical_and(&parity))
+        }
+        _ => None,
+    }
+}
+
 /// The true differential entropy (nats) where it is known in closed form.
 pub fn true_entropy(name: &str) -> Option<f64> {
     match name {
@@ -178,6 +193,18 @@ mod tests {
         let occupied: Vec<i64> = Vec::<i64>::try_from(counts).unwrap().into_iter().filter(|&c| c > 0).collect();
         assert_eq!(occupied.len(), 8);
         assert!(occupied.iter().all(|&c| (c as f64 - 10_000.0).abs() < 500.0), "{occupied:?}");
+    }
+
+    #[test]
+    fn checkerboard_support_holds_the_data_and_half_of_the_square() {
+        tch::manual_seed(3);
+        let x = generate("checkerboard", 10_000).unwrap();
+        let inside = in_support("checkerboard", &x).unwrap().to_kind(Kind::Double).mean(None).double_value(&[]);
+        assert_eq!(inside, 1.0);
+        let u = Tensor::rand([100_000, 2], opts()) * 8.0 - 4.0;
+        let frac = in_support("checkerboard", &u).unwrap().to_kind(Kind::Double).mean(None).double_value(&[]);
+        assert!((frac - 0.5).abs() < 0.01, "uniform points inside: {frac}");
+        assert!(in_support("moons", &x).is_none());
     }
 
     #[test]

@@ -60,9 +60,12 @@ pub struct Summary {
     pub steps_per_s: f64,
     pub sample_ms_per_1000: f64,
     /// Low-dimensional data: unbiased MMD² (Gaussian kernels at 0.05, 0.1, 0.3, 1 data std) between the final
-    /// samples and as many test points (at most 2000).
+    /// samples and as many test points (at most 5000).
     #[serde(default)]
     pub sample_mmd: Option<f64>,
+    /// Fraction of the final samples outside the data's support, where it is known (checkerboard: 0 for the data).
+    #[serde(default)]
+    pub sample_outside_support: Option<f64>,
     pub nfe_per_sample: usize,
     pub sampler_steps: usize,
     pub params: i64,
