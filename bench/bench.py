@@ -1,4 +1,5 @@
-"""`make bench`: training steps/s of realnvp-moons in relaxflow against the PyTorch reference, same machine, same run.
+"""`make bench`: training steps/s of realnvp-moons and diffflow-checkerboard in relaxflow against PyTorch references,
+same machine, same run (DiffFlow also reports peak memory of full vs recomputed backprop).
 
 Both sides use 2 CPU threads, batch 512, Adam at a constant learning rate, and time only training steps (relaxflow's
 own loop: per-step seeding, batch gather, loss, backward, flat Adam step, device-side NaN bookkeeping). Each side is
@@ -38,18 +39,76 @@ def pytorch_steps_per_s(steps, threads, batch, adam):
     return json.loads(out.stdout)["steps_per_s"]
 
 
+def max_rss_run(cmd, env):
+    """Runs cmd under /usr/bin/time; returns (stdout, peak resident memory in MiB)."""
+    out = subprocess.run(["/usr/bin/time", "-f", "MAXRSS %M"] + cmd, check=True, capture_output=True, text=True, cwd=ROOT, env=env)
+    rss = [l for l in out.stderr.splitlines() if l.startswith("MAXRSS ")][-1].split()[1]
+    return out.stdout, int(rss) / 1024
+
+
+def relaxflow_diffflow(steps, threads, batch, backprop):
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Path(tmp) / "run"
+        sets = [
+            "train.lr_schedule=constant", "train.warmup=0", "train.sample_every=0", f"train.log_every={steps}",
+            f"train.batch_size={batch}", f"train.checkpoint_every={steps}", "eval.n_samples=100", "eval.n_final=100",
+            "eval.grid=8", f"model.backprop={backprop}", "train.lr=1e-3",
+        ]
+        cmd = [str(BIN), "train", "diffflow-checkerboard", "--steps", str(steps), "--device", "cpu", "--out", str(run)]
+        for s in sets:
+            cmd += ["--set", s]
+        _, rss = max_rss_run(cmd, dict(os.environ, OMP_NUM_THREADS=str(threads)))
+        return json.loads((run / "summary.json").read_text())["steps_per_s"], rss
+
+
+def pytorch_diffflow(steps, threads, batch):
+    cmd = [sys.executable, str(ROOT / "bench" / "diffflow_2d.py"), "--steps", str(steps), "--threads", str(threads), "--batch", str(batch)]
+    out, rss = max_rss_run(cmd, dict(os.environ, OMP_NUM_THREADS=str(threads)))
+    return json.loads(out)["steps_per_s"], rss
+
+
+def diffflow_section(a):
+    batch, steps = 1000, a.diffflow_steps
+    sides = {
+        "relaxflow, full backprop": lambda: relaxflow_diffflow(steps, a.threads, batch, "full"),
+        "relaxflow, recompute (O(1) activations in N)": lambda: relaxflow_diffflow(steps, a.threads, batch, "recompute"),
+        "PyTorch, full backprop": lambda: pytorch_diffflow(steps, a.threads, batch),
+    }
+    results = {name: [] for name in sides}
+    for rep in range(a.reps):
+        for name, once in sides.items():
+            results[name].append(once())
+            print(f"diffflow rep {rep + 1}/{a.reps}  {name}: {results[name][-1][0]:.2f} steps/s, {results[name][-1][1]:.0f} MiB", file=sys.stderr)
+    median = {name: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v)) for name, v in results.items()}
+    ours = median["relaxflow, full backprop"][0]
+    lines = [
+        f"diffflow-checkerboard training steps/s: two Fourier MLPs (2 x 99.7k parameters), N = 30, batch {batch}, "
+        f"{a.threads} CPU threads, {steps} steps, median of {a.reps}; peak RSS of the whole process",
+        "",
+        "| implementation | steps/s | relaxflow full / this | peak RSS (MiB) |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {name} | {v[0]:.2f} | {ours / v[0]:.2f}x | {v[1]:.0f} |" for name, v in median.items()]
+    return "\n".join(lines) + "\n", {"median": median, "all": results}
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batches", default="512,64", help="comma-separated batch sizes; 512 is the target's")
+    p.add_argument("--diffflow-steps", type=int, default=50, help="0 skips the DiffFlow comparison")
     a = p.parse_args()
     text, record = "", {"args": vars(a)}
-    for batch in [int(b) for b in a.batches.split(",")]:
+    for batch in [int(b) for b in a.batches.split(",") if b]:
         table, results = measure(a, batch)
         text += table + "\n"
         record[f"batch_{batch}"] = results
+    if a.diffflow_steps > 0:
+        table, results = diffflow_section(a)
+        text += table + "\n"
+        record["diffflow"] = results
     print(text)
     out = ROOT / "bench" / "out"
     out.mkdir(exist_ok=True)

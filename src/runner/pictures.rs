@@ -67,13 +67,13 @@ pub fn draw_with(model: &dyn Model, data: &Dataset, eval: &EvalConfig, device: D
         if data.dim() == 2 {
             let grid = eval.grid.max(8) as usize;
             let (p, _, kind) = density_grid(model, bounds, grid, device);
-            let panel = match kind {
+            let (title, map) = match kind {
                 crate::model::Kind::Exact => ("density", plot::heatmap(&p, grid)),
                 // A one-sample bound is noisy: its exponential is dominated by a few points, so show it in log scale.
                 crate::model::Kind::LowerBound => ("log bound", plot::heatmap(&log_scale(&p), grid)),
                 crate::model::Kind::Estimate => ("log density (est.)", plot::heatmap(&log_scale(&p), grid)),
             };
-            panels.push(panel);
+            panels.push((title, map.upscaled(size / grid)));
         }
         plot::titled_row(&panels)
     };

@@ -35,6 +35,14 @@ pub struct Canvas {
 }
 
 impl Canvas {
+    /// Each pixel repeated k x k times (nearest neighbour), so a coarse heat map matches its neighbours' size.
+    pub fn upscaled(&self, k: usize) -> Canvas {
+        let k = k.max(1);
+        let (w, h) = (self.width * k, self.height * k);
+        let pixels = (0..h).flat_map(|y| (0..w).map(move |x| (x, y))).map(|(x, y)| self.pixels[(y / k) * self.width + x / k]).collect();
+        Canvas { width: w, height: h, pixels }
+    }
+
     /// A `width` x `height` canvas filled with `bg`.
     pub fn new(width: usize, height: usize, bg: [u8; 3]) -> Self {
         Canvas {
