@@ -17,6 +17,7 @@ use crate::model::{Kind as LikKind, LogProb, Model, SamplingCost};
 use crate::nets::TimeNet;
 use crate::score::likelihood::{ode_log_prob, Divergence};
 use crate::score::ode::{rk45, Tolerance};
+use crate::score::space::ModelSpace;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::cell::Cell;
@@ -78,15 +79,6 @@ fn d_g() -> f64 {
 fn d_true() -> bool {
     true
 }
-fn d_rtol() -> f64 {
-    1e-5
-}
-fn d_exact_max() -> i64 {
-    16
-}
-fn d_probes() -> usize {
-    1
-}
 fn d_scale() -> f64 {
     1.0
 }
@@ -143,11 +135,11 @@ pub struct DiffFlowParams {
     pub denoise: bool,
     #[serde(default = "d_likelihood")]
     pub likelihood: Likelihood,
-    #[serde(default = "d_rtol")]
+    #[serde(default = "crate::score::likelihood::default_rtol")]
     pub ode_rtol: f64,
-    #[serde(default = "d_exact_max")]
+    #[serde(default = "crate::score::likelihood::default_exact_max_dim")]
     pub exact_divergence_max_dim: i64,
-    #[serde(default = "d_probes")]
+    #[serde(default = "crate::score::likelihood::default_probes")]
     pub hutchinson_probes: usize,
     /// Vectors are modelled as y = x / data_scale; log p_x adds -D ln scale.
     #[serde(default = "d_scale")]
@@ -311,18 +303,8 @@ impl DiffFlow {
         (0..n).map(|_| y.randn_like()).collect()
     }
 
-    fn to_model_space(&self, x: &Tensor) -> Tensor {
-        if self.images { x * 2.0 - 1.0 } else { x / self.p.data_scale }
-    }
-
-    fn to_data_space(&self, y: &Tensor) -> Tensor {
-        if self.images { ((y + 1.0) * 0.5).clamp(0.0, 1.0) } else { y * self.p.data_scale }
-    }
-
-    /// log p_x = log p_y + log |dy/dx|.
-    fn log_jacobian(&self) -> f64 {
-        let d = self.dim() as f64;
-        if self.images { d * std::f64::consts::LN_2 } else { -d * self.p.data_scale.ln() }
+    fn space(&self) -> ModelSpace {
+        ModelSpace { images: self.images, data_scale: self.p.data_scale, dim: self.dim() }
     }
 
     fn sample_steps(&self) -> usize {
@@ -361,11 +343,7 @@ impl DiffFlow {
     }
 
     fn divergence(&self) -> Divergence {
-        if self.dim() <= self.p.exact_divergence_max_dim {
-            Divergence::Exact
-        } else {
-            Divergence::Hutchinson { probes: self.p.hutchinson_probes }
-        }
+        Divergence::for_dim(self.dim(), self.p.exact_divergence_max_dim, self.p.hutchinson_probes)
     }
 
     /// log p(y) at t_0 of the ODE dy = [f - ½ g² s] dt with y(T) ~ N(0, I), and its kind.
@@ -377,15 +355,14 @@ impl DiffFlow {
         let div = self.divergence();
         let (lp, nfe) = ode_log_prob(&v, &prior, y, self.p.t_start, self.p.t_end, div, tol);
         self.likelihood_nfe.set(nfe);
-        let kind = if matches!(div, Divergence::Exact) { LikKind::Exact } else { LikKind::Estimate };
-        (lp, kind)
+        (lp, div.kind())
     }
 }
 
 impl Model for DiffFlow {
     /// The batch mean of the negative ELBO of one forward trajectory per example (eq. 11 plus constants).
     fn loss(&self, x: &Tensor, step: i64) -> Tensor {
-        let y = self.to_model_space(x);
+        let y = self.space().to_model(x);
         let grid = self.training_grid(step);
         let eps = self.noises(&y, grid.len() - 1);
         self.chain_nelbo(&y, &grid, &eps).mean(None)
@@ -399,7 +376,7 @@ impl Model for DiffFlow {
                 loss.detach()
             }
             Backprop::Recompute => {
-                let y = self.to_model_space(x);
+                let y = self.space().to_model(x);
                 let grid = self.training_grid(step);
                 let eps = self.noises(&y, grid.len() - 1);
                 self.chain_nelbo_recompute(&y, &grid, &eps).mean(None)
@@ -408,7 +385,7 @@ impl Model for DiffFlow {
     }
 
     fn log_prob(&self, x: &Tensor) -> LogProb {
-        let y = self.to_model_space(x);
+        let y = self.space().to_model(x);
         let (lp, kind) = match self.p.likelihood {
             Likelihood::Ode => self.ode_log_prob(&y),
             Likelihood::Elbo => {
@@ -417,7 +394,7 @@ impl Model for DiffFlow {
                 (-self.chain_nelbo(&y, &grid, &eps).to_kind(Kind::Double), LikKind::LowerBound)
             }
         };
-        LogProb { value: (lp + self.log_jacobian()).to_kind(Kind::Float), kind }
+        LogProb { value: (lp + self.space().log_jacobian()).to_kind(Kind::Float), kind }
     }
 
     fn sample(&self, n: i64) -> Tensor {
@@ -426,7 +403,7 @@ impl Model for DiffFlow {
             Sampler::Sde => self.backward_sde(&z, self.sample_steps()),
             Sampler::Ode => self.pf_ode_sample(&z),
         });
-        self.to_data_space(&y)
+        self.space().to_data(&y)
     }
 
     /// Drift and score count one evaluation each.
@@ -444,10 +421,7 @@ impl Model for DiffFlow {
     fn estimator(&self) -> serde_json::Value {
         let lik = match self.p.likelihood {
             Likelihood::Ode => {
-                let div = match self.divergence() {
-                    Divergence::Exact => "exact divergence (autograd, one pass per dimension)".to_string(),
-                    Divergence::Hutchinson { probes } => format!("Hutchinson, {probes} Rademacher probe(s) per example, fixed along the path"),
-                };
+                let div = self.divergence().describe();
                 serde_json::json!({
                     "likelihood": "probability-flow ODE dx = [f - g^2 s / 2] dt from t_start to T, prior N(0, I) at T",
                     "solver": format!("RK45 (Dormand-Prince), rtol = atol = {}", self.p.ode_rtol),

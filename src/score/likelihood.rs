@@ -15,6 +15,40 @@ pub enum Divergence {
     Hutchinson { probes: usize },
 }
 
+/// Serde defaults of the likelihood settings shared by the score and DiffFlow models.
+pub fn default_rtol() -> f64 {
+    1e-5
+}
+pub fn default_exact_max_dim() -> i64 {
+    16
+}
+pub fn default_probes() -> usize {
+    1
+}
+
+impl Divergence {
+    /// Exact up to `exact_max_dim` dimensions, Hutchinson with `probes` probes above.
+    pub fn for_dim(dim: i64, exact_max_dim: i64, probes: usize) -> Divergence {
+        if dim <= exact_max_dim { Divergence::Exact } else { Divergence::Hutchinson { probes } }
+    }
+
+    /// How the likelihood it gives must be labelled.
+    pub fn kind(self) -> crate::model::Kind {
+        match self {
+            Divergence::Exact => crate::model::Kind::Exact,
+            Divergence::Hutchinson { .. } => crate::model::Kind::Estimate,
+        }
+    }
+
+    /// For summary.json.
+    pub fn describe(self) -> String {
+        match self {
+            Divergence::Exact => "exact divergence (autograd, one pass per dimension)".to_string(),
+            Divergence::Hutchinson { probes } => format!("Hutchinson, {probes} Rademacher probe(s) per example, fixed along the path"),
+        }
+    }
+}
+
 /// ∇log p_t(x) for a batch at one time.
 pub type ScoreFn<'a> = dyn Fn(&Tensor, &Tensor) -> Tensor + 'a;
 

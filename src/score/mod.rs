@@ -5,6 +5,7 @@ pub mod likelihood;
 pub mod model;
 pub mod ode;
 pub mod sde;
+pub mod space;
 
 pub use model::{ScoreModel, ScoreParams};
 pub use sde::{Sde, SdeKind};

@@ -5,7 +5,8 @@
 use super::likelihood::{self, Divergence};
 use super::ode::{rk45, Tolerance};
 use super::sde::{bcast, Sde, SdeKind};
-use crate::model::{Kind as LikKind, LogProb, Model, SamplingCost};
+use super::space::ModelSpace;
+use crate::model::{LogProb, Model, SamplingCost};
 use crate::nets::TimeNet;
 use serde::{Deserialize, Serialize};
 use std::cell::Cell;
@@ -30,15 +31,6 @@ fn d_steps() -> usize {
 }
 fn d_eps() -> f64 {
     1e-5
-}
-fn d_rtol() -> f64 {
-    1e-5
-}
-fn d_probes() -> usize {
-    1
-}
-fn d_exact_max() -> i64 {
-    16
 }
 fn d_snr() -> f64 {
     0.16
@@ -81,12 +73,12 @@ pub struct ScoreParams {
     #[serde(default = "d_eps")]
     pub t_eps: f64,
     /// RK45 tolerance (rtol = atol) of the likelihood and the ODE sampler.
-    #[serde(default = "d_rtol")]
+    #[serde(default = "crate::score::likelihood::default_rtol")]
     pub ode_rtol: f64,
     /// Exact divergence up to this dimension, Hutchinson above it.
-    #[serde(default = "d_exact_max")]
+    #[serde(default = "crate::score::likelihood::default_exact_max_dim")]
     pub exact_divergence_max_dim: i64,
-    #[serde(default = "d_probes")]
+    #[serde(default = "crate::score::likelihood::default_probes")]
     pub hutchinson_probes: usize,
     /// Vectors are modelled as y = x / data_scale (≈ the data's standard deviation); log p_x adds -D ln scale.
     /// The network reads y_t / √(m(t)² + s(t)²), so its input stays O(1) for every SDE (VE included).
@@ -127,12 +119,16 @@ impl ScoreModel {
         ScoreModel { net, sde: p.sde(), p, shape, images, device, sample_nfe: Cell::new(0), likelihood_nfe: Cell::new(0) }
     }
 
+    fn space(&self) -> ModelSpace {
+        ModelSpace { images: self.images, data_scale: self.p.data_scale, dim: self.shape.iter().product() }
+    }
+
     fn to_model_space(&self, x: &Tensor) -> Tensor {
-        if self.images { x * 2.0 - 1.0 } else { x / self.p.data_scale }
+        self.space().to_model(x)
     }
 
     fn to_data_space(&self, y: &Tensor) -> Tensor {
-        if self.images { ((y + 1.0) * 0.5).clamp(0.0, 1.0) } else { y * self.p.data_scale }
+        self.space().to_data(y)
     }
 
     /// The noise prediction net(c_in y, t) with c_in = 1/√(m² + s²).
@@ -227,12 +223,7 @@ impl ScoreModel {
     }
 
     fn divergence(&self) -> Divergence {
-        let d: i64 = self.shape.iter().product();
-        if d <= self.p.exact_divergence_max_dim {
-            Divergence::Exact
-        } else {
-            Divergence::Hutchinson { probes: self.p.hutchinson_probes }
-        }
+        Divergence::for_dim(self.shape.iter().product(), self.p.exact_divergence_max_dim, self.p.hutchinson_probes)
     }
 }
 
@@ -257,12 +248,8 @@ impl Model for ScoreModel {
         let div = self.divergence();
         let (lp, nfe) = likelihood::log_prob(&self.sde, &score, &y, self.p.t_eps, div, tol);
         self.likelihood_nfe.set(nfe);
-        let d: i64 = self.shape.iter().product();
-        let lp = if self.images { lp + d as f64 * std::f64::consts::LN_2 } else { lp - d as f64 * self.p.data_scale.ln() };
-        let kind = match div {
-            Divergence::Exact => LikKind::Exact,
-            Divergence::Hutchinson { .. } => LikKind::Estimate,
-        };
+        let lp = lp + self.space().log_jacobian();
+        let kind = div.kind();
         LogProb { value: lp.to_kind(Kind::Float), kind }
     }
 
@@ -293,10 +280,7 @@ impl Model for ScoreModel {
 
     fn estimator(&self) -> serde_json::Value {
         let d: i64 = self.shape.iter().product();
-        let div = match self.divergence() {
-            Divergence::Exact => "exact divergence (autograd, one pass per dimension)".to_string(),
-            Divergence::Hutchinson { probes } => format!("Hutchinson, {probes} Rademacher probe(s) per example, fixed along the path"),
-        };
+        let div = self.divergence().describe();
         serde_json::json!({
             "likelihood": "probability-flow ODE, log p at t = t_eps",
             "solver": format!("RK45 (Dormand-Prince), rtol = atol = {}", self.p.ode_rtol),
