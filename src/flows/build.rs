@@ -86,6 +86,37 @@ pub struct NiceParams {
     pub base: Base,
 }
 
+fn default_bins() -> i64 {
+    8
+}
+fn default_bound() -> f64 {
+    4.0
+}
+
+/// `kind = "nsf"`: rational-quadratic spline couplings with linear tails (Durkan et al. 2019, RQ-NSF (C)).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NsfParams {
+    #[serde(default = "default_layers")]
+    pub n_layers: usize,
+    #[serde(default = "default_hidden")]
+    pub hidden: Vec<i64>,
+    #[serde(default = "default_activation")]
+    pub activation: Activation,
+    /// K, the number of spline bins.
+    #[serde(default = "default_bins")]
+    pub bins: i64,
+    /// B: the spline acts on [-B, B], the identity outside.
+    #[serde(default = "default_bound")]
+    pub bound: f64,
+    #[serde(default)]
+    pub actnorm: bool,
+    #[serde(default = "default_mixing")]
+    pub mixing: Mixing,
+    #[serde(default = "default_base")]
+    pub base: Base,
+}
+
 /// What a stack of couplings needs, whichever coupling it is.
 struct Stack<'a> {
     n_layers: usize,
@@ -140,6 +171,21 @@ pub fn realnvp_layers(path: &nn::Path, dim: i64, p: &RealNvpParams) -> Result<Ve
 /// A RealNVP model on [batch, dim] data.
 pub fn realnvp(path: &nn::Path, dim: i64, p: &RealNvpParams) -> Result<LayerModel> {
     let layers = realnvp_layers(&path.sub("flow"), dim, p)?;
+    Ok(LayerModel { layers, base: base(path, dim, p.base), family: "flow" })
+}
+
+/// A neural spline flow (coupling) on [batch, dim] data.
+pub fn nsf(path: &nn::Path, dim: i64, p: &NsfParams) -> Result<LayerModel> {
+    anyhow::ensure!(p.bound > 0.0, "model.bound must be positive, got {}", p.bound);
+    let stack = Stack {
+        n_layers: p.n_layers,
+        hidden: &p.hidden,
+        activation: p.activation,
+        transformer: Transformer::Spline { bins: p.bins, bound: p.bound },
+        actnorm: p.actnorm,
+        mixing: p.mixing,
+    };
+    let layers = couplings(&path.sub("flow"), dim, &stack)?;
     Ok(LayerModel { layers, base: base(path, dim, p.base), family: "flow" })
 }
 

@@ -19,8 +19,11 @@ pub enum ScaleBound {
 }
 
 /// The element-wise transform of x_b.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Transformer {
+    /// Monotonic rational-quadratic spline with `bins` bins on [-bound, bound], identity outside (NSF, Durkan et al.
+    /// 2019): the conditioner gives 3·bins - 1 numbers per element.
+    Spline { bins: i64, bound: f64 },
     /// z_b = x_b ⊙ s(x_a) + t(x_a).
     Affine(ScaleBound),
     /// z_b = x_b + t(x_a) (volume preserving).
@@ -54,6 +57,10 @@ impl Coupling {
         let d_out = match transformer {
             Transformer::Affine(_) => 2 * d_trans,
             Transformer::Additive => d_trans,
+            Transformer::Spline { bins, .. } => {
+                anyhow::ensure!(bins >= 2, "a spline needs at least 2 bins, got {bins}");
+                (3 * bins - 1) * d_trans
+            }
         };
         let net = Mlp::new(&path.sub("net"), d_cond, hidden, d_out, act, true)?;
         Ok(Coupling { net, transformer, split, dim, parity })
@@ -78,11 +85,21 @@ impl Coupling {
         }
     }
 
+    /// The spline of x_b (or its inverse) given x_a, and Σ log|derivative| per example.
+    fn spline(&self, x_a: &Tensor, input: &Tensor, bins: i64, bound: f64, inverse: bool) -> (Tensor, Tensor) {
+        let (b, d) = (input.size()[0], input.size()[1]);
+        let h = self.net.forward(x_a).view([b, d, 3 * bins - 1]);
+        let (w, ht, dv) = (h.narrow(2, 0, bins), h.narrow(2, bins, bins), h.narrow(2, 2 * bins, bins - 1));
+        let p = super::spline::SplineParams { widths: &w, heights: &ht, derivatives: &dv };
+        let (out, log_grad) = super::spline::rational_quadratic(input, &p, bound, inverse);
+        (out, log_grad.sum_dim_intlist(1, false, None))
+    }
+
     /// (log s, t) from the conditioner; log s is None for the additive coupling.
     fn params(&self, x_a: &Tensor) -> (Option<Tensor>, Tensor) {
         let h = self.net.forward(x_a);
         match self.transformer {
-            Transformer::Additive => (None, h),
+            Transformer::Additive | Transformer::Spline { .. } => (None, h),
             Transformer::Affine(bound) => {
                 let mut parts = h.split(h.size()[1] / 2, 1);
                 let (t, raw) = (parts.pop().expect("two parts"), parts.pop().expect("two parts"));
@@ -100,6 +117,10 @@ impl Layer for Coupling {
     /// z_b = x_b · exp(log s) + t, V = Σ log s.
     fn forward(&self, x: &Tensor) -> (Tensor, Tensor) {
         let (x_a, x_b) = self.split(x);
+        if let Transformer::Spline { bins, bound } = self.transformer {
+            let (z_b, v) = self.spline(&x_a, &x_b, bins, bound, false);
+            return (self.join(&x_a, &z_b), v);
+        }
         let (log_s, t) = self.params(&x_a);
         match log_s {
             Some(log_s) => {
@@ -113,6 +134,10 @@ impl Layer for Coupling {
     /// x_b = (z_b - t) · exp(-log s), contribution -Σ log s.
     fn inverse(&self, z: &Tensor) -> (Tensor, Tensor) {
         let (z_a, z_b) = self.split(z);
+        if let Transformer::Spline { bins, bound } = self.transformer {
+            let (x_b, v) = self.spline(&z_a, &z_b, bins, bound, true);
+            return (self.join(&z_a, &x_b), v);
+        }
         let (log_s, t) = self.params(&z_a);
         match log_s {
             Some(log_s) => {
@@ -151,6 +176,12 @@ mod tests {
     fn affine_softplus_coupling_is_a_correct_bijection() {
         check(3, Transformer::Affine(ScaleBound::Softplus), false);
         check(4, Transformer::Affine(ScaleBound::Softplus), true);
+    }
+
+    #[test]
+    fn spline_coupling_is_a_correct_bijection_inside_and_in_the_tails() {
+        check(2, Transformer::Spline { bins: 8, bound: 3.0 }, false);
+        check(5, Transformer::Spline { bins: 5, bound: 1.0 }, true);
     }
 
     #[test]

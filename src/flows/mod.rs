@@ -3,6 +3,7 @@ pub mod actnorm;
 pub mod build;
 pub mod coupling;
 pub mod permutation;
+pub mod spline;
 #[cfg(test)]
 pub mod testing;
 
