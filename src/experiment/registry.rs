@@ -1,7 +1,7 @@
 //! The registry: model kind -> family, description and constructor. Adding an experiment needs only a TOML file;
 //! adding a model kind needs one entry here.
 use super::config::parse_value;
-use crate::flows::build::{nice, nsf, realnvp, NiceParams, NsfParams, RealNvpParams};
+use crate::flows::build::{maf, nice, nsf, realnvp, MafParams, NiceParams, NsfParams, RealNvpParams};
 use crate::model::Model;
 use crate::diffflow::{DiffFlow, DiffFlowParams};
 use crate::diffusion::{Ddpm, DdpmParams};
@@ -28,6 +28,7 @@ pub struct Entry {
 pub fn entries() -> Vec<Entry> {
     vec![
         Entry { kind: "realnvp", family: "flow", about: "affine coupling flow (RealNVP)", build: build_realnvp },
+        Entry { kind: "maf", family: "flow", about: "masked autoregressive flow (MAF), or IAF with direction = \"iaf\"", build: build_maf },
         Entry { kind: "nsf", family: "flow", about: "rational-quadratic spline coupling flow (NSF)", build: build_nsf },
         Entry { kind: "nice", family: "flow", about: "additive coupling flow with diagonal scaling (NICE)", build: build_nice },
         Entry {
@@ -91,6 +92,11 @@ fn vector_dim(kind: &str, shape: &[i64]) -> Result<i64> {
 fn build_realnvp(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
     let (p, resolved) = params::<RealNvpParams>(t, origin)?;
     Ok((Box::new(realnvp(path, vector_dim("realnvp", shape)?, &p)?), resolved))
+}
+
+fn build_maf(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
+    let (p, resolved) = params::<MafParams>(t, origin)?;
+    Ok((Box::new(maf(path, vector_dim("maf", shape)?, &p)?), resolved))
 }
 
 fn build_nsf(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {

@@ -117,6 +117,61 @@ pub struct NsfParams {
     pub base: Base,
 }
 
+fn default_direction() -> Direction {
+    Direction::Maf
+}
+
+/// Which pass of an autoregressive flow is cheap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Masked autoregressive flow: density in one pass, sampling in D.
+    Maf,
+    /// Inverse autoregressive flow: sampling in one pass, density in D.
+    Iaf,
+}
+
+/// `kind = "maf"`: affine MADE layers with the order reversed between layers (Papamakarios et al. 2017), or IAF.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MafParams {
+    #[serde(default = "default_layers")]
+    pub n_layers: usize,
+    /// Hidden widths of each MADE.
+    #[serde(default = "default_hidden")]
+    pub hidden: Vec<i64>,
+    #[serde(default = "default_activation")]
+    pub activation: Activation,
+    #[serde(default = "default_direction")]
+    pub direction: Direction,
+    #[serde(default)]
+    pub actnorm: bool,
+    #[serde(default = "default_base")]
+    pub base: Base,
+}
+
+/// A MAF (or IAF) on [batch, dim] data.
+pub fn maf(path: &nn::Path, dim: i64, p: &MafParams) -> Result<LayerModel> {
+    use super::made::{Autoregressive, MaskedAffine};
+    anyhow::ensure!(p.n_layers > 0, "model.n_layers must be at least 1");
+    let kind = match p.direction {
+        Direction::Maf => Autoregressive::Maf,
+        Direction::Iaf => Autoregressive::Iaf,
+    };
+    let mut layers: Vec<Box<dyn Layer>> = Vec::new();
+    for i in 0..p.n_layers {
+        let lp = path.sub("flow").sub(format!("layer{i}"));
+        if p.actnorm {
+            layers.push(Box::new(ActNorm::new(&lp.sub("actnorm"), dim)));
+        }
+        layers.push(Box::new(MaskedAffine::new(&lp, dim, &p.hidden, p.activation, kind)?));
+        if i + 1 < p.n_layers {
+            layers.push(Box::new(Reverse));
+        }
+    }
+    Ok(LayerModel { layers, base: base(path, dim, p.base), family: "flow" })
+}
+
 /// What a stack of couplings needs, whichever coupling it is.
 struct Stack<'a> {
     n_layers: usize,
