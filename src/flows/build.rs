@@ -17,6 +17,8 @@ pub enum Mixing {
     Reverse,
     /// A fixed random `Permutation` between couplings.
     Random,
+    /// A learned LU-decomposed linear layer between couplings (as in neural spline flows and Glow).
+    Lu,
 }
 
 /// The base distribution p(z).
@@ -197,6 +199,7 @@ fn couplings(path: &nn::Path, dim: i64, s: &Stack) -> Result<Vec<Box<dyn Layer>>
                 Mixing::Alternate => {}
                 Mixing::Reverse => layers.push(Box::new(Reverse)),
                 Mixing::Random => layers.push(Box::new(Permutation::new(&p.sub("perm"), dim))),
+                Mixing::Lu => layers.push(Box::new(super::lu::LuLinear::new(&p.sub("lu"), dim))),
             }
         }
     }

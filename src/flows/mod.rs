@@ -2,6 +2,7 @@
 pub mod actnorm;
 pub mod build;
 pub mod coupling;
+pub mod lu;
 pub mod made;
 pub mod permutation;
 pub mod spline;
