@@ -68,5 +68,6 @@ fn spline_and_autoregressive_flows_are_normalised_and_sample_their_density() {
     let dir = tempfile::tempdir().unwrap();
     check(&trained("nsf-checkerboard", &["data.name=\"moons\"", "model.n_layers=4", "model.hidden=[32,32]", "model.mixing=\"lu\""], dir.path()));
     check(&trained("maf-moons", &["model.n_layers=4", "model.hidden=[32,32]"], dir.path()));
+    check(&trained("realnvp-gmmbase-8gaussians", &["model.n_layers=4", "model.hidden=[32,32]"], dir.path()));
     check(&trained("maf-moons", &["model.n_layers=4", "model.hidden=[32,32]", "model.direction=\"iaf\"", "model.actnorm=true"], &dir.path().join("iaf")));
 }

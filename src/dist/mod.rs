@@ -1,7 +1,9 @@
 //! Base distributions and, later, energy targets.
 pub mod energy;
+pub mod mixture;
 pub mod normal;
 
+pub use mixture::GaussianMixture as MixtureBase;
 pub use normal::{DiagNormal, StandardNormal};
 use tch::Tensor;
 

@@ -27,6 +27,8 @@ pub enum Mixing {
 pub enum Base {
     StandardNormal,
     DiagNormal,
+    /// A Gaussian mixture with learned weights, means and diagonal scales (`base_components` of them).
+    Gmm,
 }
 
 fn default_layers() -> usize {
@@ -43,6 +45,9 @@ fn default_scale_bound() -> ScaleBound {
 }
 fn default_mixing() -> Mixing {
     Mixing::Alternate
+}
+pub fn default_components() -> i64 {
+    8
 }
 fn default_base() -> Base {
     Base::StandardNormal
@@ -69,6 +74,9 @@ pub struct RealNvpParams {
     pub mixing: Mixing,
     #[serde(default = "default_base")]
     pub base: Base,
+    /// Components of the `gmm` base.
+    #[serde(default = "default_components")]
+    pub base_components: i64,
 }
 
 /// `kind = "nice"`: additive couplings followed by a diagonal scaling (Dinh et al. 2015, §3.3); the scaling is an
@@ -86,6 +94,9 @@ pub struct NiceParams {
     pub mixing: Mixing,
     #[serde(default = "default_base")]
     pub base: Base,
+    /// Components of the `gmm` base.
+    #[serde(default = "default_components")]
+    pub base_components: i64,
 }
 
 fn default_bins() -> i64 {
@@ -117,6 +128,9 @@ pub struct NsfParams {
     pub mixing: Mixing,
     #[serde(default = "default_base")]
     pub base: Base,
+    /// Components of the `gmm` base.
+    #[serde(default = "default_components")]
+    pub base_components: i64,
 }
 
 fn default_direction() -> Direction {
@@ -150,6 +164,9 @@ pub struct MafParams {
     pub actnorm: bool,
     #[serde(default = "default_base")]
     pub base: Base,
+    /// Components of the `gmm` base.
+    #[serde(default = "default_components")]
+    pub base_components: i64,
 }
 
 /// A MAF (or IAF) on [batch, dim] data.
@@ -171,7 +188,7 @@ pub fn maf(path: &nn::Path, dim: i64, p: &MafParams) -> Result<LayerModel> {
             layers.push(Box::new(Reverse));
         }
     }
-    Ok(LayerModel { layers, base: base(path, dim, p.base), family: "flow" })
+    Ok(LayerModel { layers, base: base(path, dim, p.base, p.base_components), family: "flow" })
 }
 
 /// What a stack of couplings needs, whichever coupling it is.
@@ -206,8 +223,9 @@ fn couplings(path: &nn::Path, dim: i64, s: &Stack) -> Result<Vec<Box<dyn Layer>>
     Ok(layers)
 }
 
-fn base(path: &nn::Path, dim: i64, base: Base) -> Box<dyn Distribution> {
+fn base(path: &nn::Path, dim: i64, base: Base, components: i64) -> Box<dyn Distribution> {
     match base {
+        Base::Gmm => Box::new(crate::dist::MixtureBase::new(&path.sub("base"), components.max(1), dim)),
         Base::StandardNormal => Box::new(StandardNormal { shape: vec![dim], device: path.device() }),
         Base::DiagNormal => Box::new(DiagNormal::new(&path.sub("base"), &[dim])),
     }
@@ -229,7 +247,7 @@ pub fn realnvp_layers(path: &nn::Path, dim: i64, p: &RealNvpParams) -> Result<Ve
 /// A RealNVP model on [batch, dim] data.
 pub fn realnvp(path: &nn::Path, dim: i64, p: &RealNvpParams) -> Result<LayerModel> {
     let layers = realnvp_layers(&path.sub("flow"), dim, p)?;
-    Ok(LayerModel { layers, base: base(path, dim, p.base), family: "flow" })
+    Ok(LayerModel { layers, base: base(path, dim, p.base, p.base_components), family: "flow" })
 }
 
 /// A neural spline flow (coupling) on [batch, dim] data.
@@ -244,7 +262,7 @@ pub fn nsf(path: &nn::Path, dim: i64, p: &NsfParams) -> Result<LayerModel> {
         mixing: p.mixing,
     };
     let layers = couplings(&path.sub("flow"), dim, &stack)?;
-    Ok(LayerModel { layers, base: base(path, dim, p.base), family: "flow" })
+    Ok(LayerModel { layers, base: base(path, dim, p.base, p.base_components), family: "flow" })
 }
 
 /// A NICE model on [batch, dim] data.
@@ -259,7 +277,7 @@ pub fn nice(path: &nn::Path, dim: i64, p: &NiceParams) -> Result<LayerModel> {
     };
     let mut layers = couplings(&path.sub("flow"), dim, &stack)?;
     layers.push(Box::new(ActNorm::new(&path.sub("scaling"), dim)));
-    Ok(LayerModel { layers, base: base(path, dim, p.base), family: "flow" })
+    Ok(LayerModel { layers, base: base(path, dim, p.base, p.base_components), family: "flow" })
 }
 
 #[cfg(test)]

@@ -109,6 +109,7 @@ impl Snf {
             actnorm: false,
             mixing: Mixing::Alternate,
             base: Base::StandardNormal,
+            base_components: 1,
         };
         // Data side first: the stochastic layer on λ = (b+1)/B, then flow block b, for b = B-1 down to 0.
         let mut layers: Vec<Box<dyn Layer>> = Vec::new();
