@@ -153,9 +153,9 @@ fn sample_report(s: &session::Session, device: tch::Device) -> serde_json::Value
     let (x, ms) = evaluate::timed_samples(&*s.model, s.exp.eval.n_samples.max(2), device);
     let cost = s.model.sampling_cost();
     json!({
-        "n": x.size()[0], "sample_mmd": relaxflow::runner::train::sample_mmd(s, &x),
-        "data_mmd_floor": relaxflow::runner::train::data_mmd_floor(s, x.size()[0]),
-        "outside_support": relaxflow::runner::train::outside_support(s, &x),
+        "n": x.size()[0], "sample_mmd": relaxflow::runner::quality::sample_mmd(s, &x),
+        "data_mmd_floor": relaxflow::runner::quality::data_mmd_floor(s, x.size()[0]),
+        "outside_support": relaxflow::runner::quality::outside_support(s, &x),
         "nfe_per_sample": cost.nfe_per_sample, "sampler_steps": cost.steps, "ms_per_1000": ms,
     })
 }

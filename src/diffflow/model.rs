@@ -13,6 +13,8 @@
 //! but make the training loss an upper bound on the NLL in nats. The likelihood reported by default is the exact one
 //! of the marginal-equivalent probability-flow ODE dx = [f - ½ g² s] dt (a continuous normalizing flow).
 use super::grid;
+use crate::dist::normal::sum_except_batch;
+use crate::dist::{Distribution, StandardNormal};
 use crate::model::{Kind as LikKind, LogProb, Model, SamplingCost};
 use crate::nets::TimeNet;
 use crate::score::likelihood::{ode_log_prob, Divergence};
@@ -21,7 +23,6 @@ use crate::score::space::ModelSpace;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::cell::Cell;
-use std::f64::consts::PI;
 use tch::{Kind, Tensor};
 
 /// How gradients flow through the N steps.
@@ -181,7 +182,7 @@ pub struct DiffFlow {
 
 /// ½||v||² per example.
 fn half_sq(v: &Tensor) -> Tensor {
-    v.square().flatten(1, -1).sum_dim_intlist(1, false, None) * 0.5
+    sum_except_batch(&v.square()) * 0.5
 }
 
 impl DiffFlow {
@@ -226,9 +227,14 @@ impl DiffFlow {
         (x - x_next + self.backward_drift(x_next, t_next) * dt) / (self.g(t_next) * dt.sqrt())
     }
 
+    /// The prior N(0, I) at T.
+    fn prior(&self) -> StandardNormal {
+        StandardNormal { shape: self.shape.clone(), device: self.device }
+    }
+
     /// -log N(x_N; 0, I) per example.
     fn prior_nll(&self, z: &Tensor) -> Tensor {
-        half_sq(z) + 0.5 * self.dim() as f64 * (2.0 * PI).ln()
+        -self.prior().log_prob(z)
     }
 
     /// The θ-free part of step i: -½||ε_i||² + D ln(g_{i+1}/g_i).
@@ -349,8 +355,7 @@ impl DiffFlow {
     /// log p(y) at t_0 of the ODE dy = [f - ½ g² s] dt with y(T) ~ N(0, I), and its kind.
     pub fn ode_log_prob(&self, y: &Tensor) -> (Tensor, LikKind) {
         let v = |x: &Tensor, t: &Tensor| self.pf_velocity(x, t.double_value(&[0]));
-        let d = self.dim() as f64;
-        let prior = |z: &Tensor| z.flatten(1, -1).square().sum_dim_intlist(1, false, Kind::Double) * -0.5 - 0.5 * d * (2.0 * PI).ln();
+        let prior = |z: &Tensor| self.prior().log_prob(z);
         let tol = Tolerance { rtol: self.p.ode_rtol, atol: self.p.ode_rtol };
         let div = self.divergence();
         let (lp, nfe) = ode_log_prob(&v, &prior, y, self.p.t_start, self.p.t_end, div, tol);
@@ -445,6 +450,7 @@ impl Model for DiffFlow {
 mod tests {
     use super::*;
     use crate::nets::{Activation, TimeMlp};
+    use std::f64::consts::PI;
     use tch::{nn, Device};
 
     /// f(x, τ) = a x + b τ, with τ = t/T the networks' time.

@@ -1,9 +1,9 @@
 //! A Gaussian mixture base with learned weights, means and diagonal scales: p(z) = Σ_k π_k N(z; μ_k, diag σ_k²),
 //! π = softmax(logits). Means start spread as N(0, I) draws, so components separate from the first step.
+use super::normal::LN_2PI;
 use super::Distribution;
+use anyhow::{ensure, Result};
 use tch::{nn, Kind, Tensor};
-
-const LN_2PI: f64 = 1.837_877_066_409_345_5;
 
 #[derive(Debug)]
 pub struct GaussianMixture {
@@ -14,12 +14,13 @@ pub struct GaussianMixture {
 
 impl GaussianMixture {
     /// `k` components over vectors of size `dim`.
-    pub fn new(path: &nn::Path, k: i64, dim: i64) -> Self {
-        GaussianMixture {
+    pub fn new(path: &nn::Path, k: i64, dim: i64) -> Result<Self> {
+        ensure!(k >= 1, "model.base_components must be at least 1, got {k}");
+        Ok(GaussianMixture {
             logits: path.zeros("logits", &[k]),
             means: path.var("means", &[k, dim], nn::Init::Randn { mean: 0.0, stdev: 1.0 }),
             log_std: path.zeros("log_std", &[k, dim]),
-        }
+        })
     }
 }
 
@@ -49,7 +50,8 @@ mod tests {
     fn mixture_density_matches_the_weighted_sum_and_its_samples() {
         tch::manual_seed(0);
         let vs = nn::VarStore::new(Device::Cpu);
-        let m = GaussianMixture::new(&vs.root(), 3, 2);
+        let m = GaussianMixture::new(&vs.root(), 3, 2).unwrap();
+        assert!(GaussianMixture::new(&vs.root(), 0, 2).is_err());
         tch::no_grad(|| {
             let _ = m.logits.shallow_clone().copy_(&Tensor::from_slice(&[0.0f32, 1.0, -1.0]));
             let _ = m.log_std.shallow_clone().copy_(&(Tensor::randn([3, 2], (Kind::Float, Device::Cpu)) * 0.3));

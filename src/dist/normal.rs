@@ -2,7 +2,8 @@
 use super::Distribution;
 use tch::{nn, Device, Kind, Tensor};
 
-const LN_2PI: f64 = 1.837_877_066_409_345_5;
+/// ln 2π.
+pub const LN_2PI: f64 = 1.837_877_066_409_345_5;
 
 /// Sum over every dimension but the first.
 pub fn sum_except_batch(x: &Tensor) -> Tensor {

@@ -188,7 +188,7 @@ pub fn maf(path: &nn::Path, dim: i64, p: &MafParams) -> Result<LayerModel> {
             layers.push(Box::new(Reverse));
         }
     }
-    Ok(LayerModel { layers, base: base(path, dim, p.base, p.base_components), family: "flow" })
+    Ok(LayerModel { layers, base: base(path, dim, p.base, p.base_components)?, family: "flow" })
 }
 
 /// What a stack of couplings needs, whichever coupling it is.
@@ -223,12 +223,12 @@ fn couplings(path: &nn::Path, dim: i64, s: &Stack) -> Result<Vec<Box<dyn Layer>>
     Ok(layers)
 }
 
-fn base(path: &nn::Path, dim: i64, base: Base, components: i64) -> Box<dyn Distribution> {
-    match base {
-        Base::Gmm => Box::new(crate::dist::MixtureBase::new(&path.sub("base"), components.max(1), dim)),
+fn base(path: &nn::Path, dim: i64, base: Base, components: i64) -> Result<Box<dyn Distribution>> {
+    Ok(match base {
+        Base::Gmm => Box::new(crate::dist::MixtureBase::new(&path.sub("base"), components, dim)?),
         Base::StandardNormal => Box::new(StandardNormal { shape: vec![dim], device: path.device() }),
         Base::DiagNormal => Box::new(DiagNormal::new(&path.sub("base"), &[dim])),
-    }
+    })
 }
 
 /// The layers of a RealNVP stack on [batch, dim] data (no base), for models that compose flows with other layers.
@@ -247,7 +247,7 @@ pub fn realnvp_layers(path: &nn::Path, dim: i64, p: &RealNvpParams) -> Result<Ve
 /// A RealNVP model on [batch, dim] data.
 pub fn realnvp(path: &nn::Path, dim: i64, p: &RealNvpParams) -> Result<LayerModel> {
     let layers = realnvp_layers(&path.sub("flow"), dim, p)?;
-    Ok(LayerModel { layers, base: base(path, dim, p.base, p.base_components), family: "flow" })
+    Ok(LayerModel { layers, base: base(path, dim, p.base, p.base_components)?, family: "flow" })
 }
 
 /// A neural spline flow (coupling) on [batch, dim] data.
@@ -262,7 +262,7 @@ pub fn nsf(path: &nn::Path, dim: i64, p: &NsfParams) -> Result<LayerModel> {
         mixing: p.mixing,
     };
     let layers = couplings(&path.sub("flow"), dim, &stack)?;
-    Ok(LayerModel { layers, base: base(path, dim, p.base, p.base_components), family: "flow" })
+    Ok(LayerModel { layers, base: base(path, dim, p.base, p.base_components)?, family: "flow" })
 }
 
 /// A NICE model on [batch, dim] data.
@@ -277,7 +277,7 @@ pub fn nice(path: &nn::Path, dim: i64, p: &NiceParams) -> Result<LayerModel> {
     };
     let mut layers = couplings(&path.sub("flow"), dim, &stack)?;
     layers.push(Box::new(ActNorm::new(&path.sub("scaling"), dim)));
-    Ok(LayerModel { layers, base: base(path, dim, p.base, p.base_components), family: "flow" })
+    Ok(LayerModel { layers, base: base(path, dim, p.base, p.base_components)?, family: "flow" })
 }
 
 #[cfg(test)]

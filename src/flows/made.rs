@@ -6,7 +6,7 @@
 use crate::layer::{Layer, LayerKind};
 use crate::nets::Activation;
 use anyhow::{ensure, Result};
-use tch::{nn, Device, Kind, Tensor};
+use tch::{nn, Tensor};
 
 /// A masked MLP from D inputs to `per_dim` outputs per dimension, each depending only on earlier dimensions.
 #[derive(Debug)]
@@ -48,8 +48,7 @@ impl Made {
             let shape = [d_out.len() as i64, d_in.len() as i64];
             let init = if zero_last && l == n - 1 { nn::Init::Const(0.0) } else { nn::Init::Uniform { lo: -bound, up: bound } };
             weights.push(p.var("weight", &shape, init));
-            let b_init = if zero_last && l == n - 1 { nn::Init::Const(0.0) } else { nn::Init::Uniform { lo: -bound, up: bound } };
-            biases.push(p.var("bias", &[shape[0]], b_init));
+            biases.push(p.var("bias", &[shape[0]], init));
             masks.push(mask(d_out, d_in, l == n - 1).to_device(path.device()));
         }
         Ok(Made { weights, biases, masks, act, dim, per_dim })
@@ -163,8 +162,14 @@ impl MaskedAffine {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flows::testing::check_bijection;
+    use tch::{Device, Kind};
+
 /// The dense Jacobian ∂out/∂x of a MADE at `x` [1, D] (rows: outputs flattened), for structure tests.
-pub fn made_jacobian(made: &Made, x: &Tensor) -> Tensor {
+fn made_jacobian(made: &Made, x: &Tensor) -> Tensor {
     let x = x.detach().set_requires_grad(true);
     let out = made.forward(&x).flatten(0, -1);
     let rows: Vec<Tensor> = (0..out.size()[0])
@@ -172,11 +177,6 @@ pub fn made_jacobian(made: &Made, x: &Tensor) -> Tensor {
         .collect();
     Tensor::stack(&rows, 0).to_device(Device::Cpu).to_kind(Kind::Double)
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::flows::testing::check_bijection;
 
     #[test]
     fn made_outputs_depend_only_on_earlier_inputs() {

@@ -1,7 +1,8 @@
 //! Sample quality for low-dimensional data: the squared maximum mean discrepancy between model samples and held-out
 //! data (Gretton et al. 2012, eq. 3, the unbiased estimator), with a sum of Gaussian kernels at several bandwidths
 //! relative to the data's pooled standard deviation, so one number is sensitive to both coarse and fine structure.
-use tch::{Kind, Tensor};
+use super::session::Session;
+use tch::{Device, Kind, Tensor};
 
 /// Bandwidths of the kernel sum, in units of the reference data's standard deviation.
 pub const SCALES: [f64; 4] = [0.05, 0.1, 0.3, 1.0];
@@ -26,6 +27,29 @@ pub fn mmd2(x: &Tensor, y: &Tensor) -> f64 {
     let kyy = off_diag(kernel(&y, &y, &bw), m);
     let kxy = kernel(&x, &y, &bw).mean(Kind::Double).double_value(&[]);
     kxx + kyy - 2.0 * kxy
+}
+
+/// MMD² of (up to 5000) samples against as many test points, for data of dimension ≤ 16.
+pub fn sample_mmd(s: &Session, samples: &Tensor) -> Option<f64> {
+    if s.data.dim() > 16 {
+        return None;
+    }
+    let n = samples.size()[0].min(s.data.test.size()[0]).min(5000);
+    (n > 1).then(|| mmd2(&samples.narrow(0, 0, n).to_device(Device::Cpu), &s.data.test.narrow(0, 0, n).to_device(Device::Cpu)))
+}
+
+/// Fraction of samples outside the data's support, where the support is known (checkerboard).
+pub fn outside_support(s: &Session, samples: &Tensor) -> Option<f64> {
+    let inside = crate::data::toy::in_support(&s.data.name, &samples.to_device(Device::Cpu))?;
+    Some(1.0 - inside.to_kind(Kind::Double).mean(None).double_value(&[]))
+}
+
+/// The same MMD² between as many training and test points: the value a perfect sampler would show (noise floor).
+pub fn data_mmd_floor(s: &Session, n: i64) -> Option<f64> {
+    let n = n.min(s.data.test.size()[0]).min(s.data.train.size()[0]).min(5000);
+    (s.data.dim() <= 16 && n > 1).then(|| {
+        mmd2(&s.data.train.narrow(0, 0, n).to_device(Device::Cpu), &s.data.test.narrow(0, 0, n).to_device(Device::Cpu))
+    })
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use super::metrics::MetricsLog;
 use super::optim::{Adam, AdamConfig};
 use super::session::Session;
 use super::summary::{self, Summary};
-use super::{parse_device, pictures, sync};
+use super::{parse_device, pictures, quality, sync};
 use crate::experiment::config::{self, resolve_file};
 use crate::experiment::{LrSchedule, TrainConfig};
 use anyhow::{bail, Context, Result};
@@ -305,29 +305,6 @@ fn save_arrays(s: &Session, run: &Path, samples: &Tensor) -> Result<()> {
     Ok(())
 }
 
-/// MMD² of (up to 2000) samples against as many test points, for data of dimension ≤ 16.
-pub fn sample_mmd(s: &Session, samples: &Tensor) -> Option<f64> {
-    if s.data.dim() > 16 {
-        return None;
-    }
-    let n = samples.size()[0].min(s.data.test.size()[0]).min(5000);
-    (n > 1).then(|| super::quality::mmd2(&samples.narrow(0, 0, n).to_device(Device::Cpu), &s.data.test.narrow(0, 0, n).to_device(Device::Cpu)))
-}
-
-/// Fraction of samples outside the data's support, where the support is known (checkerboard).
-pub fn outside_support(s: &Session, samples: &Tensor) -> Option<f64> {
-    let inside = crate::data::toy::in_support(&s.data.name, &samples.to_device(Device::Cpu))?;
-    Some(1.0 - inside.to_kind(Kind::Double).mean(None).double_value(&[]))
-}
-
-/// The same MMD² between as many training and test points: the value a perfect sampler would show (noise floor).
-pub fn data_mmd_floor(s: &Session, n: i64) -> Option<f64> {
-    let n = n.min(s.data.test.size()[0]).min(s.data.train.size()[0]).min(5000);
-    (s.data.dim() <= 16 && n > 1).then(|| {
-        super::quality::mmd2(&s.data.train.narrow(0, 0, n).to_device(Device::Cpu), &s.data.test.narrow(0, 0, n).to_device(Device::Cpu))
-    })
-}
-
 /// Final evaluation on the whole test set, sampler timing, pictures and summary.json.
 fn finish(s: &Session, run: &Path, name: &str) -> Result<()> {
     let device = s.device;
@@ -359,8 +336,8 @@ fn finish(s: &Session, run: &Path, name: &str) -> Result<()> {
         train_time_s: progress.elapsed_s,
         steps_per_s: progress.step as f64 / progress.elapsed_s.max(1e-9),
         sample_ms_per_1000: sample_ms,
-        sample_mmd: sample_mmd(s, &samples),
-        sample_outside_support: outside_support(s, &samples),
+        sample_mmd: quality::sample_mmd(s, &samples),
+        sample_outside_support: quality::outside_support(s, &samples),
         nfe_per_sample: cost.nfe_per_sample,
         sampler_steps: cost.steps,
         params: s.n_params(),
