@@ -4,7 +4,7 @@
 //! log|det dz/dx| for a bijection, log p(x|z) - log q(z|x) for stochastic layers and generative surjections.
 //! Then log p(x) = log p(z_L) + sum_l V_l (eq. 4 of Nielsen et al.), exact only when every layer is exact.
 use crate::dist::Distribution;
-use crate::model::{Kind, LogProb, Model, SamplingCost};
+use crate::model::{Kind, LogProb, LogitSpace, Model, SamplingCost};
 use tch::Tensor;
 
 /// What a layer is in SurVAE terms; decides the model's `Kind`.
@@ -34,6 +34,15 @@ pub trait Layer: std::fmt::Debug {
     /// log|det dx/dz| = -V(x, z). Energy training and SNF path weights use it.
     fn inverse(&self, z: &Tensor) -> (Tensor, Tensor);
     fn kind(&self) -> LayerKind;
+    /// The inverse when it draws noise (a factored-out slice samples its dropped part): that noise is scaled by the
+    /// temperature `t`. Deterministic layers ignore `t`.
+    fn inverse_tempered(&self, z: &Tensor, _t: f64) -> (Tensor, Tensor) {
+        self.inverse(z)
+    }
+    /// Some(α) for the fixed preprocessing y = logit(α + (1 - 2α)x) of image flows (see `flows::logit`).
+    fn logit_alpha(&self) -> Option<f64> {
+        None
+    }
     /// Data-dependent initialisation (ActNorm): set parameters from the batch `x`, return the layer's output on it.
     fn data_init(&self, x: &Tensor) -> Tensor {
         self.forward(x).0
@@ -76,10 +85,15 @@ impl LayerModel {
 
     /// x = f^{-1}(z) through every layer in reverse, and the summed generative contributions.
     pub fn inverse(&self, z: &Tensor) -> (Tensor, Tensor) {
+        self.inverse_tempered(z, 1.0)
+    }
+
+    /// The inverse with every noise draw inside it (factored-out slices) at temperature `t`.
+    pub fn inverse_tempered(&self, z: &Tensor, t: f64) -> (Tensor, Tensor) {
         let mut x = z.shallow_clone();
         let mut v = Tensor::zeros([z.size()[0]], (z.kind(), z.device()));
         for layer in self.layers.iter().rev() {
-            let (x_prev, v_l) = layer.inverse(&x);
+            let (x_prev, v_l) = layer.inverse_tempered(&x, t);
             v = v + v_l;
             x = x_prev;
         }
@@ -100,6 +114,25 @@ impl Model for LayerModel {
 
     fn sample(&self, n: i64) -> Tensor {
         tch::no_grad(|| self.inverse(&self.base.sample(n)).0)
+    }
+
+    fn sample_tempered(&self, n: i64, t: f64) -> Option<Tensor> {
+        Some(tch::no_grad(|| self.inverse_tempered(&self.base.sample_tempered(n, t), t).0))
+    }
+
+    /// When the first layer is the logit preprocessing: y = logit(α + (1-2α)x) and log p_Y(y) from the layers after it.
+    fn logit_space_log_prob(&self, x: &Tensor) -> Option<LogitSpace> {
+        let (first, rest) = self.layers.split_first()?;
+        let alpha = first.logit_alpha()?;
+        let (y, _) = first.forward(x);
+        let mut z = y.shallow_clone();
+        let mut v = Tensor::zeros([x.size()[0]], (x.kind(), x.device()));
+        for layer in rest {
+            let (z_next, v_l) = layer.forward(&z);
+            v = v + v_l;
+            z = z_next;
+        }
+        Some(LogitSpace { alpha, y, log_prob_y: self.base.log_prob(&z) + v })
     }
 
     fn sampling_cost(&self) -> SamplingCost {

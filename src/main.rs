@@ -172,6 +172,9 @@ fn eval(run: PathBuf, data: Option<PathBuf>, logp_out: Option<PathBuf>, device: 
             let mut v = serde_json::to_value(&e)?;
             v["note"] = json!(relaxflow::runner::summary::likelihood_note(&e));
             v["estimator"] = s.model.estimator();
+            if let Some(check) = evaluate::bits_per_dim_check(&*s.model, &s.data, s.exp.eval.n_final, s.exp.eval.batch_size, device) {
+                v["bits_per_dim_check"] = serde_json::to_value(check)?;
+            }
             if s.data.dim() <= 16 {
                 v["samples"] = sample_report(&s, device);
             }

@@ -42,6 +42,16 @@ pub struct LogProb {
     pub kind: Kind,
 }
 
+/// A flow's density in its logit space, for checking bits/dim by hand: y = logit(α + (1-2α)x) and log p_Y(y).
+#[derive(Debug)]
+pub struct LogitSpace {
+    pub alpha: f64,
+    /// [batch, event shape...].
+    pub y: Tensor,
+    /// [batch], nats.
+    pub log_prob_y: Tensor,
+}
+
 /// What one sample costs: network evaluations and sampler steps.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct SamplingCost {
@@ -66,6 +76,15 @@ pub trait Model {
     fn log_prob(&self, x: &Tensor) -> LogProb;
     /// `n` samples in data space, shape [n, D].
     fn sample(&self, n: i64) -> Tensor;
+    /// `n` samples at temperature `t` (the sampler's Gaussian noise scaled by t), where the model defines one.
+    fn sample_tempered(&self, _n: i64, _t: f64) -> Option<Tensor> {
+        None
+    }
+    /// For flows that start with the logit preprocessing: the density of the logit-space variable, so bits/dim can be
+    /// recomputed by hand from log p_Y(y) and the logit's Jacobian.
+    fn logit_space_log_prob(&self, _x: &Tensor) -> Option<LogitSpace> {
+        None
+    }
     /// Network evaluations and steps per sample.
     fn sampling_cost(&self) -> SamplingCost;
     /// Data-dependent initialisation (ActNorm) from a first batch; called once before training, never on resume.

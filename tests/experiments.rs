@@ -19,10 +19,18 @@ fn every_experiment_takes_steps_on_cpu() {
         for s in &small {
             args.extend(["--set", s]);
         }
-        // Image models: a narrow U-Net and tiny batches; diffusion and score models: few steps, loose ODE tolerance.
+        // Image models: narrow networks and tiny batches; diffusion and score models: few steps, loose ODE tolerance.
         let mut extra: Vec<&str> = Vec::new();
-        if name.contains("mnist") || name.contains("fashion") {
-            extra.extend(["train.batch_size=4", "model.unet_ch=8", "model.unet_groups=4", "eval.n_final=2", "eval.n_eval=2", "eval.batch_size=2", "eval.n_samples=2"]);
+        let image = name.contains("mnist") || name.contains("fashion");
+        if image {
+            extra.extend(["train.batch_size=4", "eval.n_final=2", "eval.n_eval=2", "eval.batch_size=2", "eval.n_samples=2"]);
+        }
+        let flow = ["glow", "realnvp", "maf"].iter().any(|k| name.starts_with(k));
+        match (image, flow) {
+            (true, false) => extra.extend(["model.unet_ch=8", "model.unet_groups=4"]),
+            (true, true) if name.starts_with("maf") => extra.extend(["model.hidden=[16]", "model.n_layers=2"]),
+            (true, true) => extra.extend(["model.hidden_channels=4", "model.steps=1"]),
+            _ => {}
         }
         if name.starts_with("ddpm") {
             extra.push("model.timesteps=20");
@@ -41,6 +49,13 @@ fn every_experiment_takes_steps_on_cpu() {
         let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
         assert!(summary["test_nll_nats"].as_f64().unwrap().is_finite(), "{name}: NLL not finite");
         assert!(out.join("samples.npy").exists() && out.join("samples/step-000002.png").exists(), "{name}");
+        // Image flows: bits/dim from the model's log p(x) and by hand from the logit space agree.
+        if image && flow {
+            let c = &summary["bits_per_dim_check"];
+            let (by_hand, from_model) = (c["bits_per_dim_by_hand"].as_f64().unwrap(), c["bits_per_dim_from_model"].as_f64().unwrap());
+            assert!((by_hand - from_model).abs() < 1e-3, "{name}: bits/dim {from_model} vs by hand {by_hand}");
+            assert!((from_model - summary["bits_per_dim"].as_f64().unwrap()).abs() < 1e-9, "{name}");
+        }
         // Energy targets (the data is an energy's exact samples) report importance-sampling diagnostics.
         if summary["family"] == "snf" || summary["dataset"] == "doublewell" || summary["dataset"] == "gmm" {
             let d = &summary["diagnostics"];

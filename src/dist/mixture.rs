@@ -33,10 +33,11 @@ impl Distribution for GaussianMixture {
         (comp + self.logits.log_softmax(0, self.logits.kind())).logsumexp(1, false)
     }
 
-    fn sample(&self, n: i64) -> Tensor {
+    /// A component drawn by its weight, then its Gaussian noise scaled by `t`.
+    fn sample_tempered(&self, n: i64, t: f64) -> Tensor {
         let probs = self.logits.softmax(0, Kind::Float);
         let k = probs.multinomial(n, true);
-        let eps = Tensor::randn([n, self.means.size()[1]], (Kind::Float, self.means.device()));
+        let eps = Tensor::randn([n, self.means.size()[1]], (Kind::Float, self.means.device())) * t;
         eps * self.log_std.index_select(0, &k).exp() + self.means.index_select(0, &k)
     }
 }

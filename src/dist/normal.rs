@@ -24,10 +24,10 @@ impl Distribution for StandardNormal {
         sum_except_batch(&z.square()) * -0.5 - 0.5 * d as f64 * LN_2PI
     }
 
-    fn sample(&self, n: i64) -> Tensor {
+    fn sample_tempered(&self, n: i64, t: f64) -> Tensor {
         let mut shape = vec![n];
         shape.extend(&self.shape);
-        Tensor::randn(shape, (Kind::Float, self.device))
+        Tensor::randn(shape, (Kind::Float, self.device)) * t
     }
 }
 
@@ -52,10 +52,10 @@ impl Distribution for DiagNormal {
         sum_except_batch(&(u.square() * -0.5 - &self.log_std)) - 0.5 * d * LN_2PI
     }
 
-    fn sample(&self, n: i64) -> Tensor {
+    fn sample_tempered(&self, n: i64, t: f64) -> Tensor {
         let mut shape = vec![n];
         shape.extend(self.mean.size());
-        let eps = Tensor::randn(shape, (Kind::Float, self.mean.device()));
+        let eps = Tensor::randn(shape, (Kind::Float, self.mean.device())) * t;
         eps * self.log_std.exp() + &self.mean
     }
 }

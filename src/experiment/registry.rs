@@ -2,6 +2,7 @@
 //! adding a model kind needs one entry here.
 use super::config::parse_value;
 use crate::flows::build::{maf, nice, nsf, realnvp, MafParams, NiceParams, NsfParams, RealNvpParams};
+use crate::flows::multiscale;
 use crate::model::Model;
 use crate::diffflow::{DiffFlow, DiffFlowParams};
 use crate::diffusion::{Ddpm, DdpmParams};
@@ -27,7 +28,8 @@ pub struct Entry {
 /// Every registered model kind.
 pub fn entries() -> Vec<Entry> {
     vec![
-        Entry { kind: "realnvp", family: "flow", about: "affine coupling flow (RealNVP)", build: build_realnvp },
+        Entry { kind: "realnvp", family: "flow", about: "affine coupling flow (RealNVP); multi-scale with ResNet couplings on images", build: build_realnvp },
+        Entry { kind: "glow", family: "flow", about: "Glow on images: ActNorm, invertible 1x1 convolution, affine coupling, multi-scale", build: build_glow },
         Entry { kind: "maf", family: "flow", about: "masked autoregressive flow (MAF), or IAF with direction = \"iaf\"", build: build_maf },
         Entry { kind: "nsf", family: "flow", about: "rational-quadratic spline coupling flow (NSF)", build: build_nsf },
         Entry { kind: "nice", family: "flow", about: "additive coupling flow with diagonal scaling (NICE)", build: build_nice },
@@ -90,8 +92,22 @@ fn vector_dim(kind: &str, shape: &[i64]) -> Result<i64> {
 }
 
 fn build_realnvp(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
+    if is_image(shape) {
+        let mut t = t.clone();
+        for (k, v) in multiscale::realnvp_defaults() {
+            t.entry(k).or_insert(v);
+        }
+        return build_glow(&t, path, shape, origin);
+    }
     let (p, resolved) = params::<RealNvpParams>(t, origin)?;
     Ok((Box::new(realnvp(path, vector_dim("realnvp", shape)?, &p)?), resolved))
+}
+
+/// Glow (and RealNVP on images): the multi-scale flow.
+fn build_glow(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
+    let (p, resolved) = params::<multiscale::MultiscaleParams>(t, origin)?;
+    let m = multiscale::multiscale(path, shape, &p).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+    Ok((Box::new(m), resolved))
 }
 
 fn build_maf(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {

@@ -167,6 +167,9 @@ pub struct MafParams {
     /// Components of the `gmm` base.
     #[serde(default = "default_components")]
     pub base_components: i64,
+    /// Data in [0, 1] (flattened images): start with the logit preprocessing y = logit(α + (1 - 2α)x) with this α.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logit_alpha: Option<f64>,
 }
 
 /// A MAF (or IAF) on [batch, dim] data.
@@ -178,6 +181,9 @@ pub fn maf(path: &nn::Path, dim: i64, p: &MafParams) -> Result<LayerModel> {
         Direction::Iaf => Autoregressive::Iaf,
     };
     let mut layers: Vec<Box<dyn Layer>> = Vec::new();
+    if let Some(alpha) = p.logit_alpha {
+        layers.push(Box::new(super::logit::Logit::new(alpha)?));
+    }
     for i in 0..p.n_layers {
         let lp = path.sub("flow").sub(format!("layer{i}"));
         if p.actnorm {

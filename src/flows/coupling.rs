@@ -16,6 +16,19 @@ pub enum ScaleBound {
     Tanh,
     /// s = softplus(h + ln(e - 1)) + 1e-3, so s = 1.001 at h = 0 and s > 0 always.
     Softplus,
+    /// s = σ(h + 2) (Glow's affine coupling): s in (0, 1), 0.88 at h = 0.
+    Sigmoid,
+}
+
+impl ScaleBound {
+    /// log s from the conditioner's raw output h.
+    pub fn log_scale(self, raw: &Tensor) -> Tensor {
+        match self {
+            ScaleBound::Tanh => raw.tanh(),
+            ScaleBound::Softplus => ((raw + 0.541_324_854_612_918_1).softplus() + 1e-3).log(),
+            ScaleBound::Sigmoid => (raw + 2.0).log_sigmoid(),
+        }
+    }
 }
 
 /// The element-wise transform of x_b.
@@ -103,11 +116,7 @@ impl Coupling {
             Transformer::Affine(bound) => {
                 let mut parts = h.split(h.size()[1] / 2, 1);
                 let (t, raw) = (parts.pop().expect("two parts"), parts.pop().expect("two parts"));
-                let log_s = match bound {
-                    ScaleBound::Tanh => raw.tanh(),
-                    ScaleBound::Softplus => ((raw + 0.541_324_854_612_918_1).softplus() + 1e-3).log(),
-                };
-                (Some(log_s), t)
+                (Some(bound.log_scale(&raw)), t)
             }
         }
     }
@@ -176,6 +185,11 @@ mod tests {
     fn affine_softplus_coupling_is_a_correct_bijection() {
         check(3, Transformer::Affine(ScaleBound::Softplus), false);
         check(4, Transformer::Affine(ScaleBound::Softplus), true);
+    }
+
+    #[test]
+    fn affine_sigmoid_coupling_is_a_correct_bijection() {
+        check(3, Transformer::Affine(ScaleBound::Sigmoid), true);
     }
 
     #[test]

@@ -1,11 +1,17 @@
-//! Bijective flows: coupling layers, permutations, ActNorm, and the models built from them.
+//! Bijective flows: coupling layers, permutations, ActNorm, and the models built from them; the image machinery
+//! (logit, squeeze, image couplings, slice) and the multi-scale builder.
 pub mod actnorm;
 pub mod build;
 pub mod coupling;
+pub mod image_coupling;
+pub mod logit;
 pub mod lu;
 pub mod made;
+pub mod multiscale;
 pub mod permutation;
+pub mod slice;
 pub mod spline;
+pub mod squeeze;
 #[cfg(test)]
 pub mod testing;
 

@@ -8,6 +8,13 @@ use tch::{nn, Device, Kind, Tensor};
 /// a loss built from z and V sends a non-zero gradient to every trainable parameter.
 pub fn check_bijection(dim: i64, make: impl Fn(&nn::Path) -> Box<dyn Layer>) {
     tch::manual_seed(7);
+    let x = Tensor::randn([8, dim], (Kind::Double, Device::Cpu));
+    check_bijection_at(&x, make)
+}
+
+/// The same checks on given f64 inputs of any shape [batch, ...] (images, or data in (0, 1) for a logit).
+pub fn check_bijection_at(x: &Tensor, make: impl Fn(&nn::Path) -> Box<dyn Layer>) {
+    tch::manual_seed(7);
     let mut vs = nn::VarStore::new(Device::Cpu);
     let layer = make(&vs.root());
     tch::no_grad(|| {
@@ -17,11 +24,13 @@ pub fn check_bijection(dim: i64, make: impl Fn(&nn::Path) -> Box<dyn Layer>) {
         }
     });
     vs.double();
-    let x = Tensor::randn([8, dim], (Kind::Double, Device::Cpu));
+    let x = x.to_kind(Kind::Double);
+    let batch = x.size()[0];
 
     let (z, v) = layer.forward(&x);
     let (x_back, v_inv) = layer.inverse(&z);
-    assert_eq!(v.size(), vec![8], "V must be per example");
+    assert_eq!(v.size(), vec![batch], "V must be per example");
+    assert_eq!(z.numel(), x.numel(), "a bijection keeps the dimension");
     let err = (&x_back - &x).abs().max().double_value(&[]);
     assert!(err < 1e-9, "{layer:?}: inverse(forward(x)) differs from x by {err}");
     let err = (&v_inv + &v).abs().max().double_value(&[]);
@@ -46,13 +55,13 @@ pub fn check_bijection(dim: i64, make: impl Fn(&nn::Path) -> Box<dyn Layer>) {
     }
 }
 
-/// log|det ∂f(x)/∂x| per example, from the full Jacobian built row by row with autograd.
+/// log|det ∂f(x)/∂x| per example, from the full Jacobian (inputs and outputs flattened) built row by row with autograd.
 pub fn autograd_log_abs_det(layer: &dyn Layer, x: &Tensor) -> Tensor {
     let x = x.detach().set_requires_grad(true);
-    let z = layer.forward(&x).0;
-    let d = x.size()[1];
+    let z = layer.forward(&x).0.flatten(1, -1);
+    let d = z.size()[1];
     let rows: Vec<Tensor> = (0..d)
-        .map(|j| Tensor::run_backward(&[z.select(1, j).sum(None)], &[&x], true, false).remove(0))
+        .map(|j| Tensor::run_backward(&[z.select(1, j).sum(None)], &[&x], true, false).remove(0).flatten(1, -1))
         .collect();
     let jac = Tensor::stack(&rows, 1); // [batch, out j, in i]
     Tensor::linalg_slogdet(&jac).1

@@ -1,12 +1,14 @@
 //! Networks: plain structs built from a `tch::nn::Path`.
 pub mod fourier;
 pub mod mlp;
+pub mod resnet;
 pub mod spec;
 pub mod time;
 pub mod unet;
 
 pub use fourier::FourierMlp;
 pub use mlp::{Activation, Mlp};
+pub use resnet::ResNet;
 pub use time::{sinusoidal, TimeMlp};
 pub use unet::UNet;
 

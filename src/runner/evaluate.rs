@@ -2,7 +2,7 @@
 use super::sync;
 use crate::data::{bits_per_dim, Dataset};
 use crate::model::{Kind, Model};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::time::Instant;
 use tch::{Device, Tensor};
 
@@ -49,6 +49,57 @@ pub fn test_nll(model: &dyn Model, data: &Dataset, n: Option<i64>, batch: i64, d
     let n_nonfinite = nll.isfinite().logical_not().sum(tch::Kind::Int64).int64_value(&[]);
     let bits_per_dim = data.dequantized_8bit.then(|| bits_per_dim(mean, data.dim(), true));
     Evaluation { nll_nats: mean, nll_stderr: stderr, kind, bits_per_dim, n, n_nonfinite }
+}
+
+/// Bits/dim of a flow with a logit preprocessing computed a second way: from its logit-space density log p_Y(y) plus
+/// the logit's log-Jacobian worked out here by hand (in f64, from x), against the model's own log p(x).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BitsPerDimCheck {
+    /// α of y = logit(α + (1 - 2α)x).
+    pub alpha: f64,
+    /// Mean -log p_Y(y), nats per image (the logit-space NLL some papers report; depends on α).
+    pub logit_space_nll_nats: f64,
+    /// Mean Σ_i [log(1 - 2α) - log s_i - log(1 - s_i)], s = α + (1 - 2α)x.
+    pub logit_log_det_nats: f64,
+    /// (logit_space_nll - logit_log_det) / (D ln 2) + 8.
+    pub bits_per_dim_by_hand: f64,
+    /// From the model's log p(x) on the same images.
+    pub bits_per_dim_from_model: f64,
+    pub n: i64,
+}
+
+/// The check on the first `n` test images (as `test_nll` with the same `n`), or None for models without a logit.
+pub fn bits_per_dim_check(model: &dyn Model, data: &Dataset, n: Option<i64>, batch: i64, device: Device) -> Option<BitsPerDimCheck> {
+    if !data.dequantized_8bit {
+        return None;
+    }
+    let total = data.test.size()[0];
+    let n = n.map_or(total, |k| k.min(total));
+    let (mut lp_y, mut log_det, mut lp_x) = (Vec::new(), Vec::new(), Vec::new());
+    let mut alpha = None;
+    tch::no_grad(|| {
+        for start in (0..n).step_by(batch.max(1) as usize) {
+            let x = data.test.narrow(0, start, batch.min(n - start)).to_device(device);
+            let Some(ls) = model.logit_space_log_prob(&x) else { return };
+            alpha = Some(ls.alpha);
+            let s = x.to_kind(tch::Kind::Double) * (1.0 - 2.0 * ls.alpha) + ls.alpha;
+            let per_dim = -(s.log() + (-&s + 1.0).log()) + (1.0 - 2.0 * ls.alpha).ln();
+            log_det.push(per_dim.flatten(1, -1).sum_dim_intlist(1, false, None).to_device(Device::Cpu));
+            lp_y.push(ls.log_prob_y.to_kind(tch::Kind::Double).to_device(Device::Cpu));
+            lp_x.push(model.log_prob(&x).value.to_kind(tch::Kind::Double).to_device(Device::Cpu));
+        }
+    });
+    let alpha = alpha?;
+    let mean = |v: &[Tensor]| Tensor::cat(v, 0).mean(None).double_value(&[]);
+    let (nll_y, log_det, nll_x) = (-mean(&lp_y), mean(&log_det), -mean(&lp_x));
+    Some(BitsPerDimCheck {
+        alpha,
+        logit_space_nll_nats: nll_y,
+        logit_log_det_nats: log_det,
+        bits_per_dim_by_hand: bits_per_dim(nll_y - log_det, data.dim(), true),
+        bits_per_dim_from_model: bits_per_dim(nll_x, data.dim(), true),
+        n,
+    })
 }
 
 /// `n` samples and the milliseconds per 1000 samples it took, after a small warm-up draw.

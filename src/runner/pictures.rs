@@ -58,7 +58,7 @@ pub fn draw_with(model: &dyn Model, data: &Dataset, eval: &EvalConfig, device: D
     let samples = samples.to_device(Device::Cpu);
     let n = samples.size()[0];
     let canvas = if data.dequantized_8bit {
-        image_grid(&samples, data)
+        image_panels(model, &samples, data)
     } else {
         let size = 256;
         let bounds = bounds_for(data, eval);
@@ -85,6 +85,18 @@ fn log_scale(p: &[f32]) -> Vec<f32> {
     let logs: Vec<f32> = p.iter().map(|&v| v.max(1e-30).ln()).collect();
     let max = logs.iter().cloned().filter(|v| v.is_finite()).fold(f32::MIN, f32::max);
     logs.iter().map(|&l| ((l - max + 12.0) / 12.0).clamp(0.0, 1.0)).collect()
+}
+
+/// 8x8 sample grids: at temperature 1 and, for models that define one, at temperature 0.7 beside it.
+fn image_panels(model: &dyn Model, samples: &Tensor, data: &Dataset) -> Canvas {
+    let grid = image_grid(samples, data);
+    match model.sample_tempered(64, 0.7) {
+        Some(cool) => {
+            let cool = image_grid(&cool.to_device(Device::Cpu), data).upscaled(2);
+            plot::titled_row(&[("T = 1.0", grid.upscaled(2)), ("T = 0.7", cool)])
+        }
+        None => grid,
+    }
 }
 
 /// Up to 64 image samples in an 8-wide grid.

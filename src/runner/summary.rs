@@ -49,6 +49,9 @@ pub struct Summary {
     /// 8-bit images only: bits/dim = nll / (D ln 2) + 8 with uniform dequantization.
     pub bits_per_dim: Option<f64>,
     pub likelihood_note: String,
+    /// Flows with a logit preprocessing: bits/dim recomputed from the logit-space density and the logit's Jacobian.
+    #[serde(default)]
+    pub bits_per_dim_check: Option<super::evaluate::BitsPerDimCheck>,
     /// How the likelihood was computed (solver, divergence estimator, bound terms...).
     #[serde(default)]
     pub estimator: serde_json::Value,
@@ -88,7 +91,9 @@ pub fn likelihood_note(eval: &Evaluation) -> String {
         crate::model::Kind::Estimate => "stochastic estimate of test NLL",
     };
     match eval.bits_per_dim {
-        Some(_) => format!("{what}; data (pixel + u)/256 on [0,1]^D, bits/dim = nll/(D ln 2) + 8"),
+        Some(_) => format!(
+            "{what}; 8-bit pixels dequantized as x = (pixel + u)/256, u ~ U(0,1), on [0,1]^D; nll is -log p(x) in that space (any logit preprocessing's Jacobian included); bits/dim = (nll + D ln 256)/(D ln 2) = nll/(D ln 2) + 8"
+        ),
         None => format!("{what}; density of the data as given, in nats per example"),
     }
 }

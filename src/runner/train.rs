@@ -329,6 +329,7 @@ fn finish(s: &Session, run: &Path, name: &str) -> Result<()> {
         test_nonfinite: e.n_nonfinite,
         bits_per_dim: e.bits_per_dim,
         likelihood_note: summary::likelihood_note(&e),
+        bits_per_dim_check: super::evaluate::bits_per_dim_check(&*s.model, &s.data, s.exp.eval.n_final, s.exp.eval.batch_size, device),
         estimator: s.model.estimator(),
         true_entropy_nats: s.data.true_entropy,
         nll_gap_nats: s.data.true_entropy.map(|h| e.nll_nats - h),
