@@ -51,6 +51,8 @@ pub trait Layer: std::fmt::Debug {
     fn nfe(&self) -> usize {
         0
     }
+    /// Training (batch statistics, fresh Monte Carlo estimates) or evaluation mode; evaluation unless told.
+    fn set_training(&self, _on: bool) {}
 }
 
 /// Layers composed with a base distribution: log p(x) = log p_base(z) + sum of V (the flow, SurVAE and VAE model).
@@ -64,7 +66,7 @@ pub struct LayerModel {
 impl LayerModel {
     /// Kind of the composed likelihood: exact only when every layer is exact.
     pub fn kind(&self) -> Kind {
-        self.layers.iter().fold(Kind::Exact, |k, l| k.combine(l.kind().likelihood_kind()))
+        self.layers.iter().fold(self.base.kind(), |k, l| k.combine(l.kind().likelihood_kind()))
     }
 
     /// z = f(x) through every layer, and the summed contributions V.
@@ -150,5 +152,16 @@ impl Model for LayerModel {
 
     fn family(&self) -> &'static str {
         self.family
+    }
+
+    fn estimator(&self) -> serde_json::Value {
+        self.base.describe()
+    }
+
+    fn set_training(&self, on: bool) {
+        for layer in &self.layers {
+            layer.set_training(on);
+        }
+        self.base.set_training(on);
     }
 }

@@ -89,6 +89,9 @@ pub trait Model {
     fn sampling_cost(&self) -> SamplingCost;
     /// Data-dependent initialisation (ActNorm) from a first batch; called once before training, never on resume.
     fn data_init(&self, _x: &Tensor) {}
+    /// Training mode (on) for `loss`, evaluation mode (off, the default) for densities and sampling: batch
+    /// normalization's running statistics, a resampled base's normaliser.
+    fn set_training(&self, _on: bool) {}
     /// The family this model belongs to (flow, vae, ...), for tables.
     fn family(&self) -> &'static str;
     /// Family-specific evaluation written to summary.json under `diagnostics` (e.g. importance weights against an

@@ -2,9 +2,11 @@
 pub mod energy;
 pub mod mixture;
 pub mod normal;
+pub mod resampled;
 
 pub use mixture::GaussianMixture as MixtureBase;
 pub use normal::{DiagNormal, StandardNormal};
+pub use resampled::{ResampledGaussian, ResampledParams};
 use tch::Tensor;
 
 /// A base distribution over latents of a fixed event shape.
@@ -17,5 +19,15 @@ pub trait Distribution: std::fmt::Debug {
     /// `n` samples of shape [n, event shape...].
     fn sample(&self, n: i64) -> Tensor {
         self.sample_tempered(n, 1.0)
+    }
+    /// Training or evaluation mode (a resampled base re-estimates its normaliser per batch in training).
+    fn set_training(&self, _on: bool) {}
+    /// Exact, or an estimate when the density needs a Monte Carlo normaliser (the resampled base).
+    fn kind(&self) -> crate::model::Kind {
+        crate::model::Kind::Exact
+    }
+    /// How the density is computed, when there is something to say (summary.json's `estimator`).
+    fn describe(&self) -> serde_json::Value {
+        serde_json::Value::Null
     }
 }

@@ -1,7 +1,7 @@
 //! The registry: model kind -> family, description and constructor. Adding an experiment needs only a TOML file;
 //! adding a model kind needs one entry here.
 use super::config::parse_value;
-use crate::flows::build::{maf, nice, nsf, realnvp, MafParams, NiceParams, NsfParams, RealNvpParams};
+use crate::flows::build::{maf, nice, nsf, planar, realnvp, MafParams, NiceParams, NsfParams, PlanarParams, RealNvpParams};
 use crate::flows::multiscale;
 use crate::model::Model;
 use crate::diffflow::{DiffFlow, DiffFlowParams};
@@ -32,6 +32,7 @@ pub fn entries() -> Vec<Entry> {
         Entry { kind: "glow", family: "flow", about: "Glow on images: ActNorm, invertible 1x1 convolution, affine coupling, multi-scale", build: build_glow },
         Entry { kind: "maf", family: "flow", about: "masked autoregressive flow (MAF), or IAF with direction = \"iaf\"", build: build_maf },
         Entry { kind: "nsf", family: "flow", about: "rational-quadratic spline coupling flow (NSF)", build: build_nsf },
+        Entry { kind: "planar", family: "flow", about: "planar or radial flow (Rezende & Mohamed), density direction closed-form", build: build_planar },
         Entry { kind: "nice", family: "flow", about: "additive coupling flow with diagonal scaling (NICE)", build: build_nice },
         Entry {
             kind: "snf",
@@ -118,6 +119,11 @@ fn build_maf(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> R
 fn build_nsf(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
     let (p, resolved) = params::<NsfParams>(t, origin)?;
     Ok((Box::new(nsf(path, vector_dim("nsf", shape)?, &p)?), resolved))
+}
+
+fn build_planar(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
+    let (p, resolved) = params::<PlanarParams>(t, origin)?;
+    Ok((Box::new(planar(path, vector_dim("planar", shape)?, &p)?), resolved))
 }
 
 fn build_nice(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {

@@ -1,6 +1,7 @@
 //! RealNVP and NICE models for vector data, from their hyper-parameters (the `[model]` section of an experiment).
+use super::batchnorm::BatchNorm;
 use super::{ActNorm, Coupling, Permutation, Reverse, ScaleBound, Transformer};
-use crate::dist::{DiagNormal, Distribution, StandardNormal};
+use crate::dist::{DiagNormal, Distribution, ResampledGaussian, ResampledParams, StandardNormal};
 use crate::layer::{Layer, LayerModel};
 use crate::nets::Activation;
 use anyhow::Result;
@@ -29,6 +30,8 @@ pub enum Base {
     DiagNormal,
     /// A Gaussian mixture with learned weights, means and diagonal scales (`base_components` of them).
     Gmm,
+    /// N(0, I) resampled by a learned acceptance with truncation (Stimper et al.), set in `[model.resampled]`.
+    Resampled,
 }
 
 fn default_layers() -> usize {
@@ -70,6 +73,9 @@ pub struct RealNvpParams {
     /// An ActNorm (data-initialised) before every coupling.
     #[serde(default)]
     pub actnorm: bool,
+    /// A BatchNorm bijection after every coupling but the last (RealNVP §3.7; running statistics in evaluation).
+    #[serde(default)]
+    pub batchnorm: bool,
     #[serde(default = "default_mixing")]
     pub mixing: Mixing,
     #[serde(default = "default_base")]
@@ -77,6 +83,9 @@ pub struct RealNvpParams {
     /// Components of the `gmm` base.
     #[serde(default = "default_components")]
     pub base_components: i64,
+    /// Settings of the `resampled` base.
+    #[serde(default)]
+    pub resampled: ResampledParams,
 }
 
 /// `kind = "nice"`: additive couplings followed by a diagonal scaling (Dinh et al. 2015, §3.3); the scaling is an
@@ -97,6 +106,9 @@ pub struct NiceParams {
     /// Components of the `gmm` base.
     #[serde(default = "default_components")]
     pub base_components: i64,
+    /// Settings of the `resampled` base.
+    #[serde(default)]
+    pub resampled: ResampledParams,
 }
 
 fn default_bins() -> i64 {
@@ -131,6 +143,9 @@ pub struct NsfParams {
     /// Components of the `gmm` base.
     #[serde(default = "default_components")]
     pub base_components: i64,
+    /// Settings of the `resampled` base.
+    #[serde(default)]
+    pub resampled: ResampledParams,
 }
 
 fn default_direction() -> Direction {
@@ -147,7 +162,20 @@ pub enum Direction {
     Iaf,
 }
 
-/// `kind = "maf"`: affine MADE layers with the order reversed between layers (Papamakarios et al. 2017), or IAF.
+/// The element-wise transformer of `kind = "maf"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArTransformer {
+    Affine,
+    /// Rational-quadratic spline (`bins`, `bound`), as in RQ-NSF (AR).
+    Spline,
+}
+
+fn default_ar_transformer() -> ArTransformer {
+    ArTransformer::Affine
+}
+
+/// `kind = "maf"`: affine or spline MADE layers with the order reversed between layers (Papamakarios et al. 2017), or IAF.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MafParams {
@@ -160,6 +188,16 @@ pub struct MafParams {
     pub activation: Activation,
     #[serde(default = "default_direction")]
     pub direction: Direction,
+    #[serde(default = "default_ar_transformer")]
+    pub transformer: ArTransformer,
+    /// A BatchNorm bijection between MADE layers (MAF §3.4; running statistics in evaluation).
+    #[serde(default)]
+    pub batchnorm: bool,
+    /// Spline bins K and bound B (with `transformer = "spline"`).
+    #[serde(default = "default_bins")]
+    pub bins: i64,
+    #[serde(default = "default_bound")]
+    pub bound: f64,
     #[serde(default)]
     pub actnorm: bool,
     #[serde(default = "default_base")]
@@ -167,6 +205,9 @@ pub struct MafParams {
     /// Components of the `gmm` base.
     #[serde(default = "default_components")]
     pub base_components: i64,
+    /// Settings of the `resampled` base.
+    #[serde(default)]
+    pub resampled: ResampledParams,
     /// Data in [0, 1] (flattened images): start with the logit preprocessing y = logit(α + (1 - 2α)x) with this α.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logit_alpha: Option<f64>,
@@ -174,7 +215,7 @@ pub struct MafParams {
 
 /// A MAF (or IAF) on [batch, dim] data.
 pub fn maf(path: &nn::Path, dim: i64, p: &MafParams) -> Result<LayerModel> {
-    use super::made::{Autoregressive, MaskedAffine};
+    use super::made::{ArTransform, Autoregressive, MaskedAutoregressive};
     anyhow::ensure!(p.n_layers > 0, "model.n_layers must be at least 1");
     let kind = match p.direction {
         Direction::Maf => Autoregressive::Maf,
@@ -189,12 +230,68 @@ pub fn maf(path: &nn::Path, dim: i64, p: &MafParams) -> Result<LayerModel> {
         if p.actnorm {
             layers.push(Box::new(ActNorm::new(&lp.sub("actnorm"), dim)));
         }
-        layers.push(Box::new(MaskedAffine::new(&lp, dim, &p.hidden, p.activation, kind)?));
+        let transform = match p.transformer {
+            ArTransformer::Affine => ArTransform::Affine,
+            ArTransformer::Spline => ArTransform::Spline { bins: p.bins, bound: p.bound },
+        };
+        layers.push(Box::new(MaskedAutoregressive::with_transform(&lp, dim, &p.hidden, p.activation, kind, transform)?));
         if i + 1 < p.n_layers {
+            if p.batchnorm {
+                layers.push(Box::new(BatchNorm::new(&lp.sub("batchnorm"), dim)));
+            }
             layers.push(Box::new(Reverse));
         }
     }
-    Ok(LayerModel { layers, base: base(path, dim, p.base, p.base_components)?, family: "flow" })
+    Ok(LayerModel { layers, base: base(path, dim, p.base, p.base_components, &p.resampled)?, family: "flow" })
+}
+
+/// The layer of `kind = "planar"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanarTransform {
+    Planar,
+    Radial,
+}
+
+fn default_planar_layers() -> usize {
+    32
+}
+fn default_planar_transform() -> PlanarTransform {
+    PlanarTransform::Planar
+}
+
+/// `kind = "planar"`: a stack of planar or radial layers (Rezende & Mohamed 2015) in the density direction.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanarParams {
+    #[serde(default = "default_planar_layers")]
+    pub n_layers: usize,
+    #[serde(default = "default_planar_transform")]
+    pub transform: PlanarTransform,
+    #[serde(default = "default_base")]
+    pub base: Base,
+    /// Components of the `gmm` base.
+    #[serde(default = "default_components")]
+    pub base_components: i64,
+    /// Settings of the `resampled` base.
+    #[serde(default)]
+    pub resampled: ResampledParams,
+}
+
+/// A planar (or radial) flow on [batch, dim] data.
+pub fn planar(path: &nn::Path, dim: i64, p: &PlanarParams) -> Result<LayerModel> {
+    use super::planar::{Planar, Radial};
+    anyhow::ensure!(p.n_layers > 0, "model.n_layers must be at least 1");
+    let layers: Vec<Box<dyn Layer>> = (0..p.n_layers)
+        .map(|i| {
+            let lp = path.sub("flow").sub(format!("layer{i}"));
+            match p.transform {
+                PlanarTransform::Planar => Box::new(Planar::new(&lp, dim)) as Box<dyn Layer>,
+                PlanarTransform::Radial => Box::new(Radial::new(&lp, dim)),
+            }
+        })
+        .collect();
+    Ok(LayerModel { layers, base: base(path, dim, p.base, p.base_components, &p.resampled)?, family: "flow" })
 }
 
 /// What a stack of couplings needs, whichever coupling it is.
@@ -204,6 +301,7 @@ struct Stack<'a> {
     activation: Activation,
     transformer: Transformer,
     actnorm: bool,
+    batchnorm: bool,
     mixing: Mixing,
 }
 
@@ -218,6 +316,9 @@ fn couplings(path: &nn::Path, dim: i64, s: &Stack) -> Result<Vec<Box<dyn Layer>>
         let parity = s.mixing == Mixing::Alternate && i % 2 == 1;
         layers.push(Box::new(Coupling::new(&p.sub("coupling"), dim, s.hidden, s.activation, s.transformer, parity)?));
         if i + 1 < s.n_layers {
+            if s.batchnorm {
+                layers.push(Box::new(BatchNorm::new(&p.sub("batchnorm"), dim)));
+            }
             match s.mixing {
                 Mixing::Alternate => {}
                 Mixing::Reverse => layers.push(Box::new(Reverse)),
@@ -229,9 +330,11 @@ fn couplings(path: &nn::Path, dim: i64, s: &Stack) -> Result<Vec<Box<dyn Layer>>
     Ok(layers)
 }
 
-fn base(path: &nn::Path, dim: i64, base: Base, components: i64) -> Result<Box<dyn Distribution>> {
+/// The base distribution a flow's parameters name.
+pub fn base(path: &nn::Path, dim: i64, base: Base, components: i64, resampled: &ResampledParams) -> Result<Box<dyn Distribution>> {
     Ok(match base {
         Base::Gmm => Box::new(crate::dist::MixtureBase::new(&path.sub("base"), components, dim)?),
+        Base::Resampled => Box::new(ResampledGaussian::new(&path.sub("base"), dim, resampled)?),
         Base::StandardNormal => Box::new(StandardNormal { shape: vec![dim], device: path.device() }),
         Base::DiagNormal => Box::new(DiagNormal::new(&path.sub("base"), &[dim])),
     })
@@ -245,6 +348,7 @@ pub fn realnvp_layers(path: &nn::Path, dim: i64, p: &RealNvpParams) -> Result<Ve
         activation: p.activation,
         transformer: Transformer::Affine(p.scale_bound),
         actnorm: p.actnorm,
+        batchnorm: p.batchnorm,
         mixing: p.mixing,
     };
     couplings(path, dim, &stack)
@@ -253,7 +357,7 @@ pub fn realnvp_layers(path: &nn::Path, dim: i64, p: &RealNvpParams) -> Result<Ve
 /// A RealNVP model on [batch, dim] data.
 pub fn realnvp(path: &nn::Path, dim: i64, p: &RealNvpParams) -> Result<LayerModel> {
     let layers = realnvp_layers(&path.sub("flow"), dim, p)?;
-    Ok(LayerModel { layers, base: base(path, dim, p.base, p.base_components)?, family: "flow" })
+    Ok(LayerModel { layers, base: base(path, dim, p.base, p.base_components, &p.resampled)?, family: "flow" })
 }
 
 /// A neural spline flow (coupling) on [batch, dim] data.
@@ -265,10 +369,11 @@ pub fn nsf(path: &nn::Path, dim: i64, p: &NsfParams) -> Result<LayerModel> {
         activation: p.activation,
         transformer: Transformer::Spline { bins: p.bins, bound: p.bound },
         actnorm: p.actnorm,
+        batchnorm: false,
         mixing: p.mixing,
     };
     let layers = couplings(&path.sub("flow"), dim, &stack)?;
-    Ok(LayerModel { layers, base: base(path, dim, p.base, p.base_components)?, family: "flow" })
+    Ok(LayerModel { layers, base: base(path, dim, p.base, p.base_components, &p.resampled)?, family: "flow" })
 }
 
 /// A NICE model on [batch, dim] data.
@@ -279,11 +384,12 @@ pub fn nice(path: &nn::Path, dim: i64, p: &NiceParams) -> Result<LayerModel> {
         activation: p.activation,
         transformer: Transformer::Additive,
         actnorm: false,
+        batchnorm: false,
         mixing: p.mixing,
     };
     let mut layers = couplings(&path.sub("flow"), dim, &stack)?;
     layers.push(Box::new(ActNorm::new(&path.sub("scaling"), dim)));
-    Ok(LayerModel { layers, base: base(path, dim, p.base, p.base_components)?, family: "flow" })
+    Ok(LayerModel { layers, base: base(path, dim, p.base, p.base_components, &p.resampled)?, family: "flow" })
 }
 
 #[cfg(test)]

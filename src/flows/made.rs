@@ -1,5 +1,6 @@
-//! MADE (Germain et al. 2015, eq. 12-13) and the masked affine autoregressive layers built on it: MAF (Papamakarios
-//! et al. 2017, fast density) and IAF (Kingma et al. 2016, fast sampling).
+//! MADE (Germain et al. 2015, eq. 12-13) and the masked autoregressive layers built on it, with affine or
+//! rational-quadratic spline transformers: MAF (Papamakarios et al. 2017, fast density) and IAF (Kingma et al. 2016,
+//! fast sampling).
 //!
 //! Inputs get degrees 1..D, hidden units degrees in 1..D-1 (cycled), and a weight from a unit of degree m to one of
 //! degree m' is kept when m' ≥ m (hidden) or m' > m (output): output i then depends on x_{<i} only.
@@ -77,62 +78,103 @@ pub enum Autoregressive {
     Iaf,
 }
 
-/// An affine autoregressive layer; log-scales are bounded by tanh (|α| ≤ 1 per layer) as in our couplings.
+/// The element-wise transformer of an autoregressive layer, with its parameters set by the MADE.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ArTransform {
+    /// z_i = (x_i - μ_i) e^{-α_i}, α = tanh(raw) so |α| ≤ 1 per layer (as in our couplings).
+    Affine,
+    /// z_i = RQ-spline(x_i) with `bins` bins on [-bound, bound], identity outside (Durkan et al. 2019, RQ-NSF (AR)).
+    Spline { bins: i64, bound: f64 },
+}
+
+impl ArTransform {
+    fn params_per_dim(self) -> i64 {
+        match self {
+            ArTransform::Affine => 2,
+            ArTransform::Spline { bins, .. } => 3 * bins - 1,
+        }
+    }
+}
+
+/// An autoregressive layer: z_i = τ(x_i; θ_i(x_<i)) with θ from a MADE; MAF (Papamakarios et al. 2017) or IAF
+/// (Kingma et al. 2016) by which direction takes one pass.
 #[derive(Debug)]
-pub struct MaskedAffine {
+pub struct MaskedAutoregressive {
     made: Made,
     kind: Autoregressive,
+    transform: ArTransform,
     dim: i64,
 }
 
-impl MaskedAffine {
+impl MaskedAutoregressive {
     pub fn new(path: &nn::Path, dim: i64, hidden: &[i64], act: Activation, kind: Autoregressive) -> Result<Self> {
-        Ok(MaskedAffine { made: Made::new(&path.sub("made"), dim, hidden, 2, act, true)?, kind, dim })
+        Self::with_transform(path, dim, hidden, act, kind, ArTransform::Affine)
     }
 
-    /// (μ, α) from the MADE on `u`.
-    fn shift_log_scale(&self, u: &Tensor) -> (Tensor, Tensor) {
-        let h = self.made.forward(u);
-        (h.select(1, 0), h.select(1, 1).tanh())
-    }
-
-    /// y = u e^{α(u)} + μ(u) in one pass: returns y and Σα.
-    fn one_pass_denormalise(&self, u: &Tensor) -> (Tensor, Tensor) {
-        let (mu, alpha) = self.shift_log_scale(u);
-        (u * alpha.exp() + mu, alpha.sum_dim_intlist(1, false, None))
-    }
-
-    /// One pass the other way: u = (y - μ(y)) e^{-α(y)} with -Σα.
-    fn one_pass_normalise(&self, y: &Tensor) -> (Tensor, Tensor) {
-        let (mu, alpha) = self.shift_log_scale(y);
-        ((y - mu) * (-&alpha).exp(), -alpha.sum_dim_intlist(1, false, None))
-    }
-
-    /// y with y = u e^{α(y_<i)} + μ(y_<i), built one dimension at a time (D passes), and Σα.
-    fn sequential_denormalise(&self, u: &Tensor) -> (Tensor, Tensor) {
-        let mut y = u.zeros_like();
-        for _ in 0..self.dim {
-            let (mu, alpha) = self.shift_log_scale(&y);
-            y = u * alpha.exp() + mu;
+    pub fn with_transform(
+        path: &nn::Path,
+        dim: i64,
+        hidden: &[i64],
+        act: Activation,
+        kind: Autoregressive,
+        transform: ArTransform,
+    ) -> Result<Self> {
+        if let ArTransform::Spline { bins, bound } = transform {
+            ensure!(bins >= 2, "a spline needs at least 2 bins, got {bins}");
+            ensure!(bound > 0.0, "model.bound must be positive, got {bound}");
         }
-        let (_, alpha) = self.shift_log_scale(&y);
-        (y, alpha.sum_dim_intlist(1, false, None))
+        let made = Made::new(&path.sub("made"), dim, hidden, transform.params_per_dim(), act, true)?;
+        Ok(MaskedAutoregressive { made, kind, transform, dim })
+    }
+
+    /// τ(input; θ(context)) element-wise (or τ⁻¹ with `inverse`), and Σ log|∂out/∂input| per example.
+    fn elementwise(&self, context: &Tensor, input: &Tensor, inverse: bool) -> (Tensor, Tensor) {
+        let h = self.made.forward(context);
+        match self.transform {
+            ArTransform::Affine => {
+                let (mu, alpha) = (h.select(1, 0), h.select(1, 1).tanh());
+                let ldj = alpha.sum_dim_intlist(1, false, None);
+                if inverse {
+                    (input * alpha.exp() + mu, ldj)
+                } else {
+                    ((input - mu) * (-alpha).exp(), -ldj)
+                }
+            }
+            ArTransform::Spline { bins, bound } => {
+                let h = h.transpose(1, 2); // [batch, D, 3K - 1]
+                let (w, ht, dv) = (h.narrow(2, 0, bins), h.narrow(2, bins, bins), h.narrow(2, 2 * bins, bins - 1));
+                let p = super::spline::SplineParams { widths: &w, heights: &ht, derivatives: &dv };
+                let (out, log_grad) = super::spline::rational_quadratic(input, &p, bound, inverse);
+                (out, log_grad.sum_dim_intlist(1, false, None))
+            }
+        }
+    }
+
+    /// Solves out = τ^{±1}(input; θ(out_<i)) for out, one dimension per pass (D passes), then its log-derivative.
+    fn sequential(&self, input: &Tensor, inverse: bool) -> (Tensor, Tensor) {
+        let mut out = input.zeros_like();
+        for _ in 0..self.dim {
+            out = self.elementwise(&out, input, inverse).0;
+        }
+        let (_, ldj) = self.elementwise(&out, input, inverse);
+        (out, ldj)
     }
 }
 
-impl Layer for MaskedAffine {
-    /// Data -> latent. MAF: z = (x - μ(x)) e^{-α(x)}, one pass. IAF: x = z e^{α(z)} + μ(z) inverted in D passes.
+impl Layer for MaskedAutoregressive {
+    /// Data -> latent. MAF: z = τ(x; θ(x_<i)) in one pass. IAF: z = τ(x; θ(z_<i)), solved in D passes.
     fn forward(&self, x: &Tensor) -> (Tensor, Tensor) {
         match self.kind {
-            Autoregressive::Maf => self.one_pass_normalise(x),
-            Autoregressive::Iaf => self.sequential_normalise_iaf(x),
+            Autoregressive::Maf => self.elementwise(x, x, false),
+            Autoregressive::Iaf => self.sequential(x, false),
         }
     }
 
+    /// Latent -> data. MAF: x = τ⁻¹(z; θ(x_<i)) in D passes. IAF: x = τ⁻¹(z; θ(z_<i)) in one pass.
     fn inverse(&self, z: &Tensor) -> (Tensor, Tensor) {
         match self.kind {
-            Autoregressive::Maf => self.sequential_denormalise(z),
-            Autoregressive::Iaf => self.one_pass_denormalise(z),
+            Autoregressive::Maf => self.sequential(z, true),
+            Autoregressive::Iaf => self.elementwise(z, z, true),
         }
     }
 
@@ -140,25 +182,12 @@ impl Layer for MaskedAffine {
         LayerKind::Bijection
     }
 
-    /// Network passes of the sampling direction: MAF D + 1 (D to build x, one for the log-scales), IAF 1.
+    /// Network passes of the sampling direction: MAF D + 1 (D to build x, one for the log-derivative), IAF 1.
     fn nfe(&self) -> usize {
         match self.kind {
             Autoregressive::Maf => self.dim as usize + 1,
             Autoregressive::Iaf => 1,
         }
-    }
-}
-
-impl MaskedAffine {
-    /// IAF's density direction: z with x = z e^{α(z_<i)} + μ(z_<i), solved in D passes; V = -Σα(z).
-    fn sequential_normalise_iaf(&self, x: &Tensor) -> (Tensor, Tensor) {
-        let mut z = x.zeros_like();
-        for _ in 0..self.dim {
-            let (mu, alpha) = self.shift_log_scale(&z);
-            z = (x - mu) * (-alpha).exp();
-        }
-        let (_, alpha) = self.shift_log_scale(&z);
-        (z, -alpha.sum_dim_intlist(1, false, None))
     }
 }
 
@@ -202,7 +231,16 @@ fn made_jacobian(made: &Made, x: &Tensor) -> Tensor {
     #[test]
     fn maf_and_iaf_are_correct_bijections() {
         for kind in [Autoregressive::Maf, Autoregressive::Iaf] {
-            check_bijection(4, |p| Box::new(MaskedAffine::new(p, 4, &[16, 16], Activation::Tanh, kind).unwrap()));
+            check_bijection(4, |p| Box::new(MaskedAutoregressive::new(p, 4, &[16, 16], Activation::Tanh, kind).unwrap()));
+        }
+    }
+
+    #[test]
+    fn spline_maf_and_iaf_are_correct_bijections_inside_and_in_the_tails() {
+        // Bound 1 puts some of the N(0, 1) inputs in the linear tails.
+        for kind in [Autoregressive::Maf, Autoregressive::Iaf] {
+            let t = ArTransform::Spline { bins: 6, bound: 1.0 };
+            check_bijection(4, |p| Box::new(MaskedAutoregressive::with_transform(p, 4, &[16, 16], Activation::Tanh, kind, t).unwrap()));
         }
     }
 }

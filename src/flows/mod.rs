@@ -1,6 +1,7 @@
 //! Bijective flows: coupling layers, permutations, ActNorm, and the models built from them; the image machinery
 //! (logit, squeeze, image couplings, slice) and the multi-scale builder.
 pub mod actnorm;
+pub mod batchnorm;
 pub mod build;
 pub mod coupling;
 pub mod image_coupling;
@@ -9,6 +10,7 @@ pub mod lu;
 pub mod made;
 pub mod multiscale;
 pub mod permutation;
+pub mod planar;
 pub mod slice;
 pub mod spline;
 pub mod squeeze;

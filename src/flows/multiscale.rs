@@ -167,7 +167,7 @@ pub fn multiscale(path: &nn::Path, shape: &[i64], p: &MultiscaleParams) -> Resul
     let base: Box<dyn Distribution> = match p.base {
         Base::StandardNormal => Box::new(StandardNormal { shape: shape.clone(), device: path.device() }),
         Base::DiagNormal => Box::new(DiagNormal::new(&path.sub("base"), &shape)),
-        Base::Gmm => bail!("model.base = \"gmm\" is for vector data; use standard_normal or diag_normal on images"),
+        Base::Gmm | Base::Resampled => bail!("model.base = {:?} is for vector data; use standard_normal or diag_normal on images", p.base),
     };
     Ok(LayerModel { layers, base, family: "flow" })
 }

@@ -229,7 +229,9 @@ fn run_loop(s: &Session, adam: &mut Adam, run: &Path, name: &str, start: Progres
         let idx = Tensor::randint(n_train, [t.batch_size], (Kind::Int64, device));
         let x = s.data.batch(&idx, device);
         adam.zero_grad();
+        s.model.set_training(true);
         let loss = s.model.loss_backward(&x, step);
+        s.model.set_training(false);
         let done = step + 1;
         let log_now = due(t.log_every, done) || done == t.steps;
         let grad_norm = match t.grad_clip {

@@ -107,9 +107,11 @@ impl Snf {
             activation: p.activation,
             scale_bound: p.scale_bound,
             actnorm: false,
+            batchnorm: false,
             mixing: Mixing::Alternate,
             base: Base::StandardNormal,
             base_components: 1,
+            resampled: Default::default(),
         };
         // Data side first: the stochastic layer on λ = (b+1)/B, then flow block b, for b = B-1 down to 0.
         let mut layers: Vec<Box<dyn Layer>> = Vec::new();
@@ -170,6 +172,10 @@ impl Model for Snf {
 
     fn family(&self) -> &'static str {
         self.flow.family
+    }
+
+    fn set_training(&self, on: bool) {
+        self.flow.set_training(on);
     }
 
     fn diagnostics(&self, n: i64, repeats: i64) -> Option<serde_json::Value> {
