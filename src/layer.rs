@@ -101,6 +101,56 @@ impl LayerModel {
         }
         (x, v)
     }
+
+    /// The importance-weighted bound IWBO(k) = log (1/k) Σ_j exp(log p(z_j) + V_j) over k independent passes
+    /// (Burda et al. 2016, eq. 8; Nielsen et al. 2020, §3.4). Equal to log p(x) for an exact model; for a stochastic
+    /// one E[IWBO(k)] increases with k towards log p(x). Replicas go through in chunks of at most `rows` rows.
+    pub fn iwbo(&self, x: &Tensor, k: i64, rows: i64) -> Tensor {
+        let b = x.size()[0];
+        let per_chunk = (rows / b.max(1)).clamp(1, k);
+        let mut parts = Vec::new();
+        let mut done = 0;
+        while done < k {
+            let c = per_chunk.min(k - done);
+            let mut shape = x.size();
+            shape[0] = c * b;
+            let mut expanded = vec![c];
+            expanded.extend(x.size());
+            let xr = x.unsqueeze(0).expand(expanded.as_slice(), false).reshape(shape.as_slice());
+            let (z, v) = self.forward(&xr);
+            parts.push((self.base.log_prob(&z) + v).view([c, b]));
+            done += c;
+        }
+        Tensor::cat(&parts, 0).logsumexp(0, false) - (k as f64).ln()
+    }
+}
+
+/// A shared layer is a layer (a model keeps a handle on a layer it also composes, e.g. for diagnostics).
+impl<L: Layer> Layer for std::rc::Rc<L> {
+    fn forward(&self, x: &Tensor) -> (Tensor, Tensor) {
+        (**self).forward(x)
+    }
+    fn inverse(&self, z: &Tensor) -> (Tensor, Tensor) {
+        (**self).inverse(z)
+    }
+    fn kind(&self) -> LayerKind {
+        (**self).kind()
+    }
+    fn inverse_tempered(&self, z: &Tensor, t: f64) -> (Tensor, Tensor) {
+        (**self).inverse_tempered(z, t)
+    }
+    fn logit_alpha(&self) -> Option<f64> {
+        (**self).logit_alpha()
+    }
+    fn data_init(&self, x: &Tensor) -> Tensor {
+        (**self).data_init(x)
+    }
+    fn nfe(&self) -> usize {
+        (**self).nfe()
+    }
+    fn set_training(&self, on: bool) {
+        (**self).set_training(on)
+    }
 }
 
 impl Model for LayerModel {

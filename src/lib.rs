@@ -15,3 +15,4 @@ pub mod report;
 pub mod runner;
 pub mod score;
 pub mod snf;
+pub mod vae;

@@ -76,6 +76,9 @@ enum Command {
         /// Change a setting that does not change the weights, e.g. --set model.sample_steps=10.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
+        /// Sampling temperature: the Gaussian noise of the base (and of factored-out latents) scaled by T (flows).
+        #[arg(long, default_value_t = 1.0)]
+        temperature: f64,
     },
     /// A survey figure from finished runs: `double-well NF_RUN SNF_RUN...` (samples beside exact samples, free-energy
     /// profiles along x1).
@@ -112,7 +115,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Eval { run, data, logp_out, device, set, samples_only } => eval(run, data, logp_out, device, &set, samples_only),
-        Command::Sample { run, n, out, seed, device, set } => sample(run, n, out, seed, device, &set),
+        Command::Sample { run, n, out, seed, device, set, temperature } => sample(run, n, out, seed, device, &set, temperature),
         Command::Figure { which, runs, out } => {
             anyhow::ensure!(which == "double-well", "unknown figure `{which}` (known: double-well)");
             print!("{}", relaxflow::report::figure::double_well(&runs, &out)?);
@@ -199,19 +202,24 @@ fn eval(run: PathBuf, data: Option<PathBuf>, logp_out: Option<PathBuf>, device: 
     Ok(())
 }
 
-fn sample(run: PathBuf, n: i64, out: PathBuf, seed: i64, device: Option<String>, set: &[String]) -> Result<()> {
+fn sample(run: PathBuf, n: i64, out: PathBuf, seed: i64, device: Option<String>, set: &[String], temperature: f64) -> Result<()> {
     anyhow::ensure!(n > 0, "-n must be positive");
+    anyhow::ensure!(temperature >= 0.0, "--temperature must be non-negative, got {temperature}");
     let device = runner::parse_device(device.as_deref())?;
     let s = session::open_run_with(&run, device, set)?;
     tch::manual_seed(seed);
-    let x: Tensor = s.model.sample(n).to_device(tch::Device::Cpu);
+    let x: Tensor = if temperature == 1.0 {
+        s.model.sample(n)
+    } else {
+        let kind = s.exp.model.get("kind").and_then(|k| k.as_str()).unwrap_or("?");
+        s.model.sample_tempered(n, temperature).with_context(|| format!("model kind `{kind}` has no sampling temperature (flows do)"))?
+    };
+    let x = x.to_device(tch::Device::Cpu);
     match out.extension().and_then(|e| e.to_str()) {
         Some("npy") => x.write_npy(&out).with_context(|| format!("writing {}", out.display()))?,
-        Some("png") => {
-            let mut eval = s.exp.eval.clone();
-            eval.n_samples = n;
-            pictures::draw(&*s.model, &s.data, &eval, device, &out)?
-        }
+        // Images: a plain grid of these samples (at this temperature); 2D: data | samples | density.
+        Some("png") if s.data.is_image() => pictures::image_grid(&x, &s.data).upscaled(2).save_png(&out)?,
+        Some("png") => pictures::draw_with(&*s.model, &s.data, &s.exp.eval, device, &out, &x)?,
         _ => bail!("{}: --out must end in .npy or .png", out.display()),
     }
     eprintln!("wrote {n} samples to {}", out.display());

@@ -99,6 +99,11 @@ pub trait Model {
     fn diagnostics(&self, _n: i64, _repeats: i64) -> Option<serde_json::Value> {
         None
     }
+    /// Family-specific evaluation on test points `x` (a VAE's bounds at several k and posterior-collapse
+    /// diagnostics), written to summary.json under `diagnostics` when `diagnostics` has nothing.
+    fn test_diagnostics(&self, _x: &Tensor) -> Option<serde_json::Value> {
+        None
+    }
     /// How `log_prob` is computed (solver, divergence estimator, number of samples...), for summary.json.
     fn estimator(&self) -> serde_json::Value {
         serde_json::Value::Null

@@ -26,7 +26,12 @@ fn every_experiment_takes_steps_on_cpu() {
             extra.extend(["train.batch_size=4", "eval.n_final=2", "eval.n_eval=2", "eval.batch_size=2", "eval.n_samples=2"]);
         }
         let flow = ["glow", "realnvp", "maf"].iter().any(|k| name.starts_with(k));
+        let vae = name.starts_with("vae") || name.starts_with("iwae");
+        if vae {
+            extra.extend(["model.eval_k=10", "model.hidden=[16]"]);
+        }
         match (image, flow) {
+            (true, false) if vae => {}
             (true, false) => extra.extend(["model.unet_ch=8", "model.unet_groups=4"]),
             (true, true) if name.starts_with("maf") => extra.extend(["model.hidden=[16]", "model.n_layers=2"]),
             (true, true) => extra.extend(["model.hidden_channels=4", "model.steps=1"]),

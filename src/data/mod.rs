@@ -48,6 +48,10 @@ pub struct DataConfig {
     /// Images: flatten [1, 28, 28] to [784] for vector models.
     #[serde(default)]
     pub flatten: bool,
+    /// Images: dynamic binarization, each pixel ~ Bernoulli(pixel/255) drawn afresh per training batch (the test set
+    /// once, with a fixed seed); likelihoods are then in nats of binary images, not bits/dim.
+    #[serde(default)]
+    pub binarize: bool,
     /// Dimension of samples from an energy target (doublewell has a D-dimensional form; gmm is 2D).
     #[serde(default)]
     pub dim: Option<i64>,
@@ -68,11 +72,18 @@ pub struct Dataset {
     pub shape: Vec<i64>,
     /// 8-bit data modelled as (pixel + u)/256 on [0,1]^D: bits/dim = nll / (D ln 2) + 8.
     pub dequantized_8bit: bool,
+    /// Dynamically binarized images: the train set holds pixels 0..255, each batch draws Bernoulli(pixel/255).
+    pub binarized: bool,
     /// The data's true differential entropy (nats), where known.
     pub true_entropy: Option<f64>,
 }
 
 impl Dataset {
+    /// MNIST-like images (8-bit or binarized), drawn as image grids.
+    pub fn is_image(&self) -> bool {
+        self.dequantized_8bit || self.binarized
+    }
+
     /// Number of dimensions D of one example.
     pub fn dim(&self) -> i64 {
         self.shape.iter().product()
@@ -81,7 +92,9 @@ impl Dataset {
     /// A training batch: rows `idx` of the train set, on `device`, dequantized with fresh noise for images.
     pub fn batch(&self, idx: &Tensor, device: tch::Device) -> Tensor {
         let x = self.train.index_select(0, idx).to_device(device);
-        if self.dequantized_8bit {
+        if self.binarized {
+            binarize(&x)
+        } else if self.dequantized_8bit {
             dequantize(&x)
         } else {
             x
@@ -106,6 +119,9 @@ pub fn load(cfg: &DataConfig, root: &Path) -> Result<Dataset> {
         return load_user(cfg, &root.join(path));
     }
     let Some(name) = cfg.name.as_deref() else { bail!("[data] needs `name` (a dataset) or `path` (a .npy/.csv file)") };
+    if cfg.binarize && !matches!(name, "mnist" | "fashion-mnist") {
+        bail!("data.binarize applies to mnist and fashion-mnist, not `{name}`");
+    }
     match name {
         "mnist" | "fashion-mnist" => load_images(cfg, name, &root.join(&cfg.dir).join(name)),
         "doublewell" | "gmm" => load_energy(cfg, name),
@@ -125,7 +141,7 @@ fn load_toy(cfg: &DataConfig, name: &str) -> Result<Dataset> {
     let train = toy::generate(name, cfg.n_train)?;
     tch::manual_seed(cfg.seed * 2 + 2);
     let test = toy::generate(name, cfg.n_test)?;
-    Ok(Dataset { name: name.into(), train, test, shape: vec![2], dequantized_8bit: false, true_entropy: toy::true_entropy(name) })
+    Ok(Dataset { name: name.into(), train, test, shape: vec![2], dequantized_8bit: false, binarized: false, true_entropy: toy::true_entropy(name) })
 }
 
 /// Exact samples of an energy target (see `dist::energy`); the true entropy comes from quadrature.
@@ -139,7 +155,7 @@ fn load_energy(cfg: &DataConfig, name: &str) -> Result<Dataset> {
     let train = energy.sample(cfg.n_train);
     tch::manual_seed(cfg.seed * 2 + 2);
     let test = energy.sample(cfg.n_test);
-    Ok(Dataset { name: name.into(), train, test, shape: vec![dim], dequantized_8bit: false, true_entropy: Some(energy.entropy()) })
+    Ok(Dataset { name: name.into(), train, test, shape: vec![dim], dequantized_8bit: false, binarized: false, true_entropy: Some(energy.entropy()) })
 }
 
 fn load_user(cfg: &DataConfig, path: &Path) -> Result<Dataset> {
@@ -165,7 +181,7 @@ fn load_user(cfg: &DataConfig, path: &Path) -> Result<Dataset> {
     };
     let name = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
     let shape = vec![train.size()[1]];
-    Ok(Dataset { name, train, test, shape, dequantized_8bit: false, true_entropy: None })
+    Ok(Dataset { name, train, test, shape, dequantized_8bit: false, binarized: false, true_entropy: None })
 }
 
 fn load_images(cfg: &DataConfig, name: &str, dir: &Path) -> Result<Dataset> {
@@ -173,7 +189,7 @@ fn load_images(cfg: &DataConfig, name: &str, dir: &Path) -> Result<Dataset> {
     let test = idx::load_split(dir, idx::Split::Test, true).with_context(|| format!("loading {name} test split"))?;
     let (train, test) = (idx::pixels(&train), idx::pixels(&test));
     tch::manual_seed(cfg.seed * 2 + 2);
-    let test = dequantize(&test);
+    let test = if cfg.binarize { binarize(&test) } else { dequantize(&test) };
     let mut shape = train.size()[1..].to_vec();
     let (train, test) = if cfg.flatten {
         shape = vec![shape.iter().product()];
@@ -181,7 +197,7 @@ fn load_images(cfg: &DataConfig, name: &str, dir: &Path) -> Result<Dataset> {
     } else {
         (train, test)
     };
-    Ok(Dataset { name: name.into(), train, test, shape, dequantized_8bit: true, true_entropy: None })
+    Ok(Dataset { name: name.into(), train, test, shape, dequantized_8bit: !cfg.binarize, binarized: cfg.binarize, true_entropy: None })
 }
 
 /// The largest f32 below 1.
@@ -192,6 +208,11 @@ const BELOW_ONE: f64 = 1.0 - 1.0 / 16_777_216.0;
 /// transform needs x < 1).
 pub fn dequantize(pixels: &Tensor) -> Tensor {
     ((pixels + pixels.rand_like()) / 256.0).clamp_max(BELOW_ONE)
+}
+
+/// Dynamic binarization of 8-bit pixel values: 1 with probability pixel/255.
+pub fn binarize(pixels: &Tensor) -> Tensor {
+    (pixels / 255.0).bernoulli()
 }
 
 /// Bits per dimension of a negative log-likelihood in nats. For 8-bit data modelled on [0,1]^D as (pixel + u)/256,

@@ -34,6 +34,7 @@ pub fn entries() -> Vec<Entry> {
         Entry { kind: "nsf", family: "flow", about: "rational-quadratic spline coupling flow (NSF)", build: build_nsf },
         Entry { kind: "planar", family: "flow", about: "planar or radial flow (Rezende & Mohamed), density direction closed-form", build: build_planar },
         Entry { kind: "nice", family: "flow", about: "additive coupling flow with diagonal scaling (NICE)", build: build_nice },
+        Entry { kind: "vae", family: "vae", about: "VAE (ELBO) or IWAE(k): MLP/conv encoder-decoder, Bernoulli/Gaussian/discretized-logistic decoder", build: build_vae },
         Entry {
             kind: "snf",
             family: "snf",
@@ -129,6 +130,12 @@ fn build_planar(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -
 fn build_nice(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
     let (p, resolved) = params::<NiceParams>(t, origin)?;
     Ok((Box::new(nice(path, vector_dim("nice", shape)?, &p)?), resolved))
+}
+
+fn build_vae(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
+    let (p, resolved) = params::<crate::vae::VaeParams>(t, origin)?;
+    let m = crate::vae::Vae::new(path, shape, &p).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+    Ok((Box::new(m), resolved))
 }
 
 fn build_snf(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {

@@ -57,7 +57,7 @@ pub fn draw(model: &dyn Model, data: &Dataset, eval: &EvalConfig, device: Device
 pub fn draw_with(model: &dyn Model, data: &Dataset, eval: &EvalConfig, device: Device, path: &Path, samples: &Tensor) -> Result<()> {
     let samples = samples.to_device(Device::Cpu);
     let n = samples.size()[0];
-    let canvas = if data.dequantized_8bit {
+    let canvas = if data.is_image() {
         image_panels(model, &samples, data)
     } else {
         let size = 256;

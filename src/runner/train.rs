@@ -350,7 +350,10 @@ fn finish(s: &Session, run: &Path, name: &str) -> Result<()> {
         versions: summary::versions(),
         git_commit: summary::git_commit(),
         finished_at: chrono::Local::now().to_rfc3339(),
-        diagnostics: tch::no_grad(|| s.model.diagnostics(s.exp.eval.diag_samples, s.exp.eval.diag_repeats)),
+        diagnostics: tch::no_grad(|| {
+            let test = s.data.test.narrow(0, 0, e.n.min(2000)).to_device(device);
+            s.model.diagnostics(s.exp.eval.diag_samples, s.exp.eval.diag_repeats).or_else(|| s.model.test_diagnostics(&test))
+        }),
     };
     summary::write_json(&run.join("summary.json"), &summary)?;
     eprintln!(
