@@ -15,4 +15,5 @@ pub mod report;
 pub mod runner;
 pub mod score;
 pub mod snf;
+pub mod survae;
 pub mod vae;

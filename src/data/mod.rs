@@ -125,9 +125,10 @@ pub fn load(cfg: &DataConfig, root: &Path) -> Result<Dataset> {
     match name {
         "mnist" | "fashion-mnist" => load_images(cfg, name, &root.join(&cfg.dir).join(name)),
         "doublewell" | "gmm" => load_energy(cfg, name),
+        "exchangeable" => load_exchangeable(cfg),
         _ if toy::NAMES.contains(&name) => load_toy(cfg, name),
         _ => bail!(
-            "unknown dataset `{name}` in data.name; known: {}, doublewell, gmm, mnist, fashion-mnist (or data.path = a .npy/.csv file)",
+            "unknown dataset `{name}` in data.name; known: {}, exchangeable, doublewell, gmm, mnist, fashion-mnist (or data.path = a .npy/.csv file)",
             toy::NAMES.join(", ")
         ),
     }
@@ -156,6 +157,23 @@ fn load_energy(cfg: &DataConfig, name: &str) -> Result<Dataset> {
     tch::manual_seed(cfg.seed * 2 + 2);
     let test = energy.sample(cfg.n_test);
     Ok(Dataset { name: name.into(), train, test, shape: vec![dim], dequantized_8bit: false, binarized: false, true_entropy: Some(energy.entropy()) })
+}
+
+/// `exchangeable` (dimension `data.dim`, default 4): i.i.d. mixture coordinates, true entropy by quadrature.
+fn load_exchangeable(cfg: &DataConfig) -> Result<Dataset> {
+    if cfg.n_train < 1 || cfg.n_test < 1 {
+        bail!("data.n_train and data.n_test must be positive");
+    }
+    let dim = cfg.dim.unwrap_or(4);
+    if dim < 2 {
+        bail!("data.dim must be at least 2 for exchangeable data, got {dim}");
+    }
+    tch::manual_seed(cfg.seed * 2 + 1);
+    let train = toy::exchangeable(cfg.n_train, dim);
+    tch::manual_seed(cfg.seed * 2 + 2);
+    let test = toy::exchangeable(cfg.n_test, dim);
+    let h = toy::exchangeable_entropy(dim);
+    Ok(Dataset { name: "exchangeable".into(), train, test, shape: vec![dim], dequantized_8bit: false, binarized: false, true_entropy: Some(h) })
 }
 
 fn load_user(cfg: &DataConfig, path: &Path) -> Result<Dataset> {

@@ -5,7 +5,7 @@ use std::f64::consts::PI;
 use tch::{Device, Kind, Tensor};
 
 /// Names of every 2D generator.
-pub const NAMES: [&str; 8] = ["moons", "circles", "8gaussians", "checkerboard", "rings", "pinwheel", "2spirals", "swissroll"];
+pub const NAMES: [&str; 9] = ["moons", "circles", "8gaussians", "checkerboard", "rings", "pinwheel", "2spirals", "swissroll", "corners"];
 
 fn opts() -> (Kind, Device) {
     (Kind::Double, Device::Cpu)
@@ -39,6 +39,7 @@ pub fn generate(name: &str, n: i64) -> Result<Tensor> {
         "pinwheel" => pinwheel(n),
         "2spirals" => two_spirals(n),
         "swissroll" => swissroll(n),
+        "corners" => corners(n),
         _ => bail!("unknown 2D dataset `{name}`; known: {}", NAMES.join(", ")),
     };
     Ok(x.to_kind(Kind::Float))
@@ -82,6 +83,20 @@ fn checkerboard(n: i64) -> Tensor {
 }
 
 /// Four rings of radius 1, .75, .5, .25, ·3, plus N(0, 0.08²) noise.
+/// Four L-shaped corners of a square frame, symmetric under flipping either axis (a SurVAE abs toy): in the positive
+/// quadrant an L with arms x = 2.5, y in [0.5, 2.5] and y = 2.5, x in [0.5, 2.5], plus N(0, 0.15²) noise, then each
+/// coordinate's sign flipped with probability 1/2.
+fn corners(n: i64) -> Tensor {
+    let t = rand(n) * 2.0 + 0.5;
+    let along_x = rand(n).lt(0.5);
+    let edge = t.full_like(2.5);
+    let a = t.where_self(&along_x, &edge);
+    let b = edge.where_self(&along_x, &t);
+    let pts = Tensor::stack(&[a, b], 1) + Tensor::randn([n, 2], opts()) * 0.15;
+    let signs = Tensor::rand([n, 2], opts()).lt(0.5).to_kind(Kind::Double) * 2.0 - 1.0;
+    pts * signs
+}
+
 fn rings(n: i64) -> Tensor {
     let n_small = n / 4;
     let sizes = [n - 3 * n_small, n_small, n_small, n_small];
@@ -147,6 +162,28 @@ pub fn in_support(name: &str, x: &Tensor) -> Option<Tensor> {
 }
 
 /// The true differential entropy (nats) where it is known in closed form.
+/// Exchangeable vectors: `dim` i.i.d. coordinates from ½N(-2, 0.5²) + ½N(2, 0.5²), so the density is invariant
+/// under permutations (2^dim modes); the sort surjection's test case.
+pub fn exchangeable(n: i64, dim: i64) -> Tensor {
+    let centre = Tensor::rand([n, dim], opts()).lt(0.5).to_kind(Kind::Double) * 4.0 - 2.0;
+    (centre + Tensor::randn([n, dim], opts()) * 0.5).to_kind(Kind::Float)
+}
+
+/// Differential entropy of `exchangeable` data: dim times the 1D mixture's entropy, by quadrature on [-8, 8].
+pub fn exchangeable_entropy(dim: i64) -> f64 {
+    let (n, lo, hi) = (20_001, -8.0f64, 8.0f64);
+    let h = (hi - lo) / (n - 1) as f64;
+    let normal = |x: f64, m: f64| (-(x - m).powi(2) / (2.0 * 0.25)).exp() / (0.25 * 2.0 * std::f64::consts::PI).sqrt();
+    let one: f64 = (0..n)
+        .map(|i| {
+            let x = lo + i as f64 * h;
+            let p = 0.5 * normal(x, -2.0) + 0.5 * normal(x, 2.0);
+            if p > 0.0 { -p * p.ln() * h } else { 0.0 }
+        })
+        .sum();
+    dim as f64 * one
+}
+
 pub fn true_entropy(name: &str) -> Option<f64> {
     match name {
         "checkerboard" => Some(32f64.ln()),
@@ -205,6 +242,17 @@ mod tests {
         let frac = in_support("checkerboard", &u).unwrap().to_kind(Kind::Double).mean(None).double_value(&[]);
         assert!((frac - 0.5).abs() < 0.01, "uniform points inside: {frac}");
         assert!(in_support("moons", &x).is_none());
+    }
+
+    #[test]
+    fn exchangeable_entropy_matches_monte_carlo() {
+        // Two well-separated components: H ≈ ln 2 + H(N(0, 0.5²)) = ln 2 + ½ ln(2πe · 0.25) per coordinate.
+        let per_dim = 2f64.ln() + 0.5 * (2.0 * std::f64::consts::PI * std::f64::consts::E * 0.25).ln();
+        assert!((exchangeable_entropy(3) - 3.0 * per_dim).abs() < 1e-3);
+        let x = exchangeable(10_000, 3);
+        assert_eq!(x.size(), vec![10_000, 3]);
+        let pos = x.gt(0.0).to_kind(Kind::Double).mean(None).double_value(&[]);
+        assert!((pos - 0.5).abs() < 0.02);
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub fn entries() -> Vec<Entry> {
         Entry { kind: "nsf", family: "flow", about: "rational-quadratic spline coupling flow (NSF)", build: build_nsf },
         Entry { kind: "planar", family: "flow", about: "planar or radial flow (Rezende & Mohamed), density direction closed-form", build: build_planar },
         Entry { kind: "nice", family: "flow", about: "additive coupling flow with diagonal scaling (NICE)", build: build_nice },
+        Entry { kind: "survae", family: "survae", about: "SurVAE flow: abs / sort / stochastic permutation / augment layer + RealNVP; exact or IWBO(k)", build: build_survae },
         Entry { kind: "vae", family: "vae", about: "VAE (ELBO) or IWAE(k): MLP/conv encoder-decoder, Bernoulli/Gaussian/discretized-logistic decoder", build: build_vae },
         Entry {
             kind: "snf",
@@ -108,8 +109,12 @@ fn build_realnvp(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) 
 /// Glow (and RealNVP on images): the multi-scale flow.
 fn build_glow(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
     let (p, resolved) = params::<multiscale::MultiscaleParams>(t, origin)?;
+    anyhow::ensure!(p.eval_k >= 1, "{origin}: model.eval_k must be at least 1");
     let m = multiscale::multiscale(path, shape, &p).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
-    Ok((Box::new(m), resolved))
+    if m.kind() == crate::model::Kind::Exact {
+        return Ok((Box::new(m), resolved));
+    }
+    Ok((Box::new(crate::survae::model::Survae::wrap(m, p.eval_k)), resolved))
 }
 
 fn build_maf(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
@@ -130,6 +135,11 @@ fn build_planar(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -
 fn build_nice(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
     let (p, resolved) = params::<NiceParams>(t, origin)?;
     Ok((Box::new(nice(path, vector_dim("nice", shape)?, &p)?), resolved))
+}
+
+fn build_survae(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
+    let (p, resolved) = params::<crate::survae::model::SurvaeParams>(t, origin)?;
+    Ok((Box::new(crate::survae::model::Survae::new(path, vector_dim("survae", shape)?, &p)?), resolved))
 }
 
 fn build_vae(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {

@@ -9,6 +9,8 @@ use super::image_coupling::{ImageCoupling, ImageTransform, Mask};
 use super::{ActNorm, Permutation, Reverse, ScaleBound};
 use crate::dist::{DiagNormal, Distribution, StandardNormal};
 use crate::layer::{Layer, LayerModel};
+use crate::survae::max::{Blocks, Max};
+use crate::survae::vardeq::VarDequant;
 use anyhow::{bail, ensure, Result};
 use serde::{Deserialize, Serialize};
 use tch::nn;
@@ -21,6 +23,36 @@ pub enum SplitPrior {
     Standard,
     /// N(μ(z1), σ(z1)²) from a zero-initialised 3x3 convolution of the kept half (Glow).
     Learned,
+}
+
+/// How a level reduces the dimension before the next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Downsample {
+    /// Factor out half the channels (a slice; the next level squeezes again).
+    Slice,
+    /// 2x2 max pooling (SurVAE's max surjection, exact; the next level does not squeeze).
+    MaxPool,
+}
+
+/// The dequantization of 8-bit pixels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dequantization {
+    /// The data's own (pixel + u)/256, u ~ U(0, 1): exact likelihood of the dequantized data.
+    Uniform,
+    /// u ~ q(u | pixels), a learned conditional flow (Flow++): a lower bound, reported as IWBO(eval_k).
+    Variational,
+}
+
+fn default_downsample() -> Downsample {
+    Downsample::Slice
+}
+fn default_dequantization() -> Dequantization {
+    Dequantization::Uniform
+}
+fn default_eval_k() -> i64 {
+    1
 }
 
 /// Affine or additive (NICE-style) couplings.
@@ -103,6 +135,13 @@ pub struct MultiscaleParams {
     /// `standard_normal` or `diag_normal` (learned mean and scale per latent coordinate).
     #[serde(default = "default_base")]
     pub base: Base,
+    #[serde(default = "default_downsample")]
+    pub downsample: Downsample,
+    #[serde(default = "default_dequantization")]
+    pub dequantization: Dequantization,
+    /// IWBO samples for the test likelihood when it is a bound (variational dequantization).
+    #[serde(default = "default_eval_k")]
+    pub eval_k: i64,
 }
 
 /// What `kind = "realnvp"` changes from the Glow defaults on images: 3 checkerboard and 3 channel couplings per
@@ -130,7 +169,11 @@ pub fn multiscale(path: &nn::Path, shape: &[i64], p: &MultiscaleParams) -> Resul
         CouplingKind::Additive => ImageTransform::Additive,
     };
     let flow = path.sub("flow");
-    let mut layers: Vec<Box<dyn Layer>> = vec![Box::new(super::logit::Logit::new(p.logit_alpha)?)];
+    let mut layers: Vec<Box<dyn Layer>> = Vec::new();
+    if p.dequantization == Dequantization::Variational {
+        layers.push(Box::new(VarDequant::new(&path.sub("dequantization"), *c, p.hidden_channels, p.blocks)?));
+    }
+    layers.push(Box::new(super::logit::Logit::new(p.logit_alpha)?));
     let mut shape = vec![*c, *h, *w];
     for level in 0..p.levels {
         let lp = flow.sub(format!("level{level}"));
@@ -142,8 +185,10 @@ pub fn multiscale(path: &nn::Path, shape: &[i64], p: &MultiscaleParams) -> Resul
             let mask = Mask::Checkerboard { parity: i % 2 == 1 };
             layers.push(Box::new(ImageCoupling::new(&sp.sub("coupling"), &shape, mask, transform, p.hidden_channels, p.blocks)?));
         }
-        layers.push(Box::new(super::squeeze::Squeeze));
-        shape = vec![shape[0] * 4, shape[1] / 2, shape[2] / 2];
+        if level == 0 || p.downsample == Downsample::Slice {
+            layers.push(Box::new(super::squeeze::Squeeze));
+            shape = vec![shape[0] * 4, shape[1] / 2, shape[2] / 2];
+        }
         for k in 0..p.steps {
             let sp = lp.sub(format!("step{k}"));
             if p.actnorm {
@@ -159,9 +204,17 @@ pub fn multiscale(path: &nn::Path, shape: &[i64], p: &MultiscaleParams) -> Resul
             layers.push(Box::new(ImageCoupling::new(&sp.sub("coupling"), &shape, mask, transform, p.hidden_channels, p.blocks)?));
         }
         if level + 1 < p.levels {
-            let slice = super::slice::Slice::new(&lp.sub("split"), shape[0], p.split_prior == SplitPrior::Learned)?;
-            shape[0] -= shape[0] / 2;
-            layers.push(Box::new(slice));
+            match p.downsample {
+                Downsample::Slice => {
+                    let slice = super::slice::Slice::new(&lp.sub("split"), shape[0], p.split_prior == SplitPrior::Learned)?;
+                    shape[0] -= shape[0] / 2;
+                    layers.push(Box::new(slice));
+                }
+                Downsample::MaxPool => {
+                    layers.push(Box::new(Max::new(&lp.sub("maxpool"), Blocks::Pool2d, shape[0])));
+                    shape = vec![shape[0], shape[1] / 2, shape[2] / 2];
+                }
+            }
         }
     }
     let base: Box<dyn Distribution> = match p.base {
@@ -228,6 +281,21 @@ mod tests {
         let jac = ((s.log() + (-&s + 1.0).log()) * -1.0 + 0.9f64.ln()).flatten(1, -1).sum_dim_intlist(1, false, None);
         let err = (model.log_prob(&x).value - (ls.log_prob_y + jac)).abs().max().double_value(&[]);
         assert!(err < 1e-3, "{err}");
+    }
+
+    #[test]
+    fn max_pooling_stays_exact_and_variational_dequantization_is_a_bound() {
+        tch::manual_seed(2);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let x = Tensor::rand([3, 1, 8, 8], (Kind::Float, Device::Cpu)) * 0.9 + 0.05;
+        let pooled = multiscale(&vs.root().sub("a"), &[1, 8, 8], &small("downsample = \"max_pool\"")).unwrap();
+        let (z, _) = pooled.forward(&x);
+        assert_eq!(z.size(), vec![3, 4, 2, 2], "squeeze to 4x4x4, pool to 4x2x2");
+        assert_eq!(pooled.log_prob(&x).kind, LikKind::Exact);
+        assert_eq!(pooled.sample(2).size(), vec![2, 1, 8, 8]);
+        let vardeq = multiscale(&vs.root().sub("b"), &[1, 8, 8], &small("dequantization = \"variational\"")).unwrap();
+        assert_eq!(vardeq.log_prob(&x).kind, LikKind::LowerBound);
+        assert!(vardeq.logit_space_log_prob(&x).is_none(), "the first layer is no longer the logit");
     }
 
     #[test]
