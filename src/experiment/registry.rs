@@ -206,7 +206,13 @@ fn build_ncsn(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> 
 pub fn family_of(model: &toml::Table, origin: &str) -> Result<&'static str> {
     let entry = entry_for(model, origin)?;
     let stochastic = model.get("stochastic").and_then(|s| s.as_str()).unwrap_or("none");
-    Ok(if entry.kind == "snf" && stochastic == "none" { "flow" } else { entry.family })
+    let key = |k: &str, default: &str| model.get(k).and_then(|v| v.as_str()).unwrap_or(default).to_string();
+    let surjective = key("downsample", "slice") == "max_pool" || key("dequantization", "uniform") == "variational";
+    Ok(match entry.kind {
+        "snf" if stochastic == "none" => "flow",
+        "glow" | "realnvp" if surjective => "survae",
+        _ => entry.family,
+    })
 }
 
 #[cfg(test)]

@@ -222,7 +222,9 @@ pub fn multiscale(path: &nn::Path, shape: &[i64], p: &MultiscaleParams) -> Resul
         Base::DiagNormal => Box::new(DiagNormal::new(&path.sub("base"), &shape)),
         Base::Gmm | Base::Resampled => bail!("model.base = {:?} is for vector data; use standard_normal or diag_normal on images", p.base),
     };
-    Ok(LayerModel { layers, base, family: "flow" })
+    // Max pooling and variational dequantization make it a SurVAE flow (the slice alone keeps Glow a flow).
+    let surjective = p.downsample == Downsample::MaxPool || p.dequantization == Dequantization::Variational;
+    Ok(LayerModel { layers, base, family: if surjective { "survae" } else { "flow" } })
 }
 
 #[cfg(test)]

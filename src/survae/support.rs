@@ -4,14 +4,19 @@
 use crate::layer::{Layer, LayerKind};
 use tch::Tensor;
 
+/// Floor of z (and of sorted gaps) before taking logs.
+const TINY: f64 = 1e-30;
+
 /// (0, ∞) -> R element-wise: y = log(e^z - 1) (the inverse softplus), log|dy/dz| = -log(1 - e^{-z}).
 #[derive(Debug)]
 pub struct PositiveToReal;
 
 impl Layer for PositiveToReal {
+    /// z is floored at 1e-30 (z = 0 has measure zero but appears on evaluation grids): the density there is ~0, not NaN.
     fn forward(&self, z: &Tensor) -> (Tensor, Tensor) {
-        let y = z + (-(-z).exp_()).log1p();
-        let v = -(-(-z).exp_()).log1p();
+        let z = z.clamp_min(TINY);
+        let y = &z + (-(-&z).exp()).log1p();
+        let v = -(-(-&z).exp()).log1p();
         (y, v.flatten(1, -1).sum_dim_intlist(1, false, None))
     }
 
@@ -30,9 +35,10 @@ impl Layer for PositiveToReal {
 pub struct OrderedToFree;
 
 impl Layer for OrderedToFree {
+    /// Gaps are floored at 1e-30 (ties have measure zero but appear on evaluation grids): density ~0 there, not NaN.
     fn forward(&self, z: &Tensor) -> (Tensor, Tensor) {
         let d = z.size()[1];
-        let log_gaps = (z.narrow(1, 1, d - 1) - z.narrow(1, 0, d - 1)).log();
+        let log_gaps = (z.narrow(1, 1, d - 1) - z.narrow(1, 0, d - 1)).clamp_min(TINY).log();
         let v = -log_gaps.sum_dim_intlist(1, false, None);
         (Tensor::cat(&[z.narrow(1, 0, 1), log_gaps], 1), v)
     }
