@@ -49,10 +49,6 @@ impl Layer for Augment {
     fn kind(&self) -> LayerKind {
         LayerKind::GenerativeSurjection
     }
-
-    fn nfe(&self) -> usize {
-        0
-    }
 }
 
 #[cfg(test)]

@@ -62,10 +62,6 @@ impl Layer for VarDequant {
     fn kind(&self) -> LayerKind {
         LayerKind::GenerativeSurjection
     }
-
-    fn nfe(&self) -> usize {
-        0
-    }
 }
 
 #[cfg(test)]
