@@ -56,6 +56,7 @@ fn every_experiment_takes_steps_on_cpu() {
         assert!(o.status.success(), "{name}: {}", String::from_utf8_lossy(&o.stderr));
         let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
         assert!(summary["test_nll_nats"].as_f64().unwrap().is_finite(), "{name}: NLL not finite");
+        assert!(summary["log_prob_ms_per_1000"].as_f64().unwrap() > 0.0, "{name}: likelihood cost not timed");
         assert!(out.join("samples.npy").exists() && out.join("samples/step-000002.png").exists(), "{name}");
         // Image flows: bits/dim from the model's log p(x) and by hand from the logit space agree (where the logit is
         // the first layer: not after variational dequantization).

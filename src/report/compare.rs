@@ -3,9 +3,9 @@ use crate::runner::summary::{self, Summary};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
-const HEADER: [&str; 13] = [
+const HEADER: [&str; 14] = [
     "run", "experiment", "family", "test NLL (nats)", "kind", "NLL - true entropy", "bits/dim", "steps", "train time (s)", "steps/s",
-    "ms / 1000 samples", "NFE / sample", "params",
+    "ms / 1000 log p", "ms / 1000 samples", "NFE / sample", "params",
 ];
 
 fn fmt_opt(v: Option<f64>, digits: usize) -> String {
@@ -25,6 +25,7 @@ fn row(run: &Path, s: &Summary) -> Vec<String> {
         s.steps.to_string(),
         format!("{:.1}", s.train_time_s),
         format!("{:.1}", s.steps_per_s),
+        fmt_opt(s.log_prob_ms_per_1000, 2),
         format!("{:.2}", s.sample_ms_per_1000),
         s.nfe_per_sample.to_string(),
         s.params.to_string(),

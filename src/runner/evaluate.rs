@@ -102,6 +102,20 @@ pub fn bits_per_dim_check(model: &dyn Model, data: &Dataset, n: Option<i64>, bat
     })
 }
 
+/// Milliseconds per 1000 log-density evaluations on the first test points (at most 1000, and at most `cap`, the
+/// evaluation's own `n_final`), after a warm-up call: the likelihood's cost (one pass for a flow, k passes for
+/// IWBO, an ODE solve for a CNF).
+pub fn timed_log_prob(model: &dyn Model, data: &Dataset, cap: Option<i64>, batch: i64, device: Device) -> f64 {
+    let n = data.test.size()[0].min(1000).min(cap.unwrap_or(1000)).max(1);
+    let x = data.test.narrow(0, 0, n);
+    let _ = log_prob_batched(model, &x.narrow(0, 0, n.min(8)), batch, device);
+    sync(device);
+    let start = Instant::now();
+    let _ = log_prob_batched(model, &x, batch, device);
+    sync(device);
+    start.elapsed().as_secs_f64() * 1000.0 * 1000.0 / n as f64
+}
+
 /// `n` samples and the milliseconds per 1000 samples it took, after a small warm-up draw.
 pub fn timed_samples(model: &dyn Model, n: i64, device: Device) -> (Tensor, f64) {
     let _ = model.sample(n.min(16));

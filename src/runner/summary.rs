@@ -62,6 +62,9 @@ pub struct Summary {
     pub train_time_s: f64,
     pub steps_per_s: f64,
     pub sample_ms_per_1000: f64,
+    /// Milliseconds per 1000 evaluations of the reported log-likelihood (up to 1000 test points).
+    #[serde(default)]
+    pub log_prob_ms_per_1000: Option<f64>,
     /// Low-dimensional data: unbiased MMD² (Gaussian kernels at 0.05, 0.1, 0.3, 1 data std) between the final
     /// samples and as many test points (at most 5000).
     #[serde(default)]

@@ -339,6 +339,7 @@ fn finish(s: &Session, run: &Path, name: &str) -> Result<()> {
         train_time_s: progress.elapsed_s,
         steps_per_s: progress.step as f64 / progress.elapsed_s.max(1e-9),
         sample_ms_per_1000: sample_ms,
+        log_prob_ms_per_1000: Some(super::evaluate::timed_log_prob(&*s.model, &s.data, s.exp.eval.n_final, s.exp.eval.batch_size, device)),
         sample_mmd: quality::sample_mmd(s, &samples),
         sample_outside_support: quality::outside_support(s, &samples),
         nfe_per_sample: cost.nfe_per_sample,
