@@ -159,6 +159,7 @@ fn sample_report(s: &session::Session, device: tch::Device) -> serde_json::Value
         "n": x.size()[0], "sample_mmd": relaxflow::runner::quality::sample_mmd(s, &x),
         "data_mmd_floor": relaxflow::runner::quality::data_mmd_floor(s, x.size()[0]),
         "outside_support": relaxflow::runner::quality::outside_support(s, &x),
+        "mode_coverage": relaxflow::runner::quality::mode_coverage(s, &x),
         "nfe_per_sample": cost.nfe_per_sample, "sampler_steps": cost.steps, "ms_per_1000": ms,
     })
 }

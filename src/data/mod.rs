@@ -3,6 +3,7 @@
 pub mod idx;
 pub mod points;
 pub mod toy;
+pub mod truth;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};

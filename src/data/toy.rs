@@ -82,7 +82,6 @@ fn checkerboard(n: i64) -> Tensor {
     stack(x1, x2) * 2.0
 }
 
-/// Four rings of radius 1, .75, .5, .25, ·3, plus N(0, 0.08²) noise.
 /// Four L-shaped corners of a square frame, symmetric under flipping either axis (a SurVAE abs toy): in the positive
 /// quadrant an L with arms x = 2.5, y in [0.5, 2.5] and y = 2.5, x in [0.5, 2.5], plus N(0, 0.15²) noise, then each
 /// coordinate's sign flipped with probability 1/2.
@@ -97,6 +96,7 @@ fn corners(n: i64) -> Tensor {
     pts * signs
 }
 
+/// Four rings of radius 1, .75, .5, .25, ·3 (a quarter of the points each), plus N(0, 0.08²) noise.
 fn rings(n: i64) -> Tensor {
     let n_small = n / 4;
     let sizes = [n - 3 * n_small, n_small, n_small, n_small];
@@ -161,7 +161,6 @@ pub fn in_support(name: &str, x: &Tensor) -> Option<Tensor> {
     }
 }
 
-/// The true differential entropy (nats) where it is known in closed form.
 /// Exchangeable vectors: `dim` i.i.d. coordinates from ½N(-2, 0.5²) + ½N(2, 0.5²), so the density is invariant
 /// under permutations (2^dim modes); the sort surjection's test case.
 pub fn exchangeable(n: i64, dim: i64) -> Tensor {
@@ -184,11 +183,9 @@ pub fn exchangeable_entropy(dim: i64) -> f64 {
     dim as f64 * one
 }
 
+/// The true differential entropy (nats) where the density is known (see `data::truth`).
 pub fn true_entropy(name: &str) -> Option<f64> {
-    match name {
-        "checkerboard" => Some(32f64.ln()),
-        _ => None,
-    }
+    super::truth::true_entropy(name)
 }
 
 #[cfg(test)]

@@ -140,6 +140,20 @@ pub struct EvalConfig {
     /// Plot window [xmin, xmax, ymin, ymax] for 2D pictures (default [-4, 4]² for toy sets, else from the data).
     #[serde(default)]
     pub bounds: Option<[f64; 4]>,
+    /// Other sampler settings to time and score at the end, each a list of `--set` overrides of keys that keep the
+    /// weights, e.g. `[["model.sample_steps=10"], ["model.sampler=\"ddim\"", "model.ddim_steps=20"]]`.
+    #[serde(default)]
+    pub sampler_settings: Vec<Vec<String>>,
+    /// Images: the classifier run whose features score sample quality (default: the newest finished
+    /// runs/mnist-classifier or runs/fashion-classifier run), and how many samples it scores.
+    #[serde(default)]
+    pub classifier: Option<PathBuf>,
+    #[serde(default = "default_quality_samples")]
+    pub quality_samples: i64,
+}
+
+fn default_quality_samples() -> i64 {
+    1000
 }
 
 impl Default for EvalConfig {

@@ -1,11 +1,13 @@
 //! Training, evaluation, sampling, checkpoints, metrics and pictures: everything that turns an experiment into a
 //! run folder.
 pub mod checkpoint;
+pub mod convergence;
 pub mod evaluate;
 pub mod metrics;
 pub mod optim;
 pub mod pictures;
 pub mod quality;
+pub mod sampling;
 pub mod plot;
 pub mod session;
 pub mod summary;

