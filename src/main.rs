@@ -1,4 +1,4 @@
-//! The relaxflow command line: list | info | train | eval | sample | compare.
+//! The relaxflow command line: list | info | train | eval | sample | sweep | compare | report | figure.
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use relaxflow::data::points::load_points;
@@ -89,7 +89,26 @@ enum Command {
         #[arg(long, default_value = "runs/figure-double-well.png")]
         out: PathBuf,
     },
-    /// Side-by-side table of runs: markdown on stdout, CSV and markdown written to --out.{csv,md}.
+    /// Train one experiment over a grid of settings and seeds (one run folder each, resumable), then write a table
+    /// and a plot (mean ± sd over seeds): `sweep diffflow-checkerboard --set model.g=0.01,0.1,0.5 --seeds 3`.
+    Sweep {
+        name: String,
+        /// KEY=V1,V2,... (commas inside [...] or quotes do not split); several give the cartesian product.
+        #[arg(long = "set", value_name = "KEY=V1,V2,...")]
+        set: Vec<String>,
+        /// Seeds 0..K-1 per grid point.
+        #[arg(long, default_value_t = 1)]
+        seeds: i64,
+        #[arg(long)]
+        steps: Option<i64>,
+        #[arg(long)]
+        device: Option<String>,
+        /// The sweep folder (default runs/sweeps/NAME); running again continues it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Side-by-side table of runs: markdown on stdout, CSV and markdown written to --out.{csv,md}, and a contact sheet of
+    /// their final pictures to --out.png.
     Compare {
         runs: Vec<PathBuf>,
         #[arg(long, default_value = "runs/compare")]
@@ -122,9 +141,16 @@ fn run(cli: Cli) -> Result<()> {
             eprintln!("wrote {}", out.display());
             Ok(())
         }
+        Command::Sweep { name, set, seeds, steps, device, out } => {
+            let opts = runner::sweep::SweepOptions { experiment: name, grid: set, seeds, steps, device, out };
+            let dir = runner::sweep::sweep(&opts)?;
+            print!("{}", relaxflow::report::sweep::write(&dir)?);
+            eprintln!("wrote {}/sweep.{{md,csv,png,json}}", dir.display());
+            Ok(())
+        }
         Command::Compare { runs, out } => {
             let csv = relaxflow::report::compare::compare(&runs, &out)?;
-            eprintln!("wrote {} and {}", csv.display(), csv.with_extension("md").display());
+            eprintln!("wrote {}, {} and {}", csv.display(), csv.with_extension("md").display(), csv.with_extension("png").display());
             Ok(())
         }
     }

@@ -49,7 +49,7 @@ pub fn tables(runs: &[PathBuf]) -> Result<(String, String)> {
     Ok((md, csv))
 }
 
-/// Prints the markdown table and writes `<out>.md` and `<out>.csv`; returns the CSV path.
+/// Prints the markdown table and writes `<out>.md`, `<out>.csv` and the contact sheet `<out>.png`; returns the CSV path.
 pub fn compare(runs: &[PathBuf], out: &Path) -> Result<PathBuf> {
     anyhow::ensure!(!runs.is_empty(), "name at least one run folder to compare");
     let (md, csv) = tables(runs)?;
@@ -60,5 +60,7 @@ pub fn compare(runs: &[PathBuf], out: &Path) -> Result<PathBuf> {
     let (md_path, csv_path) = (out.with_extension("md"), out.with_extension("csv"));
     std::fs::write(&md_path, md).with_context(|| format!("writing {}", md_path.display()))?;
     std::fs::write(&csv_path, csv).with_context(|| format!("writing {}", csv_path.display()))?;
+    let sheet_path = out.with_extension("png");
+    super::contact::sheet(runs, 480, 3)?.save_png(&sheet_path)?;
     Ok(csv_path)
 }

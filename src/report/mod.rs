@@ -1,3 +1,6 @@
 //! Tables and reports read from run folders (summary.json), never from models.
 pub mod compare;
+pub mod contact;
 pub mod figure;
+pub mod notebook;
+pub mod sweep;

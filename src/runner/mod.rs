@@ -11,6 +11,7 @@ pub mod sampling;
 pub mod plot;
 pub mod session;
 pub mod summary;
+pub mod sweep;
 pub mod train;
 
 use anyhow::{bail, Result};

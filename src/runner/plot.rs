@@ -110,6 +110,52 @@ impl Canvas {
         }
     }
 
+    /// Box-filtered down to at most `width` pixels wide (aspect kept); unchanged when already narrower.
+    pub fn shrunk_to_width(&self, width: usize) -> Canvas {
+        if self.width <= width || width == 0 {
+            return self.clone();
+        }
+        let f = self.width as f64 / width as f64;
+        let height = ((self.height as f64 / f).round() as usize).max(1);
+        let mut out = Canvas::new(width, height, WHITE);
+        for y in 0..height {
+            for x in 0..width {
+                let (x0, x1) = ((x as f64 * f) as usize, (((x + 1) as f64 * f) as usize).clamp(1, self.width));
+                let (y0, y1) = ((y as f64 * f) as usize, (((y + 1) as f64 * f) as usize).clamp(1, self.height));
+                let mut acc = [0u64; 3];
+                let mut n = 0u64;
+                for yy in y0.min(y1 - 1)..y1 {
+                    for xx in x0.min(x1 - 1)..x1 {
+                        let p = self.pixels[yy * self.width + xx];
+                        (0..3).for_each(|c| acc[c] += p[c] as u64);
+                        n += 1;
+                    }
+                }
+                out.pixels[y * width + x] = acc.map(|a| (a / n.max(1)) as u8);
+            }
+        }
+        out
+    }
+
+    /// Reads an 8-bit RGB, RGBA, grey or grey-alpha PNG (alpha dropped).
+    pub fn read_png(path: &Path) -> Result<Canvas> {
+        let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let mut reader = png::Decoder::new(std::io::BufReader::new(file)).read_info().with_context(|| format!("{}: not a PNG", path.display()))?;
+        let mut buf = vec![0; reader.output_buffer_size()];
+        let info = reader.next_frame(&mut buf).with_context(|| format!("{}: unreadable PNG", path.display()))?;
+        anyhow::ensure!(info.bit_depth == png::BitDepth::Eight, "{}: only 8-bit PNGs are read", path.display());
+        let channels = info.color_type.samples();
+        let (w, h) = (info.width as usize, info.height as usize);
+        let pixels = buf[..w * h * channels]
+            .chunks(channels)
+            .map(|p| match channels {
+                1 | 2 => [p[0]; 3],
+                _ => [p[0], p[1], p[2]],
+            })
+            .collect();
+        Ok(Canvas { width: w, height: h, pixels })
+    }
+
     /// Write a PNG atomically: to `path.tmp` first, then rename; errors name the path.
     pub fn save_png(&self, path: &Path) -> Result<()> {
         let mut tmp = path.as_os_str().to_owned();
@@ -489,6 +535,96 @@ pub fn line_plot(
         draw_series(&mut c, &frame, xs, ys, PALETTE[k % PALETTE.len()]);
     }
     legend(&mut c, series, right, top);
+    c
+}
+
+/// One series of an [`errorbar_plot`]: a name, and per category a mean and a half-width (NaN: no bar).
+pub struct ErrorSeries<'a> {
+    pub name: &'a str,
+    pub means: &'a [f64],
+    pub errs: &'a [f64],
+}
+
+/// Means with ± error bars over categories (e.g. noise levels), one colour per series, points joined by lines; an
+/// x-axis label under the category ticks and a y-axis label above the axis; y range from every mean ± error. A
+/// series with a single value is drawn as a dashed horizontal reference line across all categories (a baseline).
+pub fn errorbar_plot(title: &str, xlabel: &str, ylabel: &str, categories: &[String], series: &[ErrorSeries], width: usize, height: usize) -> Canvas {
+    let mut c = Canvas::new(width, height, WHITE);
+    let n = categories.len().max(1);
+    let ends: Vec<f64> = series
+        .iter()
+        .flat_map(|s| s.means.iter().zip(s.errs).flat_map(|(m, e)| {
+            let e = if e.is_finite() { *e } else { 0.0 };
+            [m - e, m + e]
+        }))
+        .collect();
+    let (y0, y1) = data_range(ends.iter());
+    let pad = 0.05 * (y1 - y0);
+    let y = (y0 - pad, y1 + pad);
+    let ylabel_w = text_size(&fmt_num(y.0), 1).0.max(text_size(&fmt_num(y.1), 1).0);
+    let tscale = if text_size(title, 2).0 + 8 <= width { 2 } else { 1 };
+    let (left, top) = (ylabel_w + 8, CHAR_H * tscale + CHAR_H + 18);
+    let right = width.saturating_sub(10).max(left + 1);
+    let bottom = height.saturating_sub(2 * CHAR_H + 16).max(top + 1);
+    let frame = Frame { left, top, right, bottom, x: (-0.5, n as f64 - 0.5), y };
+    c.text(width.saturating_sub(text_size(title, tscale).0) / 2, 4, title, BLACK, tscale);
+    c.text(2, top - CHAR_H - 6, ylabel, BLACK, 1);
+    let (l, b) = (left as i64 - 1, bottom as i64 + 1);
+    line(&mut c, (l, top as i64), (l, b), BLACK);
+    line(&mut c, (l, b), (right as i64, b), BLACK);
+    let [ylo, yhi] = [y.0, y.1].map(fmt_num);
+    c.text(left.saturating_sub(4 + text_size(&yhi, 1).0), top, &yhi, BLACK, 1);
+    c.text(left.saturating_sub(4 + text_size(&ylo, 1).0), bottom.saturating_sub(CHAR_H - 1), &ylo, BLACK, 1);
+    for (i, cat) in categories.iter().enumerate() {
+        let (px, _) = frame.to_px(i as f64, y.0);
+        line(&mut c, (px, b), (px, b + 3), BLACK);
+        c.text((px as usize).saturating_sub(text_size(cat, 1).0 / 2), bottom + 6, cat, BLACK, 1);
+    }
+    c.text(width.saturating_sub(text_size(xlabel, 1).0) / 2, bottom + CHAR_H + 10, xlabel, BLACK, 1);
+    let slots = series.len().max(1) as f64;
+    for (k, s) in series.iter().enumerate() {
+        let col = PALETTE[k % PALETTE.len()];
+        if s.means.len() == 1 && n > 1 {
+            let (x0, py) = frame.to_px(-0.5, s.means[0]);
+            let (x1, _) = frame.to_px(n as f64 - 0.5, s.means[0]);
+            for xs in (x0..x1).step_by(8) {
+                line(&mut c, (xs, py), ((xs + 4).min(x1), py), col);
+            }
+            if s.errs[0].is_finite() {
+                for m in [s.means[0] - s.errs[0], s.means[0] + s.errs[0]] {
+                    let (_, pe) = frame.to_px(0.0, m);
+                    for xs in (x0..x1).step_by(16) {
+                        c.set_i(xs, pe, col);
+                    }
+                }
+            }
+            continue;
+        }
+        // Series side by side within a category, so bars do not hide each other.
+        let offset = (k as f64 - (slots - 1.0) / 2.0) * 0.08;
+        let mut prev: Option<(i64, i64)> = None;
+        for (i, (&m, &e)) in s.means.iter().zip(s.errs).enumerate() {
+            if !m.is_finite() {
+                prev = None;
+                continue;
+            }
+            let (px, py) = frame.to_px(i as f64 + offset, m);
+            if let Some(p) = prev {
+                line(&mut c, p, (px, py), col);
+            }
+            if e.is_finite() && e > 0.0 {
+                let (_, lo) = frame.to_px(0.0, m - e);
+                let (_, hi) = frame.to_px(0.0, m + e);
+                line(&mut c, (px, lo), (px, hi), col);
+                line(&mut c, (px - 3, lo), (px + 3, lo), col);
+                line(&mut c, (px - 3, hi), (px + 3, hi), col);
+            }
+            c.fill_rect((px - 2).max(0) as usize, (py - 2).max(0) as usize, 5, 5, col);
+            prev = Some((px, py));
+        }
+    }
+    let named: Vec<(&str, &[f64], &[f64])> = series.iter().map(|s| (s.name, s.means, s.errs)).collect();
+    legend(&mut c, &named, right, top);
     c
 }
 

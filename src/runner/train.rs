@@ -36,6 +36,9 @@ pub struct TrainOptions {
 
 /// Trains and returns the run folder.
 pub fn train(opts: &TrainOptions) -> Result<PathBuf> {
+    if crate::classifier::train::is_classifier(opts) {
+        return crate::classifier::train::train(opts);
+    }
     let device = parse_device(opts.device.as_deref())?;
     let (mut s, run, name, start, mut adam) = match &opts.resume {
         Some(run) => resume(opts, run, device)?,
