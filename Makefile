@@ -9,7 +9,7 @@ ARGS ?=
 export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: train test data bench build venv clean-runs figure-double-well
+.PHONY: train test data bench build venv clean-runs figure-double-well reproduce report
 
 # PyTorch 2.11.0 wheel (its libtorch is what tch 0.24 links against), plus numpy for the benchmark's reference.
 $(TORCH_STAMP):
@@ -42,6 +42,15 @@ bench: build
 figure-double-well: build
 	NF=$$($(BIN) train nf-doublewell) && SNF=$$($(BIN) train snf-doublewell) && \
 	$(BIN) figure double-well $$NF $$SNF --out runs/figure-double-well.png
+
+# The survey's comparison, measured: runs, noise ablations and notebooks-export/survey-comparison.{md,ipynb}.
+# PROFILE=cpu (default, ~40 min on 2 cores) or PROFILE=full (the shipped, paper-sized experiments: a GPU's hours).
+PROFILE ?= cpu
+reproduce: build data
+	bash scripts/reproduce.sh $(PROFILE)
+
+report: build
+	$(BIN) report runs/reproduce/$(PROFILE) --out notebooks-export
 
 clean-runs:
 	rm -rf runs

@@ -107,6 +107,14 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// The survey's comparison from a folder of runs and sweeps (what `make reproduce` writes): markdown and a
+    /// Jupyter notebook with the images embedded, in --out.
+    Report {
+        #[arg(default_value = "runs/reproduce/cpu")]
+        dir: PathBuf,
+        #[arg(long, default_value = "notebooks-export")]
+        out: PathBuf,
+    },
     /// Side-by-side table of runs: markdown on stdout, CSV and markdown written to --out.{csv,md}, and a contact sheet of
     /// their final pictures to --out.png.
     Compare {
@@ -146,6 +154,12 @@ fn run(cli: Cli) -> Result<()> {
             let dir = runner::sweep::sweep(&opts)?;
             print!("{}", relaxflow::report::sweep::write(&dir)?);
             eprintln!("wrote {}/sweep.{{md,csv,png,json}}", dir.display());
+            Ok(())
+        }
+        Command::Report { dir, out } => {
+            let (md, nb) = relaxflow::report::survey::report(&dir, &out)?;
+            let images = relaxflow::report::notebook::validate(&nb)?;
+            eprintln!("wrote {} and {} ({images} images embedded)", md.display(), nb.display());
             Ok(())
         }
         Command::Compare { runs, out } => {

@@ -3,4 +3,5 @@ pub mod compare;
 pub mod contact;
 pub mod figure;
 pub mod notebook;
+pub mod survey;
 pub mod sweep;

@@ -18,6 +18,7 @@ fn image_name(path: &Path, index: usize) -> String {
     let stem: String = path
         .components()
         .rev()
+        .filter(|c| !c.as_os_str().to_string_lossy().starts_with('.'))
         .take(3)
         .collect::<Vec<_>>()
         .into_iter()

@@ -103,13 +103,13 @@ pub fn points(axes: &[Axis]) -> Vec<Vec<(String, String)>> {
     })
 }
 
-/// A folder name for a point: `key=value` joined by `_`, characters outside [A-Za-z0-9.=-] replaced by `-`.
+/// A folder name for a point: `key=value` joined by `+`, characters outside [A-Za-z0-9._=+-] replaced by `-`.
 pub fn point_dir(values: &[(String, String)]) -> String {
     if values.is_empty() {
         return "default".into();
     }
-    let name = values.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("_");
-    name.chars().map(|c| if c.is_ascii_alphanumeric() || ".=-".contains(c) { c } else { '-' }).collect()
+    let name = values.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("+");
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || "._=+-".contains(c) { c } else { '-' }).collect()
 }
 
 /// Trains (or finishes) one run folder; Ok(()) when it has a summary.
@@ -201,7 +201,7 @@ mod tests {
         let p = points(&axes);
         assert_eq!(p.len(), 6);
         assert_eq!(p[0], vec![("model.g".to_string(), "0.1".to_string()), ("model.steps".to_string(), "5".to_string())]);
-        assert_eq!(point_dir(&p[5]), "model.g=1_model.steps=20");
+        assert_eq!(point_dir(&p[5]), "model.g=1+model.steps=20");
         assert_eq!(point_dir(&[("model.sampler".into(), "\"ddim\"".into())]), "model.sampler=-ddim-");
         assert!(parse_grid(&["model.g".into()]).unwrap_err().to_string().contains("KEY=V1,V2"));
         assert_eq!(points(&[]), vec![Vec::<(String, String)>::new()]);
