@@ -2,6 +2,7 @@
 //!
 //! Layers of the crate, importing downwards only: `experiment`/`runner`/`report` -> model families (`flows`, ...)
 //! -> `layer`, `model`, `nets`, `dist` -> tch. `data` is read by the runner and by tests, never by a model.
+pub mod classifier;
 pub mod data;
 pub mod diffflow;
 pub mod diffusion;

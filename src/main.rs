@@ -171,12 +171,12 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn list() -> Result<()> {
-    println!("{:<24} {:<8} {:<14} description", "experiment", "family", "dataset");
+    println!("{:<28} {:<10} {:<14} description", "experiment", "family", "dataset");
     for name in config::list_names()? {
         let (_, file) = config::resolve_file(&name)?;
         let exp = config::load(&file, &[])?;
         let family = registry::family_of(&exp.model, &file.display().to_string())?;
-        println!("{:<24} {:<8} {:<14} {}", name, family, exp.data.display_name(), exp.description);
+        println!("{:<28} {:<10} {:<14} {}", name, family, exp.data.display_name(), exp.description);
     }
     Ok(())
 }

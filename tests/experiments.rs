@@ -23,7 +23,7 @@ fn every_experiment_takes_steps_on_cpu() {
         let mut extra: Vec<&str> = Vec::new();
         let image = name.contains("mnist") || name.contains("fashion");
         if image {
-            extra.extend(["train.batch_size=4", "eval.n_final=2", "eval.n_eval=2", "eval.batch_size=2", "eval.n_samples=2"]);
+            extra.extend(["train.batch_size=4", "eval.n_final=2", "eval.n_eval=2", "eval.batch_size=2", "eval.n_samples=2", "eval.quality_samples=8"]);
         }
         let flow = ["glow", "realnvp", "maf", "survae-maxpool", "vardeq"].iter().any(|k| name.starts_with(k));
         let vae = name.starts_with("vae") || name.starts_with("iwae");
@@ -33,7 +33,10 @@ fn every_experiment_takes_steps_on_cpu() {
         if name.starts_with("survae-permute") || name.starts_with("augmented") {
             extra.push("model.eval_k=5");
         }
+        // Classifiers (not generative models): a narrow network.
+        let classifier = name.ends_with("-classifier");
         match (image, flow) {
+            _ if classifier => extra.extend(["model.channels=[4]", "model.feature_dim=8"]),
             (true, false) if vae => {}
             (true, false) => extra.extend(["model.unet_ch=8", "model.unet_groups=4"]),
             (true, true) if name.starts_with("maf") => extra.extend(["model.hidden=[16]", "model.n_layers=2"]),
@@ -55,6 +58,15 @@ fn every_experiment_takes_steps_on_cpu() {
         let o = Command::new(env!("CARGO_BIN_EXE_relaxflow")).args(&args).current_dir(root).output().unwrap();
         assert!(o.status.success(), "{name}: {}", String::from_utf8_lossy(&o.stderr));
         let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+        if classifier {
+            let accuracy = summary["test_accuracy"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&accuracy), "{name}: test accuracy {accuracy}");
+            assert!(summary["test_nll_nats"].as_f64().unwrap().is_finite(), "{name}: cross-entropy not finite");
+            assert_eq!((summary["family"].as_str(), summary["steps"].as_i64()), (Some("classifier"), Some(3)), "{name}");
+            assert!(out.join("checkpoint.pt").exists() && out.join("metrics.jsonl").exists(), "{name}");
+            count += 1;
+            continue;
+        }
         assert!(summary["test_nll_nats"].as_f64().unwrap().is_finite(), "{name}: NLL not finite");
         assert!(summary["log_prob_ms_per_1000"].as_f64().unwrap() > 0.0, "{name}: likelihood cost not timed");
         assert!(out.join("samples.npy").exists() && out.join("samples/step-000002.png").exists(), "{name}");

@@ -51,6 +51,12 @@ pub fn entries() -> Vec<Entry> {
             build: build_diffflow,
         },
         Entry { kind: "ncsn", family: "score", about: "NCSN: VE score model sampled by annealed Langevin dynamics", build: build_ncsn },
+        Entry {
+            kind: "classifier",
+            family: "classifier",
+            about: "CNN classifier of MNIST / Fashion-MNIST whose features score image samples (not a generative model)",
+            build: build_classifier,
+        },
     ]
 }
 
@@ -202,6 +208,16 @@ fn build_ncsn(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> 
     build_score(&t, path, shape, origin)
 }
 
+/// Classifiers are trained by `relaxflow train` (see `classifier::train`) and are no `Model`: a clear error for
+/// everything that needs a likelihood or a sampler.
+fn build_classifier(_: &toml::Table, _: &nn::Path, _: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
+    bail!(
+        "{origin}: model kind `classifier` is not a generative model (no likelihood, no sampler), so eval and sample do not \
+         apply; `relaxflow train` trains it, its summary.json holds the test accuracy, and it scores other runs' image \
+         samples (relaxflow::classifier::image_quality)"
+    )
+}
+
 /// The family a `[model]` table builds (an SNF without stochastic layers is a flow).
 pub fn family_of(model: &toml::Table, origin: &str) -> Result<&'static str> {
     let entry = entry_for(model, origin)?;
@@ -257,6 +273,9 @@ mod tests {
         assert!(e.contains("unknown model kind `realnvq`") && e.contains("realnvp"), "{e}");
         let e = err("kind = \"realnvp\"\nn_layers = \"two\"", &[2]);
         assert!(e.contains("`model.n_layers`") && e.contains("invalid type"), "{e}");
+        let e = err("kind = \"classifier\"", &[1, 28, 28]);
+        assert!(e.contains("f.toml") && e.contains("not a generative model"), "{e}");
+        assert_eq!(family_of(&table("kind = \"classifier\""), "f.toml").unwrap(), "classifier");
         let e = err("kind = \"nice\"", &[1, 28, 28]);
         assert!(e.contains("needs vector data") && e.contains("data.flatten"), "{e}");
     }

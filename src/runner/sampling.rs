@@ -48,7 +48,7 @@ pub fn alternatives(s: &Session, run: &Path, device: Device, score_images: &dyn 
         let alt = session::open_run_with(run, device, overrides)
             .with_context(|| format!("eval.sampler_settings: {overrides:?} does not re-open the run"))?;
         tch::manual_seed(s.exp.train.seed);
-        let (x, ms) = timed_samples(&*alt.model, s.exp.eval.n_samples.max(2), device);
+        let (x, ms) = tch::no_grad(|| timed_samples(&*alt.model, s.exp.eval.n_samples.max(2), device));
         let iq = score_images(&alt, &x);
         out.push(measure(&alt, &overrides.join(" "), &x, ms, iq));
     }

@@ -120,7 +120,7 @@ fn absolute_data_paths(data: &mut crate::data::DataConfig) {
 }
 
 /// runs/NAME/<YYYYmmdd-HHMMSS>, with a suffix if that exists.
-fn new_run_dir(name: &str) -> Result<PathBuf> {
+pub(crate) fn new_run_dir(name: &str) -> Result<PathBuf> {
     let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S").to_string();
     let base = Path::new("runs").join(name);
     let mut dir = base.join(&stamp);
@@ -133,7 +133,7 @@ fn new_run_dir(name: &str) -> Result<PathBuf> {
 }
 
 /// The seed of step `step`: every step draws its batch and noise from its own seed.
-fn step_seed(seed: i64, step: i64) -> i64 {
+pub(crate) fn step_seed(seed: i64, step: i64) -> i64 {
     seed.wrapping_mul(1_000_003).wrapping_add(step + 1)
 }
 
@@ -151,7 +151,7 @@ pub fn lr_at(t: &TrainConfig, step: i64) -> f64 {
     }
 }
 
-fn progress_bar(total: i64, start: i64) -> ProgressBar {
+pub(crate) fn progress_bar(total: i64, start: i64) -> ProgressBar {
     let bar = ProgressBar::new(total as u64);
     if !std::io::stderr().is_terminal() {
         bar.set_draw_target(ProgressDrawTarget::hidden());
@@ -212,7 +212,7 @@ impl Tally {
     }
 }
 
-fn due(every: i64, step: i64) -> bool {
+pub(crate) fn due(every: i64, step: i64) -> bool {
     every > 0 && step % every == 0
 }
 
@@ -310,10 +310,42 @@ fn save_arrays(s: &Session, run: &Path, samples: &Tensor) -> Result<()> {
     Ok(())
 }
 
-/// Image runs: sample quality in the feature space of relaxflow's own classifier, on `eval.quality_samples` samples
-/// (drawn afresh when `samples` has fewer), when a classifier run is configured or found.
-fn score_images(_s: &Session, _samples: &Tensor) -> Option<serde_json::Value> {
-    None
+/// Image runs (8-bit MNIST / Fashion-MNIST, not binarized): sample quality in the feature space of relaxflow's own
+/// classifier (`eval.classifier`, else the newest finished runs/<dataset>-classifier run) on `eval.quality_samples`
+/// samples (`samples` topped up with fresh draws in chunks when it has fewer). None, with a warning, when there is no
+/// classifier; a failure with an explicit `eval.classifier` is reported in the value's `error`.
+fn score_images(s: &Session, samples: &Tensor) -> Option<serde_json::Value> {
+    use crate::classifier::quality;
+    if s.data.binarized || quality::classifier_experiment(&s.data.name).is_none() {
+        return None;
+    }
+    let Some(classifier) = s.exp.eval.classifier.clone().or_else(|| quality::find_classifier(&s.data.name)) else {
+        eprintln!(
+            "note: no {} run found, so no image sample quality (train it first: relaxflow train {})",
+            quality::classifier_experiment(&s.data.name).unwrap_or("classifier"),
+            quality::classifier_experiment(&s.data.name).unwrap_or("classifier")
+        );
+        return None;
+    };
+    let n = s.exp.eval.quality_samples.max(2);
+    let x = tch::no_grad(|| {
+        let mut parts = vec![samples.narrow(0, 0, samples.size()[0].min(n)).to_device(Device::Cpu)];
+        let mut have = parts[0].size()[0];
+        tch::manual_seed(s.exp.train.seed + 7);
+        while have < n {
+            let k = (n - have).min(s.exp.eval.batch_size.max(1));
+            parts.push(s.model.sample(k).to_device(Device::Cpu));
+            have += k;
+        }
+        Tensor::cat(&parts, 0)
+    });
+    match quality::image_quality(&x, &s.data.name, &s.exp.data.dir, &classifier, s.device) {
+        Ok(q) => serde_json::to_value(q).ok(),
+        Err(e) => {
+            eprintln!("warning: image sample quality failed: {e:#}");
+            Some(json!({ "error": format!("{e:#}"), "classifier_run": classifier }))
+        }
+    }
 }
 
 /// Final evaluation on the whole test set, sampler timing, pictures and summary.json.
