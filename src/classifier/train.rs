@@ -12,11 +12,11 @@ use super::net::{Classifier, ClassifierParams};
 use super::summary::{self as csummary, ClassifierSummary};
 use crate::data::idx::Split;
 use crate::experiment::config::{self, resolve_file};
-use crate::experiment::{Experiment, TrainConfig};
+use crate::experiment::Experiment;
 use crate::runner::checkpoint::{self, Progress};
 use crate::runner::metrics::MetricsLog;
-use crate::runner::optim::{Adam, AdamConfig};
-use crate::runner::train::{due, lr_at, new_run_dir, progress_bar, step_seed, TrainOptions};
+use crate::runner::optim::Adam;
+use crate::runner::train::{adam_config, due, fresh_experiment, lr_at, progress_bar, resume_experiment, resume_state, step_seed, write_run_json, TrainOptions};
 use crate::runner::{parse_device, pictures, summary, sync};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
@@ -107,56 +107,22 @@ pub fn train(opts: &TrainOptions) -> Result<PathBuf> {
     Ok(run)
 }
 
-fn adam_config(t: &TrainConfig) -> AdamConfig {
-    AdamConfig { beta1: t.beta1, beta2: t.beta2, eps: t.eps, weight_decay: t.weight_decay }
-}
-
 type Started = (Setup, PathBuf, String, Progress, Adam);
 
 fn fresh(opts: &TrainOptions, device: Device) -> Result<Started> {
-    let Some(experiment) = opts.experiment.as_deref() else { bail!("name an experiment to train (see `relaxflow list`)") };
-    let (name, file) = resolve_file(experiment)?;
-    let mut overrides = opts.overrides.clone();
-    overrides.extend(opts.steps.map(|n| format!("train.steps={n}")));
-    overrides.extend(opts.seed.map(|n| format!("train.seed={n}")));
-    let exp = config::load(&file, &overrides)?;
-    let run = match &opts.out {
-        Some(dir) => dir.clone(),
-        None => new_run_dir(&name)?,
-    };
-    if run.join("config.toml").exists() {
-        bail!("{} already holds a run; continue it with --resume {}", run.display(), run.display());
-    }
+    let (name, file, exp, run) = fresh_experiment(opts)?;
     let s = Setup::open(exp, &file.display().to_string(), device)?;
     std::fs::create_dir_all(&run).with_context(|| format!("creating {}", run.display()))?;
     std::fs::write(run.join("config.toml"), toml::to_string(&s.exp)?).context("writing config.toml")?;
-    let info = json!({
-        "experiment": name, "family": KIND, "shape": [1, 28, 28], "device": format!("{device:?}"),
-        "created": chrono::Local::now().to_rfc3339(), "git_commit": summary::git_commit(), "versions": summary::versions(),
-    });
-    summary::write_json(&run.join("run.json"), &info)?;
+    write_run_json(&run, &name, KIND, &[1, 28, 28], device)?;
     let adam = Adam::new(&s.vs, adam_config(&s.exp.train))?;
     Ok((s, run, name, Progress { step: 0, elapsed_s: 0.0 }, adam))
 }
 
 fn resume(opts: &TrainOptions, run: &Path, device: Device) -> Result<Started> {
-    if opts.experiment.is_some() || !opts.overrides.is_empty() || opts.seed.is_some() || opts.out.is_some() {
-        bail!("--resume continues a run with its own config; only --steps (and --device) may change");
-    }
-    let config_path = run.join("config.toml");
-    let overrides: Vec<String> = opts.steps.map(|n| format!("train.steps={n}")).into_iter().collect();
-    let exp = config::load(&config_path, &overrides)?;
+    let (config_path, exp) = resume_experiment(opts, run)?;
     let s = Setup::open(exp, &config_path.display().to_string(), device)?;
-    if opts.steps.is_some() {
-        std::fs::write(&config_path, toml::to_string(&s.exp)?).context("writing config.toml")?;
-    }
-    let mut adam = Adam::new(&s.vs, adam_config(&s.exp.train))?;
-    let progress = checkpoint::load_all(&run.join(checkpoint::FILE), &s.vs, &mut adam)?;
-    MetricsLog::new(run).truncate_after(progress.step)?;
-    let info_path = run.join("run.json");
-    let info: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&info_path).with_context(|| format!("reading {}", info_path.display()))?)?;
-    let name = info["experiment"].as_str().unwrap_or("unknown").to_string();
-    eprintln!("resuming {} from step {}", run.display(), progress.step);
+    let (adam, progress, name) = resume_state(opts, run, &s.vs, &s.exp)?;
     Ok((s, run.to_path_buf(), name, progress, adam))
 }
 

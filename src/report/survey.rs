@@ -236,11 +236,39 @@ fn section_ablation(dir: &Path, a: &Ablation, build: &Path, blocks: &mut Vec<Blo
         all.iter().map(|p| sweep_report::PointRuns { label: p.label.clone(), runs: p.runs.clone(), failed: p.failed }).collect();
     let (md, _) = sweep_report::table(&owned);
     text += &md;
+    if let Some(b) = &base {
+        text += &differences(&points, b);
+    }
     blocks.push(Block::Markdown(text));
     let path = build.join(format!("ablation-{index}.png"));
     sweep_report::plot(&a.title, &a.xlabel, &points, base.as_ref()).save_png(&path)?;
     blocks.push(Block::Image { path, caption: format!("{}: expressivity against the noise level (error bars: ± sd over seeds; dashed: baseline)", a.title) });
     Ok(())
+}
+
+/// Each point's difference from the baseline, in NLL gap (or NLL) and in mass outside the support, with the two
+/// standard deviations combined: the numbers the §7.5 question is answered with.
+fn differences(points: &[sweep_report::PointRuns], base: &sweep_report::PointRuns) -> String {
+    let has_gap = base.gap().is_some();
+    let metric = |p: &sweep_report::PointRuns| if has_gap { p.gap() } else { p.nll() };
+    let diff = |a: Option<sweep_report::Stat>, b: Option<sweep_report::Stat>, digits: usize| match (a, b) {
+        (Some(a), Some(b)) => {
+            let sd = (a.sd.powi(2) + b.sd.powi(2)).sqrt();
+            let d = a.mean - b.mean;
+            let mark = if sd.is_finite() && d.abs() > 2.0 * sd { " (beyond 2 sd)" } else { "" };
+            if sd.is_finite() { format!("{d:+.digits$} ± {sd:.digits$}{mark}") } else { format!("{d:+.digits$}") }
+        }
+        _ => "-".into(),
+    };
+    let rows: Vec<Vec<String>> = points
+        .iter()
+        .map(|p| vec![p.label.clone(), diff(metric(p), metric(base), 4), diff(p.outside(), base.outside(), 4)])
+        .collect();
+    let what = if has_gap { "NLL - true entropy" } else { "test NLL" };
+    format!(
+        "\nDifference from the baseline (negative: the noisy model is closer to the truth / smears less):\n\n{}",
+        md_table(&["setting", &format!("Δ {what} (nats)"), "Δ outside support"], &rows)
+    )
 }
 
 fn versions_block(runs: &[(PathBuf, Summary)], dir: &Path) -> String {
@@ -320,7 +348,9 @@ pub fn report(dir: &Path, out: &Path) -> Result<(PathBuf, PathBuf)> {
         blocks.push(Block::Markdown(format!("### The classifiers that score image samples\n\n{}", md_table(&["experiment", "dataset", "test accuracy", "steps"], &rows))));
     }
     // Figure 1: a flow with a Gaussian base against a target with sharp edges.
-    if let Some((run, s)) = runs.iter().find(|(_, s)| s.family == "flow" && ["checkerboard", "rings"].contains(&s.dataset.as_str())) {
+    let sharp = |s: &Summary| s.family == "flow" && ["checkerboard", "rings"].contains(&s.dataset.as_str());
+    let figure1 = runs.iter().find(|(_, s)| sharp(s) && s.model_kind == "realnvp").or_else(|| runs.iter().find(|(_, s)| sharp(s)));
+    if let Some((run, s)) = figure1 {
         if let Ok(pic) = super::contact::final_picture(run) {
             blocks.push(Block::Markdown(format!(
                 "## Figure 1 of the survey: smearing\n\nA bijective flow with a Gaussian base ({}) cannot map the connected Gaussian onto \

@@ -8,7 +8,7 @@ use super::session::Session;
 use super::summary::{self, Summary};
 use super::{parse_device, pictures, quality, sync};
 use crate::experiment::config::{self, resolve_file};
-use crate::experiment::{LrSchedule, TrainConfig};
+use crate::experiment::{Experiment, LrSchedule, TrainConfig};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
@@ -50,20 +50,21 @@ pub fn train(opts: &TrainOptions) -> Result<PathBuf> {
     Ok(run)
 }
 
-fn adam_config(t: &TrainConfig) -> AdamConfig {
+pub(crate) fn adam_config(t: &TrainConfig) -> AdamConfig {
     AdamConfig { beta1: t.beta1, beta2: t.beta2, eps: t.eps, weight_decay: t.weight_decay }
 }
 
 type Started = (Session, PathBuf, String, Progress, Adam);
 
-fn fresh(opts: &TrainOptions, device: Device) -> Result<Started> {
+/// A fresh run's experiment (name, file, config with --set, --steps and --seed applied) and the folder it writes
+/// (--out, else runs/NAME/<stamp>), refusing a folder that already holds a run.
+pub(crate) fn fresh_experiment(opts: &TrainOptions) -> Result<(String, PathBuf, Experiment, PathBuf)> {
     let Some(experiment) = opts.experiment.as_deref() else { bail!("name an experiment to train (see `relaxflow list`)") };
     let (name, file) = resolve_file(experiment)?;
     let mut overrides = opts.overrides.clone();
     overrides.extend(opts.steps.map(|n| format!("train.steps={n}")));
     overrides.extend(opts.seed.map(|n| format!("train.seed={n}")));
-    let mut exp = config::load(&file, &overrides)?;
-    absolute_data_paths(&mut exp.data);
+    let exp = config::load(&file, &overrides)?;
     let run = match &opts.out {
         Some(dir) => dir.clone(),
         None => new_run_dir(&name)?,
@@ -71,23 +72,20 @@ fn fresh(opts: &TrainOptions, device: Device) -> Result<Started> {
     if run.join("config.toml").exists() {
         bail!("{} already holds a run; continue it with --resume {}", run.display(), run.display());
     }
-    std::fs::create_dir_all(run.join("samples")).with_context(|| format!("creating {}", run.display()))?;
-    let s = Session::open(exp, &file.display().to_string(), device)?;
-    std::fs::write(run.join("config.toml"), toml::to_string(&s.exp)?).context("writing config.toml")?;
-    let info = json!({
-        "experiment": name, "family": s.model.family(), "shape": s.data.shape, "device": format!("{device:?}"),
-        "created": chrono::Local::now().to_rfc3339(), "git_commit": summary::git_commit(), "versions": summary::versions(),
-    });
-    summary::write_json(&run.join("run.json"), &info)?;
-    let adam = Adam::new(&s.vs, adam_config(&s.exp.train))?;
-    tch::manual_seed(s.exp.train.seed);
-    let n_train = s.data.train.size()[0];
-    let idx = Tensor::randint(n_train, [n_train.min(s.exp.train.batch_size.max(4096))], (Kind::Int64, Device::Cpu));
-    s.model.data_init(&s.data.batch(&idx, device));
-    Ok((s, run, name, Progress { step: 0, elapsed_s: 0.0 }, adam))
+    Ok((name, file, exp, run))
 }
 
-fn resume(opts: &TrainOptions, run: &Path, device: Device) -> Result<Started> {
+/// `run.json`, written when a run starts.
+pub(crate) fn write_run_json(run: &Path, name: &str, family: &str, shape: &[i64], device: Device) -> Result<()> {
+    let info = json!({
+        "experiment": name, "family": family, "shape": shape, "device": format!("{device:?}"),
+        "created": chrono::Local::now().to_rfc3339(), "git_commit": summary::git_commit(), "versions": summary::versions(),
+    });
+    summary::write_json(&run.join("run.json"), &info)
+}
+
+/// A resumed run's config path and experiment (--steps applied); nothing but --steps and --device may change.
+pub(crate) fn resume_experiment(opts: &TrainOptions, run: &Path) -> Result<(PathBuf, Experiment)> {
     if opts.experiment.is_some() || !opts.overrides.is_empty() || opts.seed.is_some() || opts.out.is_some() {
         bail!("--resume continues a run with its own config; only --steps (and --device) may change");
     }
@@ -97,16 +95,45 @@ fn resume(opts: &TrainOptions, run: &Path, device: Device) -> Result<Started> {
     }
     let overrides: Vec<String> = opts.steps.map(|n| format!("train.steps={n}")).into_iter().collect();
     let exp = config::load(&config_path, &overrides)?;
-    let s = Session::open(exp, &config_path.display().to_string(), device)?;
+    Ok((config_path, exp))
+}
+
+/// Once the model of a resumed run is built: the new step count saved, Adam and progress loaded from the checkpoint,
+/// metrics after it dropped; returns them with the experiment's name.
+pub(crate) fn resume_state(opts: &TrainOptions, run: &Path, vs: &tch::nn::VarStore, exp: &Experiment) -> Result<(Adam, Progress, String)> {
     if opts.steps.is_some() {
-        std::fs::write(&config_path, toml::to_string(&s.exp)?).context("writing config.toml")?;
+        std::fs::write(run.join("config.toml"), toml::to_string(exp)?).context("writing config.toml")?;
     }
-    let mut adam = Adam::new(&s.vs, adam_config(&s.exp.train))?;
-    let progress = checkpoint::load_all(&run.join(checkpoint::FILE), &s.vs, &mut adam)?;
+    let mut adam = Adam::new(vs, adam_config(&exp.train))?;
+    let progress = checkpoint::load_all(&run.join(checkpoint::FILE), vs, &mut adam)?;
     MetricsLog::new(run).truncate_after(progress.step)?;
-    let info: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("run.json"))?)?;
+    let info_path = run.join("run.json");
+    let text = std::fs::read_to_string(&info_path).with_context(|| format!("reading {}", info_path.display()))?;
+    let info: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: malformed", info_path.display()))?;
     let name = info["experiment"].as_str().unwrap_or("unknown").to_string();
     eprintln!("resuming {} from step {}", run.display(), progress.step);
+    Ok((adam, progress, name))
+}
+
+fn fresh(opts: &TrainOptions, device: Device) -> Result<Started> {
+    let (name, file, mut exp, run) = fresh_experiment(opts)?;
+    absolute_data_paths(&mut exp.data);
+    std::fs::create_dir_all(run.join("samples")).with_context(|| format!("creating {}", run.display()))?;
+    let s = Session::open(exp, &file.display().to_string(), device)?;
+    std::fs::write(run.join("config.toml"), toml::to_string(&s.exp)?).context("writing config.toml")?;
+    write_run_json(&run, &name, s.model.family(), &s.data.shape, device)?;
+    let adam = Adam::new(&s.vs, adam_config(&s.exp.train))?;
+    tch::manual_seed(s.exp.train.seed);
+    let n_train = s.data.train.size()[0];
+    let idx = Tensor::randint(n_train, [n_train.min(s.exp.train.batch_size.max(4096))], (Kind::Int64, Device::Cpu));
+    s.model.data_init(&s.data.batch(&idx, device));
+    Ok((s, run, name, Progress { step: 0, elapsed_s: 0.0 }, adam))
+}
+
+fn resume(opts: &TrainOptions, run: &Path, device: Device) -> Result<Started> {
+    let (config_path, exp) = resume_experiment(opts, run)?;
+    let s = Session::open(exp, &config_path.display().to_string(), device)?;
+    let (adam, progress, name) = resume_state(opts, run, &s.vs, &s.exp)?;
     Ok((s, run.to_path_buf(), name, progress, adam))
 }
 
