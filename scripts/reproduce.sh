@@ -49,7 +49,7 @@ CLF_FASHION=$DIR/runs/fashion-classifier
 # Periodic test NLL (on 1000 points) for the families whose shipped configs only evaluate at the end, so that
 # "steps to within 0.05 nats of the best" is measured for every family.
 EVERY=$(cpu --set eval.every=500 --set eval.n_eval=1000)
-DF_CPU=$(cpu --set model.hidden=[64,64] --set model.steps=10 --set train.batch_size=512 --set train.lr=5e-3 --steps 1500 --set eval.every=250 --set eval.n_eval=1000)
+DF_CPU=$(cpu --set model.hidden=[64,64] --set model.steps=30 --set train.batch_size=512 --set train.lr=5e-3 --steps 1500 --set eval.every=250 --set eval.n_eval=1000)
 train realnvp-checkerboard $(cpu --steps 5000)
 train nsf-checkerboard $(cpu --steps 3000)
 train augmented-flow-checkerboard $(cpu --steps 3000)
@@ -71,10 +71,10 @@ train snf-doublewell
 # 4. Images: bits/dim with kinds beside the published numbers, and sample quality with the classifiers.
 IMG_CPU_FLOW=$(cpu --set model.hidden_channels=32 --set train.batch_size=32 --set eval.n_final=2000)
 train realnvp-mnist $IMG_CPU_FLOW $(cpu --steps 800) --set eval.classifier=\"$CLF_MNIST\"
-train glow-mnist $IMG_CPU_FLOW $(cpu --set model.steps=2 --steps 800) --set eval.classifier=\"$CLF_MNIST\"
+train glow-mnist $IMG_CPU_FLOW $(cpu --set model.steps=2 --steps 4000) --set eval.classifier=\"$CLF_MNIST\"
 train vae-mnist $(cpu --steps 1500 --set eval.n_final=2000) --set eval.classifier=\"$CLF_MNIST\"
 train vae-binary-mnist $(cpu --steps 3000 --set eval.n_final=2000) --set eval.classifier=\"$CLF_MNIST\"
-train glow-fashion $IMG_CPU_FLOW $(cpu --set model.steps=2 --steps 800) --set eval.classifier=\"$CLF_FASHION\"
+train glow-fashion $IMG_CPU_FLOW $(cpu --set model.steps=2 --steps 4000) --set eval.classifier=\"$CLF_FASHION\"
 if [ "$CPU" = 0 ]; then
   train maf-mnist --set eval.classifier=\"$CLF_MNIST\"
   train ddpm-mnist --set eval.classifier=\"$CLF_MNIST\"
@@ -93,11 +93,11 @@ for ds in checkerboard rings; do
 done
 sweep snf-none-rings ablation-snf-rings --set model.stochastic=\"none\"
 sweep snf-mh-steps-rings ablation-snf-rings --set model.mc_steps=$([ "$CPU" = 1 ] && echo 1,10 || echo 1,5,10,20)
-sweep snf-langevin-rings ablation-snf-rings --set model.stochastic=\"langevin\" --set model.step_size=$([ "$CPU" = 1 ] && echo 0.01,0.1 || echo 0.01,0.03,0.1,0.3)
+sweep snf-langevin-rings ablation-snf-rings --set model.stochastic=\"langevin\" --set model.step_size=$([ "$CPU" = 1 ] && echo 0.003,0.01,0.03 || echo 0.001,0.003,0.01,0.03,0.1)
 cat > "$DIR/ablations.json" <<JSON
 [
-  {"title": "DiffFlow on the checkerboard: diffusion coefficient g", "sweep": "sweeps/diffflow-g-checkerboard", "baseline": "sweeps/flow-checkerboard", "xlabel": "g (g -> 0: deterministic flow)"},
-  {"title": "DiffFlow on the rings: diffusion coefficient g", "sweep": "sweeps/diffflow-g-rings", "baseline": "sweeps/flow-rings", "xlabel": "g (g -> 0: deterministic flow)"},
+  {"title": "DiffFlow on the checkerboard: diffusion coefficient g", "sweep": "sweeps/diffflow-g-checkerboard", "baseline": "sweeps/flow-checkerboard", "xlabel": "g (small g: nearly deterministic)"},
+  {"title": "DiffFlow on the rings: diffusion coefficient g", "sweep": "sweeps/diffflow-g-rings", "baseline": "sweeps/flow-rings", "xlabel": "g (small g: nearly deterministic)"},
   {"title": "SNF on the rings: Metropolis steps per block", "sweep": "sweeps/snf-mh-steps-rings", "baseline": "sweeps/snf-none-rings", "xlabel": "MH steps per block (baseline: none)"},
   {"title": "SNF on the rings: Langevin step size", "sweep": "sweeps/snf-langevin-rings", "baseline": "sweeps/snf-none-rings", "xlabel": "Langevin step size (baseline: none)"}
 ]

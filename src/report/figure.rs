@@ -63,7 +63,7 @@ pub fn double_well(runs: &[PathBuf], out: &Path) -> Result<String> {
     let named: Vec<(&str, Canvas)> = panels.iter().map(|(n, c)| (n.as_str(), c.clone())).collect();
     let row = plot::titled_row(&named);
     let series: Vec<(&str, &[f64], &[f64])> = curves.iter().map(|(n, x, y)| (n.as_str(), x.as_slice(), y.as_slice())).collect();
-    let lines = plot::line_plot("free energy along x1 (kT)", &series, row.width.max(400), 360);
+    let lines = plot::labelled_line_plot("free energy along x1", "x1", "free energy (kT)", &series, row.width.max(400), 360);
     let mut canvas = Canvas::new(row.width.max(lines.width), row.height + lines.height, [255, 255, 255]);
     canvas.blit(&row, 0, 0);
     canvas.blit(&lines, 0, row.height);

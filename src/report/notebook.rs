@@ -41,6 +41,10 @@ fn source_lines(text: &str) -> Value {
 /// Returns the two paths.
 pub fn write(blocks: &[Block], out_dir: &Path, stem: &str) -> Result<(PathBuf, PathBuf)> {
     let files = out_dir.join(format!("{stem}-files"));
+    // Images of an earlier report would linger beside the new one.
+    if files.is_dir() {
+        std::fs::remove_dir_all(&files).with_context(|| format!("clearing {}", files.display()))?;
+    }
     std::fs::create_dir_all(&files).with_context(|| format!("creating {}", files.display()))?;
     let mut md = String::new();
     let mut cells = Vec::new();

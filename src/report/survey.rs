@@ -103,6 +103,16 @@ fn md_table(header: &[&str], rows: &[Vec<String>]) -> String {
     md
 }
 
+/// How each likelihood was computed (solver, divergence estimator, bound terms...), as the runs recorded it.
+fn estimators(runs: &[&(PathBuf, Summary)]) -> String {
+    let lines: Vec<String> = runs
+        .iter()
+        .filter(|(_, s)| !s.estimator.is_null())
+        .map(|(_, s)| format!("- `{}` ({}, {} test points): `{}`", s.experiment, s.nll_kind, s.test_n, s.estimator))
+        .collect();
+    if lines.is_empty() { String::new() } else { format!("\nHow each likelihood was computed:\n\n{}\n", lines.join("\n")) }
+}
+
 /// Test NLL at each periodic evaluation against training wall time, one line per run.
 fn speed_plot(runs: &[&(PathBuf, Summary)], title: &str) -> Option<Canvas> {
     let mut series: Vec<(String, Vec<f64>, Vec<f64>)> = Vec::new();
@@ -118,7 +128,7 @@ fn speed_plot(runs: &[&(PathBuf, Summary)], title: &str) -> Option<Canvas> {
         return None;
     }
     let refs: Vec<(&str, &[f64], &[f64])> = series.iter().map(|(n, x, y)| (n.as_str(), x.as_slice(), y.as_slice())).collect();
-    Some(plot::line_plot(title, &refs, 720, 420))
+    Some(plot::labelled_line_plot(title, "training time (s), evaluation excluded", "test NLL (nats)", &refs, 720, 420))
 }
 
 /// The section-7 table on one 2D dataset, its sampler-settings table and its training-speed plot.
@@ -134,6 +144,7 @@ fn section_2d(dataset: &str, runs: &[&(PathBuf, Summary)], build: &Path, blocks:
     }
     text += "\"within tol. of best\": first periodic evaluation within 0.05 nats of the run's best one (training steps, and training seconds in brackets).\n\n";
     text += &md_table(&TABLE_2D, &runs.iter().map(|(_, s)| row_2d(s)).collect::<Vec<_>>());
+    text += &estimators(runs);
     blocks.push(Block::Markdown(text));
     let with_settings: Vec<_> = runs.iter().filter(|(_, s)| s.sampling.len() > 1).collect();
     if !with_settings.is_empty() {
@@ -158,7 +169,7 @@ fn section_2d(dataset: &str, runs: &[&(PathBuf, Summary)], build: &Path, blocks:
         );
         blocks.push(Block::Markdown(text));
     }
-    if let Some(c) = speed_plot(runs, &format!("test NLL (nats) vs training time (s): {dataset}")) {
+    if let Some(c) = speed_plot(runs, &format!("training speed: {dataset}")) {
         let path = build.join(format!("speed-{dataset}.png"));
         c.save_png(&path)?;
         blocks.push(Block::Image { path, caption: format!("Training speed on {dataset}: test NLL at each periodic evaluation against training wall time (evaluation time excluded)") });
@@ -219,8 +230,13 @@ fn section_images(dataset: &str, runs: &[&(PathBuf, Summary)], blocks: &mut Vec<
 /// The noise ablation of one sweep against its baseline: table, plot and the numbers that answer the question.
 fn section_ablation(dir: &Path, a: &Ablation, build: &Path, blocks: &mut Vec<Block>, index: usize) -> Result<()> {
     let (sw, points) = sweep_report::load(&dir.join(&a.sweep))?;
+    // The baseline is a one-point sweep (over seeds), labelled by what it is.
     let base = match &a.baseline {
-        Some(b) => sweep_report::load(&dir.join(b))?.1.into_iter().next(),
+        Some(b) => {
+            let (bsw, bpoints) = sweep_report::load(&dir.join(b))?;
+            let what = if bsw.fixed.is_empty() { bsw.experiment.clone() } else { bsw.fixed.join(" ").replace('"', "") };
+            bpoints.into_iter().next().map(|p| sweep_report::PointRuns { label: format!("baseline: {what}"), ..p })
+        }
         None => None,
     };
     let mut text = format!("### {}\n\nSwept `{}` over {} seed(s) each", a.title, sw.axes.iter().map(|x| x.key.as_str()).collect::<Vec<_>>().join(", "), sw.seeds.len());
@@ -233,7 +249,7 @@ fn section_ablation(dir: &Path, a: &Ablation, build: &Path, blocks: &mut Vec<Blo
         all.insert(0, b);
     }
     let owned: Vec<sweep_report::PointRuns> =
-        all.iter().map(|p| sweep_report::PointRuns { label: p.label.clone(), runs: p.runs.clone(), failed: p.failed }).collect();
+        all.iter().map(|p| sweep_report::PointRuns { label: p.label.clone(), runs: p.runs.clone(), failed: p.failed, errors: p.errors.clone() }).collect();
     let (md, _) = sweep_report::table(&owned);
     text += &md;
     if let Some(b) = &base {

@@ -38,6 +38,8 @@ pub struct PointRuns {
     pub label: String,
     pub runs: Vec<(PathBuf, Summary)>,
     pub failed: usize,
+    /// Why runs failed (a NaN loss at an extreme setting, say), one line each.
+    pub errors: Vec<String>,
 }
 
 impl PointRuns {
@@ -79,15 +81,16 @@ pub fn load(dir: &Path) -> Result<(Sweep, Vec<PointRuns>)> {
         .iter()
         .map(|p| {
             let mut runs = Vec::new();
-            let mut failed = 0;
+            let mut errors = Vec::new();
             for r in &p.runs {
                 let run = dir.join(&r.dir);
                 match summary::read(&run) {
                     Ok(s) if r.status == "done" => runs.push((run, s)),
-                    _ => failed += 1,
+                    Ok(_) => errors.push(format!("seed {}: {}", r.seed, r.status)),
+                    Err(e) => errors.push(format!("seed {}: {}", r.seed, if r.status == "done" { format!("{e:#}") } else { r.status.clone() })),
                 }
             }
-            PointRuns { label: label(&p.values), runs, failed }
+            PointRuns { label: label(&p.values), runs, failed: errors.len(), errors }
         })
         .collect();
     Ok((sw, points))
@@ -124,6 +127,9 @@ pub fn table(points: &[PointRuns]) -> (String, String) {
         md += &format!("| {} |\n", r.join(" | "));
     }
     md += "\nmean ± standard deviation over seeds. kind: exact = exact NLL; bound = upper bound on NLL; estimate = stochastic estimate.\n";
+    for p in points.iter().filter(|p| !p.errors.is_empty()) {
+        md += &format!("\nfailed at {}: {}\n", p.label, p.errors.join("; "));
+    }
     let cell = |c: &String| if c.contains(',') || c.contains('"') { format!("\"{}\"", c.replace('"', "\"\"")) } else { c.clone() };
     let mut csv = HEADER.join(",") + "\n";
     for r in &rows {

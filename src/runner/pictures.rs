@@ -114,5 +114,5 @@ pub fn loss_curve(run_dir: &Path) -> Result<()> {
     let (s1, loss) = super::metrics::series(&lines, "loss");
     let (s2, nll) = super::metrics::series(&lines, "test_nll");
     let series: [(&str, &[f64], &[f64]); 2] = [("train loss", &s1, &loss), ("test nll", &s2, &nll)];
-    plot::line_plot("loss (nats)", &series, 640, 400).save_png(&run_dir.join("loss.png"))
+    plot::labelled_line_plot("training loss and test NLL", "training step", "nats", &series, 640, 400).save_png(&run_dir.join("loss.png"))
 }

@@ -500,36 +500,30 @@ impl Frame {
 /// A line plot of one or more series (name, x, y) with linear axes, min/max tick labels on both
 /// axes, a title and a legend of the named series. Colours are distinct per series (cycled after 8);
 /// non-finite points are skipped and break the line. Never panics on empty or all-NaN input.
-pub fn line_plot(
-    title: &str,
-    series: &[(&str, &[f64], &[f64])],
-    width: usize,
-    height: usize,
-) -> Canvas {
+pub fn line_plot(title: &str, series: &[(&str, &[f64], &[f64])], width: usize, height: usize) -> Canvas {
+    labelled_line_plot(title, "", "", series, width, height)
+}
+
+/// [`line_plot`] with an x-axis label under the axis and a y-axis label above it (empty: none).
+pub fn labelled_line_plot(title: &str, xlabel: &str, ylabel: &str, series: &[(&str, &[f64], &[f64])], width: usize, height: usize) -> Canvas {
     let mut c = Canvas::new(width, height, WHITE);
     let x = data_range(series.iter().flat_map(|s| s.1.iter()));
     let y = data_range(series.iter().flat_map(|s| s.2.iter()));
-    let ylabel_w = text_size(&fmt_num(y.0), 1)
-        .0
-        .max(text_size(&fmt_num(y.1), 1).0);
-    let tscale = if text_size(title, 2).0 + 8 <= width {
-        2
-    } else {
-        1
-    };
-    let (left, top) = (ylabel_w + 8, CHAR_H * tscale + 10);
+    let ylabel_w = text_size(&fmt_num(y.0), 1).0.max(text_size(&fmt_num(y.1), 1).0);
+    let tscale = if text_size(title, 2).0 + 8 <= width { 2 } else { 1 };
+    let label_rows = |s: &str| if s.is_empty() { 0 } else { CHAR_H + 6 };
+    let (left, top) = (ylabel_w + 8, CHAR_H * tscale + 10 + label_rows(ylabel));
     let right = width.saturating_sub(10).max(left + 1);
-    let bottom = height.saturating_sub(CHAR_H + 8).max(top + 1);
-    let frame = Frame {
-        left,
-        top,
-        right,
-        bottom,
-        x,
-        y,
-    };
+    let bottom = height.saturating_sub(CHAR_H + 8 + label_rows(xlabel)).max(top + 1);
+    let frame = Frame { left, top, right, bottom, x, y };
     let tx = width.saturating_sub(text_size(title, tscale).0) / 2;
     c.text(tx, 4, title, BLACK, tscale);
+    if !ylabel.is_empty() {
+        c.text(2, top.saturating_sub(CHAR_H + 4), ylabel, BLACK, 1);
+    }
+    if !xlabel.is_empty() {
+        c.text(width.saturating_sub(text_size(xlabel, 1).0) / 2, bottom + CHAR_H + 10, xlabel, BLACK, 1);
+    }
     draw_axes(&mut c, &frame);
     for (k, (_, xs, ys)) in series.iter().enumerate() {
         draw_series(&mut c, &frame, xs, ys, PALETTE[k % PALETTE.len()]);
@@ -871,6 +865,26 @@ mod tests {
         assert_eq!(fmt_num(0.5), "0.5");
         assert_eq!(fmt_num(100.0), "100");
         assert_eq!(fmt_num(1e-4), "1.00e-4");
+    }
+
+    #[test]
+    fn errorbar_plot_draws_bars_points_and_a_dashed_baseline() {
+        let count = |c: &Canvas, col| c.pixels.iter().filter(|&&p| p == col).count();
+        let cats: Vec<String> = ["0.001", "0.2", "1"].iter().map(|s| s.to_string()).collect();
+        let (m, e) = ([0.5, 0.3, f64::NAN], [0.05, f64::NAN, 0.1]);
+        let swept = ErrorSeries { name: "", means: &m, errs: &e };
+        let c = errorbar_plot("gap", "g", "nats", &cats, &[swept], 300, 200);
+        // Two finite points (5x5 squares), the line between them, one error bar with caps.
+        assert!(count(&c, PALETTE[0]) > 2 * 25 + 20, "{}", count(&c, PALETTE[0]));
+        let (bm, be) = ([0.4], [0.02]);
+        let swept = ErrorSeries { name: "swept", means: &m, errs: &e };
+        let base = ErrorSeries { name: "", means: &bm, errs: &be };
+        let with_base = errorbar_plot("gap", "g", "nats", &cats, &[swept, base], 300, 200);
+        let dashes = count(&with_base, PALETTE[1]);
+        // Dashed: about half of the frame's width is drawn.
+        assert!(dashes > 60 && dashes < 300, "{dashes}");
+        // The tallest error bar sets the range: the bars stay inside the canvas.
+        errorbar_plot("empty", "", "", &[], &[], 50, 40);
     }
 
     #[test]
