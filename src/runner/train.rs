@@ -118,8 +118,9 @@ pub(crate) fn resume_state(opts: &TrainOptions, run: &Path, vs: &tch::nn::VarSto
 fn fresh(opts: &TrainOptions, device: Device) -> Result<Started> {
     let (name, file, mut exp, run) = fresh_experiment(opts)?;
     absolute_data_paths(&mut exp.data);
-    std::fs::create_dir_all(run.join("samples")).with_context(|| format!("creating {}", run.display()))?;
+    // The folder is made only once the data loads and the model builds, so a bad config leaves nothing behind.
     let s = Session::open(exp, &file.display().to_string(), device)?;
+    std::fs::create_dir_all(run.join("samples")).with_context(|| format!("creating {}", run.display()))?;
     std::fs::write(run.join("config.toml"), toml::to_string(&s.exp)?).context("writing config.toml")?;
     write_run_json(&run, &name, s.model.family(), &s.data.shape, device)?;
     let adam = Adam::new(&s.vs, adam_config(&s.exp.train))?;
