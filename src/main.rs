@@ -190,18 +190,15 @@ fn info() -> Result<()> {
     Ok(())
 }
 
-/// `eval.n_samples` samples: sampler cost, time and (D ≤ 16) MMD² against the test set.
-fn sample_report(s: &session::Session, device: tch::Device) -> serde_json::Value {
+/// `eval.n_samples` samples: sampler cost, time and (D ≤ 16) MMD² against the test set with its train-vs-test floor,
+/// mass outside the support and mode coverage (the measures the runner writes per sampler setting).
+fn sample_report(s: &session::Session, device: tch::Device) -> Result<serde_json::Value> {
     tch::manual_seed(s.exp.train.seed);
-    let (x, ms) = evaluate::timed_samples(&*s.model, s.exp.eval.n_samples.max(2), device);
-    let cost = s.model.sampling_cost();
-    json!({
-        "n": x.size()[0], "sample_mmd": relaxflow::runner::quality::sample_mmd(s, &x),
-        "data_mmd_floor": relaxflow::runner::quality::data_mmd_floor(s, x.size()[0]),
-        "outside_support": relaxflow::runner::quality::outside_support(s, &x),
-        "mode_coverage": relaxflow::runner::quality::mode_coverage(s, &x),
-        "nfe_per_sample": cost.nfe_per_sample, "sampler_steps": cost.steps, "ms_per_1000": ms,
-    })
+    let (x, ms) = tch::no_grad(|| evaluate::timed_samples(&*s.model, s.exp.eval.n_samples.max(2), device));
+    let mut v = serde_json::to_value(relaxflow::runner::sampling::measure(s, "as given", &x, ms, None))?;
+    v["data_mmd_floor"] = json!(relaxflow::runner::quality::data_mmd_floor(s, x.size()[0]));
+    v["mode_coverage"] = json!(relaxflow::runner::quality::mode_coverage(s, &x));
+    Ok(v)
 }
 
 fn eval(run: PathBuf, data: Option<PathBuf>, logp_out: Option<PathBuf>, device: Option<String>, set: &[String], samples_only: bool) -> Result<()> {
@@ -209,7 +206,7 @@ fn eval(run: PathBuf, data: Option<PathBuf>, logp_out: Option<PathBuf>, device: 
     let s = session::open_run_with(&run, device, set)?;
     let out = match (data, logp_out) {
         (None, Some(_)) => bail!("--logp-out needs --data FILE"),
-        (None, _) if samples_only => json!({ "samples": sample_report(&s, device) }),
+        (None, _) if samples_only => json!({ "samples": sample_report(&s, device)? }),
         (Some(_), _) if samples_only => bail!("--samples-only and --data exclude each other"),
         (None, None) => {
             let e = evaluate::test_nll(&*s.model, &s.data, s.exp.eval.n_final, s.exp.eval.batch_size, device);
@@ -220,7 +217,7 @@ fn eval(run: PathBuf, data: Option<PathBuf>, logp_out: Option<PathBuf>, device: 
                 v["bits_per_dim_check"] = serde_json::to_value(check)?;
             }
             if s.data.dim() <= 16 {
-                v["samples"] = sample_report(&s, device);
+                v["samples"] = sample_report(&s, device)?;
             }
             v
         }

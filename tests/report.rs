@@ -53,6 +53,8 @@ fn sweep_compare_and_report_write_what_they_read() {
     assert_eq!(s["sampling"][0]["setting"], "as trained");
     let g = summary(&gauss);
     assert_eq!(g["mode_coverage"]["modes"], 8);
+    let shares: f64 = g["mode_coverage"]["shares"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).sum();
+    assert!((shares + g["mode_coverage"]["unassigned"].as_f64().unwrap() - 1.0).abs() < 1e-9, "every sample is counted once");
     assert!(g["true_entropy_nats"].as_f64().is_some() && g["support_region"].as_str().unwrap().contains("99%"));
 
     // compare: markdown, CSV and a contact sheet; the CSV's NLL cell is the summary's number.

@@ -66,12 +66,20 @@ fn circles(n: i64) -> Tensor {
     shuffle(x * 3.0)
 }
 
+/// 8 gaussians: the unit directions of the centres, their radius, std and the final scale (FFJORD's /1.414).
+pub const EIGHT_DIRECTIONS: [[f64; 2]; 8] = {
+    let s = std::f64::consts::FRAC_1_SQRT_2;
+    [[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0], [s, s], [s, -s], [-s, s], [-s, -s]]
+};
+pub const EIGHT_RADIUS: f64 = 4.0;
+pub const EIGHT_STD: f64 = 0.5;
+pub const EIGHT_SCALE: f64 = 1.414;
+
 /// Eight Gaussians (std 0.5) on a circle of radius 4, all divided by 1.414.
 fn eight_gaussians(n: i64) -> Tensor {
-    let s = 1.0 / 2f64.sqrt();
-    let centers = Tensor::from_slice(&[1.0, 0.0, -1.0, 0.0, 0.0, 1.0, 0.0, -1.0, s, s, s, -s, -s, s, -s, -s]).view([8, 2]) * 4.0;
+    let centers = Tensor::from_slice(&EIGHT_DIRECTIONS.concat()).view([8, 2]) * EIGHT_RADIUS;
     let idx = Tensor::randint(8, [n], (Kind::Int64, Device::Cpu));
-    (Tensor::randn([n, 2], opts()) * 0.5 + centers.index_select(0, &idx)) / 1.414
+    (Tensor::randn([n, 2], opts()) * EIGHT_STD + centers.index_select(0, &idx)) / EIGHT_SCALE
 }
 
 /// x1 ~ U(-2,2); x2 ~ U(0,1) - 2·{0,1} + (floor(x1) mod 2); times 2: uniform on 8 squares, total area 32.
@@ -96,20 +104,24 @@ fn corners(n: i64) -> Tensor {
     pts * signs
 }
 
+/// Rings: radii before the scale, the scale, and the std of the isotropic noise.
+pub const RING_RADII: [f64; 4] = [1.0, 0.75, 0.5, 0.25];
+pub const RING_SCALE: f64 = 3.0;
+pub const RING_NOISE: f64 = 0.08;
+
 /// Four rings of radius 1, .75, .5, .25, ·3 (a quarter of the points each), plus N(0, 0.08²) noise.
 fn rings(n: i64) -> Tensor {
     let n_small = n / 4;
     let sizes = [n - 3 * n_small, n_small, n_small, n_small];
-    let radii = [1.0, 0.75, 0.5, 0.25];
     let parts: Vec<Tensor> = sizes
         .iter()
-        .zip(radii)
+        .zip(RING_RADII)
         .map(|(&m, r)| {
             let t = rand(m) * (2.0 * PI);
-            stack(t.cos(), t.sin()) * (3.0 * r)
+            stack(t.cos(), t.sin()) * (RING_SCALE * r)
         })
         .collect();
-    shuffle(Tensor::cat(&parts, 0)) + Tensor::randn([n, 2], opts()) * 0.08
+    shuffle(Tensor::cat(&parts, 0)) + Tensor::randn([n, 2], opts()) * RING_NOISE
 }
 
 /// Five arms: radial std .3, tangential std .1, rate .25, times 2.

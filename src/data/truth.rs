@@ -12,16 +12,20 @@ const HALF: f64 = 6.0;
 /// Cells per axis of the quadrature grid.
 const CELLS: i64 = 1200;
 
-/// Rings: radius of each ring (equal weights, the generator's four quarters) and the noise std.
-const RING_RADII: [f64; 4] = [3.0, 2.25, 1.5, 0.75];
-const RING_SIGMA: f64 = 0.08;
-/// 8 gaussians: centres 4·(unit directions)/1.414, std 0.5/1.414.
-const EIGHT_SCALE: f64 = 1.414;
+use super::toy::{EIGHT_DIRECTIONS, EIGHT_RADIUS, EIGHT_SCALE, EIGHT_STD, RING_NOISE, RING_RADII, RING_SCALE};
+use crate::dist::energy::{Energy, GaussianMixture};
+
+thread_local! {
+    /// The `gmm` energy (its quadrature grid is built once per thread; tensors are not Sync).
+    static GMM: GaussianMixture = GaussianMixture::four_modes();
+}
 
 fn eight_centres() -> Vec<[f64; 2]> {
-    let s = 1.0 / 2f64.sqrt();
-    let dirs = [[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0], [s, s], [s, -s], [-s, s], [-s, -s]];
-    dirs.iter().map(|d| [4.0 * d[0] / EIGHT_SCALE, 4.0 * d[1] / EIGHT_SCALE]).collect()
+    EIGHT_DIRECTIONS.iter().map(|d| [EIGHT_RADIUS * d[0] / EIGHT_SCALE, EIGHT_RADIUS * d[1] / EIGHT_SCALE]).collect()
+}
+
+fn ring_radii() -> Vec<f64> {
+    RING_RADII.iter().map(|r| r * RING_SCALE).collect()
 }
 
 /// log N(x; μ_k, σ² I) + log w_k for isotropic 2D Gaussians, shape [n, K].
@@ -36,12 +40,13 @@ fn gaussian_terms(x: &Tensor, centres: &[[f64; 2]], weights: &[f64], sigma: f64)
 /// (2πσ²)⁻¹ exp(-(ρ² + R²)/(2σ²)) I₀(ρR/σ²) at radius ρ (integrate the noise over the angle); equal-weight mixture.
 /// I₀ through torch's exponentially scaled i0e, so large ρR/σ² does not overflow.
 fn rings_log_density(x: &Tensor) -> Tensor {
+    let radii = ring_radii();
     let rho = x.square().sum_dim_intlist(1, false, Kind::Double).sqrt().unsqueeze(1);
-    let r = Tensor::from_slice(&RING_RADII).unsqueeze(0);
-    let s2 = RING_SIGMA * RING_SIGMA;
+    let r = Tensor::from_slice(&radii).unsqueeze(0);
+    let s2 = RING_NOISE * RING_NOISE;
     let z = &rho * &r / s2;
     let log_i0 = z.special_i0e().log() + &z;
-    let terms = -(rho.square() + r.square()) / (2.0 * s2) + log_i0 - (2.0 * PI * s2).ln() - (RING_RADII.len() as f64).ln();
+    let terms = -(rho.square() + r.square()) / (2.0 * s2) + log_i0 - (2.0 * PI * s2).ln() - (radii.len() as f64).ln();
     terms.logsumexp([1], false)
 }
 
@@ -55,12 +60,8 @@ pub fn log_density(name: &str, x: &Tensor) -> Option<Tensor> {
             Some(Tensor::full([x.size()[0]], -(32f64.ln()), (Kind::Double, Device::Cpu)).where_self(&inside, &Tensor::from(f64::NEG_INFINITY)))
         }
         "rings" => Some(rings_log_density(&x)),
-        "8gaussians" => Some(gaussian_terms(&x, &eight_centres(), &[1.0 / 8.0; 8], 0.5 / EIGHT_SCALE).logsumexp([1], false)),
-        "gmm" => {
-            let e = crate::dist::energy::GaussianMixture::four_modes();
-            use crate::dist::energy::Energy;
-            Some(-e.energy(&x) - e.log_z())
-        }
+        "8gaussians" => Some(gaussian_terms(&x, &eight_centres(), &[1.0 / 8.0; 8], EIGHT_STD / EIGHT_SCALE).logsumexp([1], false)),
+        "gmm" => Some(GMM.with(|g| -g.energy(&x) - g.log_z())),
         _ => None,
     }
 }
@@ -137,13 +138,17 @@ pub fn assign_modes(name: &str, x: &Tensor) -> Option<(Tensor, Vec<f64>)> {
         k.where_self(&dmin.le(radius), &Tensor::from(-1i64))
     };
     match name {
-        "8gaussians" => Some((nearest(&eight_centres(), 3.0 * 0.5 / EIGHT_SCALE), vec![1.0 / 8.0; 8])),
-        "gmm" => Some((nearest(&[[2.0, 2.0], [-2.0, 2.0], [-2.0, -2.0], [2.0, -2.0]], 1.5), vec![0.4, 0.3, 0.2, 0.1])),
+        "8gaussians" => Some((nearest(&eight_centres(), 3.0 * EIGHT_STD / EIGHT_SCALE), vec![1.0 / 8.0; 8])),
+        "gmm" => GMM.with(|g| {
+            let (weights, means, stds) = g.components();
+            let widest = stds.iter().cloned().fold(0.0, f64::max);
+            Some((nearest(means, 3.0 * widest), weights.to_vec()))
+        }),
         "rings" => {
             let rho = x.square().sum_dim_intlist(1, false, Kind::Double).sqrt().unsqueeze(1);
-            let d = (rho - Tensor::from_slice(&RING_RADII).unsqueeze(0)).abs();
+            let d = (rho - Tensor::from_slice(&ring_radii()).unsqueeze(0)).abs();
             let (dmin, k) = d.min_dim(1, false);
-            Some((k.where_self(&dmin.le(3.0 * RING_SIGMA), &Tensor::from(-1i64)), vec![0.25; 4]))
+            Some((k.where_self(&dmin.le(3.0 * RING_NOISE), &Tensor::from(-1i64)), vec![0.25; 4]))
         }
         _ => None,
     }

@@ -208,6 +208,11 @@ impl GaussianMixture {
         g
     }
 
+    /// Mixture weights, means and standard deviations.
+    pub fn components(&self) -> (&[f64], &[[f64; 2]], &[f64]) {
+        (&self.weights, &self.means, &self.stds)
+    }
+
     /// Four separated modes of unequal weight: the `gmm` target.
     pub fn four_modes() -> Self {
         GaussianMixture::new(vec![0.4, 0.3, 0.2, 0.1], vec![[2.0, 2.0], [-2.0, 2.0], [-2.0, -2.0], [2.0, -2.0]], vec![0.5; 4])

@@ -60,7 +60,13 @@ pub fn compare(runs: &[PathBuf], out: &Path) -> Result<PathBuf> {
     let (md_path, csv_path) = (out.with_extension("md"), out.with_extension("csv"));
     std::fs::write(&md_path, md).with_context(|| format!("writing {}", md_path.display()))?;
     std::fs::write(&csv_path, csv).with_context(|| format!("writing {}", csv_path.display()))?;
-    let sheet_path = out.with_extension("png");
-    super::contact::sheet(runs, 480, 3)?.save_png(&sheet_path)?;
+    // The contact sheet shows the runs that drew a final picture (every run of this version does).
+    let pictured: Vec<PathBuf> = runs.iter().filter(|r| super::contact::final_picture(r).is_ok()).cloned().collect();
+    if pictured.len() < runs.len() {
+        eprintln!("note: {} run(s) without a final picture left off the contact sheet", runs.len() - pictured.len());
+    }
+    if !pictured.is_empty() {
+        super::contact::sheet(&pictured, 480, 3)?.save_png(&out.with_extension("png"))?;
+    }
     Ok(csv_path)
 }

@@ -33,7 +33,7 @@ fn family_rank(f: &str) -> usize {
 
 /// Published test numbers (REFERENCES.md) for a run, by model kind and dataset.
 fn published(s: &Summary) -> String {
-    let iwae = s.estimator.get("objective").and_then(|o| o.as_str()) == Some("iwae") || s.experiment.starts_with("iwae");
+    let iwae = s.estimator.get("train_objective").and_then(|o| o.as_str()) == Some("iwae");
     match (s.dataset.as_str(), s.model_kind.as_str(), s.bits_per_dim.is_some()) {
         ("mnist", "realnvp", true) => "RealNVP 1.06".into(),
         ("mnist", "glow", true) => "Glow 1.05".into(),
@@ -58,12 +58,12 @@ fn load_runs(dir: &Path) -> Result<(Vec<(PathBuf, Summary)>, Vec<(PathBuf, serde
     let mut dirs: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.join("summary.json").exists()).collect();
     dirs.sort();
     for run in dirs {
-        let text = std::fs::read_to_string(run.join("summary.json"))?;
+        let text = std::fs::read_to_string(run.join("summary.json")).with_context(|| format!("reading {}/summary.json", run.display()))?;
         let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: malformed summary", run.display()))?;
         if v["family"] == "classifier" {
             classifiers.push((run, v));
         } else {
-            let s = summary::read(&run)?;
+            let s = serde_json::from_value(v).with_context(|| format!("{}: malformed summary", run.display()))?;
             runs.push((run, s));
         }
     }
@@ -121,7 +121,7 @@ fn speed_plot(runs: &[&(PathBuf, Summary)], title: &str) -> Option<Canvas> {
         let (t, nll): (Vec<f64>, Vec<f64>) =
             lines.iter().filter_map(|v| Some((v.get("wall_time_s")?.as_f64()?, v.get("test_nll")?.as_f64()?))).unzip();
         if t.len() >= 2 {
-            series.push((s.experiment.clone(), t, nll));
+            series.push((format!("{} ({})", s.experiment, s.nll_kind), t, nll));
         }
     }
     if series.is_empty() {
@@ -244,13 +244,8 @@ fn section_ablation(dir: &Path, a: &Ablation, build: &Path, blocks: &mut Vec<Blo
         text += &format!("; baseline: {} ({} seed(s))", b.runs.first().map_or("-".into(), |(_, s)| s.experiment.clone()), b.runs.len());
     }
     text += ". Mean ± standard deviation over seeds.\n\n";
-    let mut all: Vec<&sweep_report::PointRuns> = points.iter().collect();
-    if let Some(b) = &base {
-        all.insert(0, b);
-    }
-    let owned: Vec<sweep_report::PointRuns> =
-        all.iter().map(|p| sweep_report::PointRuns { label: p.label.clone(), runs: p.runs.clone(), failed: p.failed, errors: p.errors.clone() }).collect();
-    let (md, _) = sweep_report::table(&owned);
+    let all: Vec<&sweep_report::PointRuns> = base.iter().chain(points.iter()).collect();
+    let (md, _) = sweep_report::table(&all);
     text += &md;
     if let Some(b) = &base {
         text += &differences(&points, b);
@@ -300,8 +295,7 @@ fn versions_block(runs: &[(PathBuf, Summary)], dir: &Path) -> String {
     );
     let mut seen = BTreeMap::new();
     for (_, s) in runs {
-        seen.entry((s.git_commit.clone(), s.device.clone(), s.threads)).or_insert(0usize);
-        *seen.get_mut(&(s.git_commit.clone(), s.device.clone(), s.threads)).expect("inserted") += 1;
+        *seen.entry((s.git_commit.clone(), s.device.clone(), s.threads)).or_insert(0usize) += 1;
     }
     for ((commit, device, threads), n) in seen {
         text += &format!("- {n} run(s) at commit `{commit}` on {device} with {threads} thread(s)\n");

@@ -102,7 +102,7 @@ const HEADER: [&str; 11] = [
 ];
 
 /// The sweep's table as (markdown, csv): mean ± sd over seeds per point.
-pub fn table(points: &[PointRuns]) -> (String, String) {
+pub fn table(points: &[&PointRuns]) -> (String, String) {
     let rows: Vec<Vec<String>> = points
         .iter()
         .map(|p| {
@@ -153,12 +153,21 @@ pub fn plot(title: &str, xlabel: &str, points: &[PointRuns], baseline: Option<&P
     };
     let all: Vec<&PointRuns> = points.iter().collect();
     let base: Vec<&PointRuns> = baseline.into_iter().collect();
+    // Legends say the kind of each likelihood: a bound and an exact NLL are not the same number.
+    let kinds = |ps: &[&PointRuns]| {
+        let mut k: Vec<String> = ps.iter().flat_map(|p| p.runs.iter().map(|(_, s)| s.nll_kind.clone())).collect();
+        k.sort();
+        k.dedup();
+        k.join("/")
+    };
+    let swept_name = format!("swept model ({})", kinds(&all));
+    let base_name = format!("plain flow, baseline ({})", kinds(&base));
     let panel = |f: &dyn Fn(&PointRuns) -> Option<Stat>, ylabel: &str| {
         let (m, e) = split(f, &all);
         let (bm, be) = split(f, &base);
-        let mut series = vec![ErrorSeries { name: "swept model", means: &m, errs: &e }];
+        let mut series = vec![ErrorSeries { name: &swept_name, means: &m, errs: &e }];
         if !base.is_empty() {
-            series.push(ErrorSeries { name: "plain flow (baseline)", means: &bm, errs: &be });
+            series.push(ErrorSeries { name: &base_name, means: &bm, errs: &be });
         }
         plot::errorbar_plot(title, xlabel, ylabel, &cats, &series, 420, 300)
     };
@@ -173,7 +182,7 @@ pub fn plot(title: &str, xlabel: &str, points: &[PointRuns], baseline: Option<&P
 /// Writes `sweep.md`, `sweep.csv` and `sweep.png` into the sweep folder; returns the markdown.
 pub fn write(dir: &Path) -> Result<String> {
     let (sw, points) = load(dir)?;
-    let (md, csv) = table(&points);
+    let (md, csv) = table(&points.iter().collect::<Vec<_>>());
     let fixed = if sw.fixed.is_empty() { String::new() } else { format!("every run with: {}\n\n", sw.fixed.join(" ")) };
     std::fs::write(dir.join("sweep.md"), format!("# sweep of {}\n\n{fixed}{md}\ncommand: `{}`\n", sw.experiment, sw.command))
         .with_context(|| format!("writing {}", dir.join("sweep.md").display()))?;

@@ -70,6 +70,44 @@ pub fn mode_coverage(s: &Session, samples: &Tensor) -> Option<ModeCoverage> {
     Some(ModeCoverage { modes: weights.len(), covered, shares, true_weights: weights, unassigned: counts[0] as f64 / n })
 }
 
+/// Image runs (8-bit MNIST / Fashion-MNIST, not binarized): sample quality in the feature space of relaxflow's own
+/// classifier (`eval.classifier`, else the newest finished runs/<dataset>-classifier run) on `eval.quality_samples`
+/// samples (`samples` topped up with fresh draws in chunks when it has fewer). None, with a warning, when there is no
+/// classifier; a failure (a wrong classifier run, say) is reported in the value's `error`.
+pub fn image_quality(s: &Session, samples: &Tensor) -> Option<serde_json::Value> {
+    use crate::classifier::quality as classifier;
+    if s.data.binarized || classifier::classifier_experiment(&s.data.name).is_none() {
+        return None;
+    }
+    let Some(classifier) = s.exp.eval.classifier.clone().or_else(|| classifier::find_classifier(&s.data.name)) else {
+        eprintln!(
+            "note: no {} run found, so no image sample quality (train it first: relaxflow train {})",
+            classifier::classifier_experiment(&s.data.name).unwrap_or("classifier"),
+            classifier::classifier_experiment(&s.data.name).unwrap_or("classifier")
+        );
+        return None;
+    };
+    let n = s.exp.eval.quality_samples.max(2);
+    let x = tch::no_grad(|| {
+        let mut parts = vec![samples.narrow(0, 0, samples.size()[0].min(n)).to_device(Device::Cpu)];
+        let mut have = parts[0].size()[0];
+        tch::manual_seed(s.exp.train.seed + 7);
+        while have < n {
+            let k = (n - have).min(s.exp.eval.batch_size.max(1));
+            parts.push(s.model.sample(k).to_device(Device::Cpu));
+            have += k;
+        }
+        Tensor::cat(&parts, 0)
+    });
+    match classifier::image_quality(&x, &s.data.name, &s.exp.data.dir, &classifier, s.device) {
+        Ok(q) => serde_json::to_value(q).ok(),
+        Err(e) => {
+            eprintln!("warning: image sample quality failed: {e:#}");
+            Some(serde_json::json!({ "error": format!("{e:#}"), "classifier_run": classifier }))
+        }
+    }
+}
+
 /// The same MMD² between as many training and test points: the value a perfect sampler would show (noise floor).
 pub fn data_mmd_floor(s: &Session, n: i64) -> Option<f64> {
     let n = n.min(s.data.test.size()[0]).min(s.data.train.size()[0]).min(5000);

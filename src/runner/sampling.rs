@@ -42,14 +42,14 @@ pub fn measure(s: &Session, setting: &str, samples: &Tensor, ms_per_1000: f64, i
 }
 
 /// Re-opens the finished run with each of `eval.sampler_settings` and measures `eval.n_samples` fresh samples.
-pub fn alternatives(s: &Session, run: &Path, device: Device, score_images: &dyn Fn(&Session, &Tensor) -> Option<serde_json::Value>) -> Result<Vec<SamplerResult>> {
+pub fn alternatives(s: &Session, run: &Path, device: Device) -> Result<Vec<SamplerResult>> {
     let mut out = Vec::new();
     for overrides in &s.exp.eval.sampler_settings {
         let alt = session::open_run_with(run, device, overrides)
             .with_context(|| format!("eval.sampler_settings: {overrides:?} does not re-open the run"))?;
         tch::manual_seed(s.exp.train.seed);
         let (x, ms) = tch::no_grad(|| timed_samples(&*alt.model, s.exp.eval.n_samples.max(2), device));
-        let iq = score_images(&alt, &x);
+        let iq = quality::image_quality(&alt, &x);
         out.push(measure(&alt, &overrides.join(" "), &x, ms, iq));
     }
     Ok(out)

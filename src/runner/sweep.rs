@@ -123,8 +123,10 @@ fn run_one(o: &SweepOptions, fixed: &[String], values: &[(String, String)], seed
         train(&TrainOptions { resume: Some(dir.to_path_buf()), ..base })?;
         return Ok(());
     }
-    if dir.exists() {
+    if dir.join("config.toml").exists() {
         std::fs::remove_dir_all(dir).with_context(|| format!("clearing {} (it never reached a checkpoint)", dir.display()))?;
+    } else if dir.read_dir().is_ok_and(|mut d| d.next().is_some()) {
+        bail!("{} holds files but no run; move them away or choose another --out", dir.display());
     }
     let overrides = fixed.iter().cloned().chain(values.iter().map(|(k, v)| format!("{k}={v}"))).collect();
     train(&TrainOptions {

@@ -338,44 +338,6 @@ fn save_arrays(s: &Session, run: &Path, samples: &Tensor) -> Result<()> {
     Ok(())
 }
 
-/// Image runs (8-bit MNIST / Fashion-MNIST, not binarized): sample quality in the feature space of relaxflow's own
-/// classifier (`eval.classifier`, else the newest finished runs/<dataset>-classifier run) on `eval.quality_samples`
-/// samples (`samples` topped up with fresh draws in chunks when it has fewer). None, with a warning, when there is no
-/// classifier; a failure with an explicit `eval.classifier` is reported in the value's `error`.
-fn score_images(s: &Session, samples: &Tensor) -> Option<serde_json::Value> {
-    use crate::classifier::quality;
-    if s.data.binarized || quality::classifier_experiment(&s.data.name).is_none() {
-        return None;
-    }
-    let Some(classifier) = s.exp.eval.classifier.clone().or_else(|| quality::find_classifier(&s.data.name)) else {
-        eprintln!(
-            "note: no {} run found, so no image sample quality (train it first: relaxflow train {})",
-            quality::classifier_experiment(&s.data.name).unwrap_or("classifier"),
-            quality::classifier_experiment(&s.data.name).unwrap_or("classifier")
-        );
-        return None;
-    };
-    let n = s.exp.eval.quality_samples.max(2);
-    let x = tch::no_grad(|| {
-        let mut parts = vec![samples.narrow(0, 0, samples.size()[0].min(n)).to_device(Device::Cpu)];
-        let mut have = parts[0].size()[0];
-        tch::manual_seed(s.exp.train.seed + 7);
-        while have < n {
-            let k = (n - have).min(s.exp.eval.batch_size.max(1));
-            parts.push(s.model.sample(k).to_device(Device::Cpu));
-            have += k;
-        }
-        Tensor::cat(&parts, 0)
-    });
-    match quality::image_quality(&x, &s.data.name, &s.exp.data.dir, &classifier, s.device) {
-        Ok(q) => serde_json::to_value(q).ok(),
-        Err(e) => {
-            eprintln!("warning: image sample quality failed: {e:#}");
-            Some(json!({ "error": format!("{e:#}"), "classifier_run": classifier }))
-        }
-    }
-}
-
 /// Final evaluation on the whole test set, sampler timing, pictures and summary.json.
 fn finish(s: &Session, run: &Path, name: &str) -> Result<()> {
     let device = s.device;
@@ -388,9 +350,9 @@ fn finish(s: &Session, run: &Path, name: &str) -> Result<()> {
     save_arrays(s, run, &samples)?;
     let cost = s.model.sampling_cost();
     let support = quality::outside_support(s, &samples);
-    let image_quality = score_images(s, &samples);
+    let image_quality = quality::image_quality(s, &samples);
     let mut sampling = vec![super::sampling::measure(s, "as trained", &samples, sample_ms, image_quality.clone())];
-    sampling.extend(super::sampling::alternatives(s, run, device, &score_images)?);
+    sampling.extend(super::sampling::alternatives(s, run, device)?);
     let summary = Summary {
         experiment: name.to_string(),
         family: s.model.family().into(),
