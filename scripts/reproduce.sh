@@ -31,8 +31,7 @@ train() {
   local name=$1; shift
   local out=$DIR/runs/$name
   if [ -f "$out/summary.json" ]; then echo "kept $out"; return; fi
-  if [ -f "$out/checkpoint.pt" ]; then log_run "$BIN" train --resume "$out"; return; fi
-  rm -rf "$out"
+  if [ -f "$out/config.toml" ]; then log_run "$BIN" train --resume "$out"; return; fi
   log_run "$BIN" train "$name" --out "$out" "$@"
 }
 

@@ -7,6 +7,7 @@ pub mod data;
 pub mod diffflow;
 pub mod diffusion;
 pub mod dist;
+pub mod errors;
 pub mod experiment;
 pub mod flows;
 pub mod layer;

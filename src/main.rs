@@ -124,11 +124,36 @@ enum Command {
     },
 }
 
+/// Where the last panic happened (for internal errors; libtorch errors are reported by their message alone).
+static PANIC_AT: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
 fn main() {
-    if let Err(e) = run(Cli::parse()) {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
-    }
+    let cli = Cli::parse();
+    // One boundary for every failure: errors and panics (tch panics on libtorch errors) become one clean line
+    // without C++ frames and exit code 1; a signal that stopped training exits 128 + signal.
+    std::panic::set_hook(Box::new(|info| {
+        if let Some(l) = info.location() {
+            *PANIC_AT.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("{}:{}", l.file(), l.line()));
+        }
+    }));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli)));
+    let code = match result {
+        Ok(Ok(())) => 0,
+        Ok(Err(e)) => {
+            eprintln!("error: {}", relaxflow::errors::describe(&e));
+            relaxflow::runner::interrupt::is_interrupted(&e).map_or(1, |i| i.exit_code())
+        }
+        Err(payload) => {
+            let msg = relaxflow::errors::panic_message(&*payload);
+            let from_torch = payload.downcast_ref::<String>().is_some_and(|s| s.contains("Torch("));
+            match PANIC_AT.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                Some(at) if !from_torch => eprintln!("error: {msg} (internal error at {at}; please report it)"),
+                _ => eprintln!("error: {msg}"),
+            }
+            1
+        }
+    };
+    std::process::exit(code);
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -228,7 +253,7 @@ fn eval(run: PathBuf, data: Option<PathBuf>, logp_out: Option<PathBuf>, device: 
             }
             let (lp, kind) = evaluate::log_prob_batched(&*s.model, &x, s.exp.eval.batch_size, device);
             if let Some(path) = &logp_out {
-                lp.write_npy(path).with_context(|| format!("writing {}", path.display()))?;
+                relaxflow::data::npy::write(path, &lp, tch::Kind::Double)?;
             }
             json!({
                 "data": file, "n": x.size()[0], "mean_log_prob_nats": lp.mean(None).double_value(&[]),
@@ -240,25 +265,77 @@ fn eval(run: PathBuf, data: Option<PathBuf>, logp_out: Option<PathBuf>, device: 
     Ok(())
 }
 
+/// Samples per block when streaming `relaxflow sample` (bounded memory for any -n).
+fn sample_block(s: &session::Session, n: i64) -> i64 {
+    n.min(s.exp.eval.batch_size).min(10_000).max(1)
+}
+
+/// The largest -n a .png picture takes (a picture of more points says nothing more; write .npy).
+const MAX_PICTURE: i64 = 100_000;
+
 fn sample(run: PathBuf, n: i64, out: PathBuf, seed: i64, device: Option<String>, set: &[String], temperature: f64) -> Result<()> {
-    anyhow::ensure!(n > 0, "-n must be positive");
-    anyhow::ensure!(temperature >= 0.0, "--temperature must be non-negative, got {temperature}");
+    anyhow::ensure!(n > 0, "-n must be positive, got {n}");
+    anyhow::ensure!(temperature.is_finite() && temperature >= 0.0, "--temperature must be a finite non-negative number, got {temperature}");
+    let ext = out.extension().and_then(|e| e.to_str()).map(str::to_owned);
+    match ext.as_deref() {
+        Some("npy") => {}
+        Some("png") if n <= MAX_PICTURE => {}
+        Some("png") => bail!("-n {n}: a .png picture takes at most {MAX_PICTURE} samples; write .npy for more"),
+        _ => bail!("{}: --out must end in .npy or .png", out.display()),
+    }
     let device = runner::parse_device(device.as_deref())?;
     let s = session::open_run_with(&run, device, set)?;
+    let kind = s.exp.model.get("kind").and_then(|k| k.as_str()).unwrap_or("?").to_string();
     tch::manual_seed(seed);
-    let x: Tensor = if temperature == 1.0 {
-        s.model.sample(n)
-    } else {
-        let kind = s.exp.model.get("kind").and_then(|k| k.as_str()).unwrap_or("?");
-        s.model.sample_tempered(n, temperature).with_context(|| format!("model kind `{kind}` has no sampling temperature (flows do)"))?
+    let draw = |m: i64| -> Result<Tensor> {
+        let x = if temperature == 1.0 {
+            tch::no_grad(|| s.model.sample(m))
+        } else {
+            tch::no_grad(|| s.model.sample_tempered(m, temperature)).with_context(|| format!("model kind `{kind}` has no sampling temperature (flows do)"))?
+        };
+        Ok(x.to_device(tch::Device::Cpu))
     };
-    let x = x.to_device(tch::Device::Cpu);
-    match out.extension().and_then(|e| e.to_str()) {
-        Some("npy") => x.write_npy(&out).with_context(|| format!("writing {}", out.display()))?,
-        // Images: a plain grid of these samples (at this temperature); 2D: data | samples | density.
-        Some("png") if s.data.is_image() => pictures::image_grid(&x, &s.data).upscaled(2).save_png(&out)?,
-        Some("png") => pictures::draw_with(&*s.model, &s.data, &s.exp.eval, device, &out, &x)?,
-        _ => bail!("{}: --out must end in .npy or .png", out.display()),
+    // Rows holding NaN or inf are counted: all of them is an error (no file), some of them a warning.
+    let nonfinite = |x: &Tensor| x.isfinite().logical_not().flatten(1, -1).any_dim(1, false).sum(tch::Kind::Int64).int64_value(&[]);
+    let block = sample_block(&s, n);
+    let mut bad = 0;
+    if ext.as_deref() == Some("npy") {
+        let mut writer: Option<relaxflow::data::npy::NpyWriter> = None;
+        let bar = runner::train::progress_bar(n, 0);
+        bar.set_message("samples drawn");
+        let mut done = 0;
+        while done < n {
+            let x = draw(block.min(n - done))?;
+            bad += nonfinite(&x);
+            let w = match writer.as_mut() {
+                Some(w) => w,
+                None => writer.insert(relaxflow::data::npy::NpyWriter::create(&out, n, &x.size()[1..], tch::Kind::Float)?),
+            };
+            w.write_rows(&x)?;
+            done += x.size()[0];
+            bar.set_position(done as u64);
+        }
+        bar.finish_and_clear();
+        if bad == n {
+            bail!("every one of the {n} samples holds NaN or inf; nothing written (at --temperature {temperature})");
+        }
+        writer.expect("n > 0 gives one block").finish()?;
+    } else {
+        let parts = (0..n).step_by(block as usize).map(|i| draw(block.min(n - i))).collect::<Result<Vec<_>>>()?;
+        let x = Tensor::cat(&parts, 0);
+        bad = nonfinite(&x);
+        if bad == n {
+            bail!("every one of the {n} samples holds NaN or inf; nothing written (at --temperature {temperature})");
+        }
+        if s.data.is_image() {
+            // Images: a plain grid of these samples (at this temperature); 2D: data | samples | density.
+            pictures::image_grid(&x, &s.data).upscaled(2).save_png(&out)?
+        } else {
+            pictures::draw_with(&*s.model, &s.data, &s.exp.eval, device, &out, &x)?
+        }
+    }
+    if bad > 0 {
+        eprintln!("warning: {bad} of {n} samples hold NaN or inf");
     }
     eprintln!("wrote {n} samples to {}", out.display());
     Ok(())

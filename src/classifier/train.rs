@@ -16,8 +16,12 @@ use crate::experiment::Experiment;
 use crate::runner::checkpoint::{self, Progress};
 use crate::runner::metrics::MetricsLog;
 use crate::runner::optim::Adam;
-use crate::runner::train::{adam_config, due, fresh_experiment, lr_at, progress_bar, resume_experiment, resume_state, step_seed, write_run_json, TrainOptions};
-use crate::runner::{parse_device, pictures, summary, sync};
+use crate::runner::rundir::FolderLock;
+use crate::runner::train::{
+    adam_config, create_run, due, fresh_experiment, lr_at, origin_json, progress_bar, resume_experiment, resume_hint, resume_state, step_seed,
+    write_run_json, TrainOptions,
+};
+use crate::runner::{files, interrupt, parse_device, pictures, summary, sync};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -98,7 +102,8 @@ pub fn parse_params(model: &toml::Table, origin: &str) -> Result<ClassifierParam
 /// Trains (or resumes) a classifier experiment and returns the run folder.
 pub fn train(opts: &TrainOptions) -> Result<PathBuf> {
     let device = parse_device(opts.device.as_deref())?;
-    let (s, run, name, start, mut adam) = match &opts.resume {
+    interrupt::install();
+    let (s, run, name, start, mut adam, _lock) = match &opts.resume {
         Some(run) => resume(opts, run, device)?,
         None => fresh(opts, device)?,
     };
@@ -107,23 +112,26 @@ pub fn train(opts: &TrainOptions) -> Result<PathBuf> {
     Ok(run)
 }
 
-type Started = (Setup, PathBuf, String, Progress, Adam);
+type Started = (Setup, PathBuf, String, Progress, Adam, FolderLock);
 
 fn fresh(opts: &TrainOptions, device: Device) -> Result<Started> {
-    let (name, file, exp, run) = fresh_experiment(opts)?;
+    let (name, file, exp, target) = fresh_experiment(opts)?;
     let s = Setup::open(exp, &file.display().to_string(), device)?;
-    std::fs::create_dir_all(&run).with_context(|| format!("creating {}", run.display()))?;
-    std::fs::write(run.join("config.toml"), toml::to_string(&s.exp)?).context("writing config.toml")?;
-    write_run_json(&run, &name, KIND, &[1, 28, 28], device)?;
     let adam = Adam::new(&s.vs, adam_config(&s.exp.train))?;
-    Ok((s, run, name, Progress { step: 0, elapsed_s: 0.0 }, adam))
+    let start = Progress { step: 0, elapsed_s: 0.0 };
+    let (run, lock) = create_run(opts, &target, |dir| {
+        write_run_json(dir, &name, KIND, &[1, 28, 28], device, origin_json(opts, &file))?;
+        files::write_atomic(&dir.join("config.toml"), toml::to_string(&s.exp)?.as_bytes())?;
+        checkpoint::save(&dir.join(checkpoint::FILE), &s.vs, &adam, start)
+    })?;
+    Ok((s, run, name, start, adam, lock))
 }
 
 fn resume(opts: &TrainOptions, run: &Path, device: Device) -> Result<Started> {
-    let (config_path, exp) = resume_experiment(opts, run)?;
+    let (lock, config_path, exp) = resume_experiment(opts, run)?;
     let s = Setup::open(exp, &config_path.display().to_string(), device)?;
     let (adam, progress, name) = resume_state(opts, run, &s.vs, &s.exp)?;
-    Ok((s, run.to_path_buf(), name, progress, adam))
+    Ok((s, run.to_path_buf(), name, progress.unwrap_or(Progress { step: 0, elapsed_s: 0.0 }), adam, lock))
 }
 
 fn run_loop(s: &Setup, adam: &mut Adam, run: &Path, name: &str, start: Progress, halt_after: Option<i64>) -> Result<()> {
@@ -159,7 +167,8 @@ fn run_loop(s: &Setup, adam: &mut Adam, run: &Path, name: &str, start: Progress,
         bar.inc(1);
         let done = step + 1;
         let log_now = due(t.log_every, done) || done == t.steps;
-        let checkpoint_now = due(t.checkpoint_every, done) || done == t.steps;
+        let stop_now = interrupt::pending().is_some();
+        let checkpoint_now = due(t.checkpoint_every, done) || done == t.steps || stop_now;
         let halt_now = halt_after == Some(done);
         if !(log_now || checkpoint_now || halt_now) {
             continue;
@@ -191,6 +200,10 @@ fn run_loop(s: &Setup, adam: &mut Adam, run: &Path, name: &str, start: Progress,
         }
         if checkpoint_now {
             checkpoint::save(&run.join(checkpoint::FILE), &s.vs, adam, Progress { step: done, elapsed_s: elapsed })?;
+        }
+        if stop_now {
+            bar.abandon();
+            interrupt::check(|| resume_hint(run, done))?;
         }
         if halt_now {
             bar.abandon();

@@ -1,6 +1,7 @@
 //! Datasets: seeded 2D toy sets, a user's own points, and MNIST / Fashion-MNIST from IDX files.
 //! Read by the runner and by tests, never by a model.
 pub mod idx;
+pub mod npy;
 pub mod points;
 pub mod toy;
 pub mod truth;
@@ -179,6 +180,7 @@ fn load_exchangeable(cfg: &DataConfig) -> Result<Dataset> {
 
 fn load_user(cfg: &DataConfig, path: &Path) -> Result<Dataset> {
     let x = points::load_points(path)?;
+    points::check_not_constant(&x, path)?;
     let (train, test) = match &cfg.test_path {
         Some(t) => {
             let test = points::load_points(t)?;

@@ -184,7 +184,8 @@ pub fn list_names() -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// The file an experiment name (or a path to a .toml) refers to.
+/// The file an experiment name (or a path to a .toml) refers to. A name is a plain word (letters, digits, `-`, `_`,
+/// `.`): it names the run folder runs/NAME, so it may not climb out of runs/.
 pub fn resolve_file(name: &str) -> Result<(String, PathBuf)> {
     if name.ends_with(".toml") {
         let path = PathBuf::from(name);
@@ -192,14 +193,27 @@ pub fn resolve_file(name: &str) -> Result<(String, PathBuf)> {
             bail!("experiment file {} not found", path.display());
         }
         let stem = path.file_stem().unwrap_or_default().to_string_lossy().to_string();
+        check_name(&stem).with_context(|| format!("experiment file {}", path.display()))?;
         return Ok((stem, path));
     }
+    check_name(name)?;
     let path = experiments_dir().join(format!("{name}.toml"));
     if !path.exists() {
         let known = list_names().unwrap_or_default().join(", ");
         bail!("unknown experiment `{name}` (no {}); known: {known}", path.display());
     }
     Ok((name.to_string(), path))
+}
+
+/// An experiment name that is safe as a folder name under runs/.
+fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && !name.starts_with('.')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if !ok {
+        bail!("`{name}` is not an experiment name (letters, digits, `-`, `_`, `.`; not starting with `.`); give a file as PATH.toml");
+    }
+    Ok(())
 }
 
 /// Reads an experiment file, applies `key=value` overrides, and checks every key and type.
@@ -234,24 +248,97 @@ pub fn parse_value<T: DeserializeOwned>(value: toml::Value, origin: &str, prefix
     })
 }
 
+/// Upper bounds that keep a typo from asking for terabytes: larger values are refused with the key named.
+const MAX_BATCH: i64 = 1_000_000;
+const MAX_POINTS: i64 = 50_000_000;
+const MAX_GRID: i64 = 4096;
+
+/// Range checks of every `[data]`, `[train]` and `[eval]` value (the model's keys are checked by its kind).
 fn validate(e: &Experiment) -> Result<()> {
-    let t = &e.train;
-    let positive = [("train.batch_size", t.batch_size), ("train.log_every", t.log_every), ("eval.batch_size", e.eval.batch_size)];
-    for (key, v) in positive {
-        if v < 1 {
-            bail!("`{key}` must be at least 1, got {v}");
+    let (t, v, d) = (&e.train, &e.eval, &e.data);
+    let within = |key: &str, x: i64, lo: i64, hi: i64| -> Result<()> {
+        if x < lo || x > hi {
+            bail!("`{key}` must be between {lo} and {hi}, got {x}");
         }
+        Ok(())
+    };
+    within("train.batch_size", t.batch_size, 1, MAX_BATCH)?;
+    within("train.steps", t.steps, 0, i64::MAX / 2)?;
+    within("train.log_every", t.log_every, 1, i64::MAX)?;
+    within("train.checkpoint_every", t.checkpoint_every, 0, i64::MAX)?;
+    within("train.sample_every", t.sample_every, 0, i64::MAX)?;
+    within("train.warmup", t.warmup, 0, i64::MAX)?;
+    within("eval.every", v.every, 0, i64::MAX)?;
+    within("eval.n_eval", v.n_eval, 1, MAX_POINTS)?;
+    if let Some(n) = v.n_final {
+        within("eval.n_final", n, 1, MAX_POINTS)?;
     }
-    if t.steps < 0 {
-        bail!("`train.steps` must be non-negative, got {}", t.steps);
+    within("eval.batch_size", v.batch_size, 1, MAX_BATCH)?;
+    within("eval.n_samples", v.n_samples, 1, MAX_POINTS)?;
+    within("eval.grid", v.grid, 2, MAX_GRID)?;
+    within("eval.diag_samples", v.diag_samples, 1, MAX_POINTS)?;
+    within("eval.diag_repeats", v.diag_repeats, 1, 10_000)?;
+    within("eval.quality_samples", v.quality_samples, 1, MAX_POINTS)?;
+    within("data.n_train", d.n_train, 1, MAX_POINTS)?;
+    within("data.n_test", d.n_test, 1, MAX_POINTS)?;
+    if let Some(dim) = d.dim {
+        within("data.dim", dim, 1, 100_000)?;
     }
     if !(t.lr > 0.0 && t.lr.is_finite()) {
         bail!("`train.lr` must be a positive number, got {}", t.lr);
     }
+    for (key, x) in [("train.beta1", t.beta1), ("train.beta2", t.beta2)] {
+        if !(0.0..1.0).contains(&x) {
+            bail!("`{key}` must be in [0, 1), got {x}");
+        }
+    }
+    if !(t.eps > 0.0 && t.eps.is_finite()) {
+        bail!("`train.eps` must be a positive number, got {}", t.eps);
+    }
+    if !(t.weight_decay >= 0.0 && t.weight_decay.is_finite()) {
+        bail!("`train.weight_decay` must be a non-negative number, got {}", t.weight_decay);
+    }
+    if let Some(c) = t.grad_clip {
+        if !(c > 0.0 && c.is_finite()) {
+            bail!("`train.grad_clip` must be a positive number, got {c}");
+        }
+    }
+    if !(d.test_fraction > 0.0 && d.test_fraction < 1.0) {
+        bail!("`data.test_fraction` must be in (0, 1), got {}", d.test_fraction);
+    }
+    if let Some([x0, x1, y0, y1]) = v.bounds {
+        if ![x0, x1, y0, y1].iter().all(|b| b.is_finite()) || x0 >= x1 || y0 >= y1 {
+            bail!("`eval.bounds` must be finite [xmin, xmax, ymin, ymax] with xmin < xmax and ymin < ymax, got {:?}", [x0, x1, y0, y1]);
+        }
+    }
     if !e.model.contains_key("kind") {
         bail!("`model.kind` is missing (one of: {})", crate::experiment::registry::kinds().join(", "));
     }
-    Ok(())
+    check_finite(&toml::Value::Table(e.model.clone()), "model")
+}
+
+/// Model keys that are sizes or counts (layers, widths, steps, samples): at least 1, at most a million.
+const SIZE_KEYS: &[&str] = &[
+    "hidden", "n_layers", "bins", "latent", "k", "eval_k", "steps", "sample_steps", "ddim_steps", "timesteps", "blocks",
+    "levels", "hidden_channels", "unet_ch", "emb_dim", "n_blocks", "leapfrog", "couplings_per_block", "base_components",
+    "hutchinson_probes", "sign_hidden", "unet_groups", "unet_mults", "channels",
+    "feature_dim",
+];
+
+/// Every float in the model table is finite (TOML allows `nan` and `inf`; no hyper-parameter means them), no
+/// integer is negative, and sizes and counts are positive and not absurd.
+fn check_finite(v: &toml::Value, key: &str) -> Result<()> {
+    let leaf = key.rsplit('.').next().unwrap_or(key).split('[').next().unwrap_or(key);
+    match v {
+        toml::Value::Float(x) if !x.is_finite() => bail!("`{key}` must be a finite number, got {x}"),
+        toml::Value::Integer(i) if SIZE_KEYS.contains(&leaf) && !(1..=1_000_000).contains(i) => {
+            bail!("`{key}` is a size or count and must be between 1 and 1000000, got {i}")
+        }
+        toml::Value::Integer(i) if *i < 0 => bail!("`{key}` must not be negative, got {i}"),
+        toml::Value::Array(a) => a.iter().enumerate().try_for_each(|(i, x)| check_finite(x, &format!("{key}[{i}]"))),
+        toml::Value::Table(t) => t.iter().try_for_each(|(k, x)| check_finite(x, &format!("{key}.{k}"))),
+        _ => Ok(()),
+    }
 }
 
 /// `a.b.c=value`: the value is read as TOML (number, bool, array, quoted string), else taken as a bare string.
@@ -295,6 +382,13 @@ mod tests {
     }
 
     #[test]
+    fn names_cannot_climb_out_of_runs() {
+        for bad in ["../../x", "a/b", ".hidden", ""] {
+            assert!(resolve_file(bad).unwrap_err().to_string().contains("is not an experiment name"), "{bad}");
+        }
+    }
+
+    #[test]
     fn overrides_reach_any_key_with_the_right_type() {
         let e = parse(BASE, &["train.steps=25", "data.path=pts.npy", "model.hidden=[8,8]", "eval.bounds=[-1,1,-2,2]"]).unwrap();
         assert_eq!(e.train.steps, 25);
@@ -316,6 +410,23 @@ mod tests {
         let err = parse(BASE, &["extra=1"]).unwrap_err().to_string();
         assert!(err.contains("unknown field `extra`"), "{err}");
         assert!(parse(BASE, &["train.steps"]).unwrap_err().to_string().contains("expected key=value"));
+        for (o, want) in [
+            ("eval.n_final=0", "`eval.n_final` must be between 1"),
+            ("eval.n_final=-3", "`eval.n_final` must be between 1"),
+            ("eval.n_eval=0", "`eval.n_eval` must be between 1"),
+            ("eval.grid=100000", "`eval.grid` must be between 2 and 4096"),
+            ("train.batch_size=100000000", "`train.batch_size` must be between 1 and 1000000"),
+            ("train.lr=inf", "`train.lr` must be a positive number"),
+            ("train.beta2=1.5", "`train.beta2` must be in [0, 1)"),
+            ("model.hidden=nan", "`model.hidden` must be a finite number"),
+            ("model.hidden=[64,0]", "`model.hidden[1]` is a size"),
+            ("model.n_layers=-2", "`model.n_layers` is a size"),
+            ("eval.bounds=[1,0,0,1]", "`eval.bounds`"),
+            ("data.test_fraction=1.0", "`data.test_fraction`"),
+        ] {
+            let err = parse(BASE, &[o]).unwrap_err().to_string();
+            assert!(err.contains("x.toml") && err.contains(want), "{o}: {err}");
+        }
         assert!(parse(BASE, &["train.steps.x=1"]).unwrap_err().to_string().contains("is not a section"));
     }
 }

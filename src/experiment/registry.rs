@@ -60,6 +60,20 @@ pub fn entries() -> Vec<Entry> {
     ]
 }
 
+/// The `[model]` keys of `kind` that may change on a trained run (eval, sample, sampler settings): they choose how
+/// the trained model is sampled or how its likelihood is computed, never what it is. Any other model key changes the
+/// model the weights belong to, and is refused there.
+pub fn inference_keys(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "ddpm" => &["sampler", "ddim_steps"],
+        "score" | "ncsn" => &["sampler", "sample_steps", "snr", "langevin_steps", "ald_eps", "ode_rtol", "hutchinson_probes", "exact_divergence_max_dim"],
+        "diffflow" => &["sampler", "sample_steps", "denoise", "likelihood", "ode_rtol", "hutchinson_probes", "exact_divergence_max_dim"],
+        "vae" => &["eval_k", "sample_mean"],
+        "survae" | "glow" | "realnvp" => &["eval_k"],
+        _ => &[],
+    }
+}
+
 /// Names of every model kind.
 pub fn kinds() -> Vec<&'static str> {
     entries().iter().map(|e| e.kind).collect()

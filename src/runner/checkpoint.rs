@@ -1,10 +1,32 @@
 //! Checkpoints: model weights, optimizer moments and the step, in one file written atomically
-//! (temp file, fsync, rename, fsync of the folder), so a crash never leaves a half-written checkpoint.
+//! (serialised in memory, then temp file, fsync, rename, fsync of the folder), so a crash or a full disk never leaves
+//! a half-written checkpoint. The file is an ordinary PyTorch archive (`torch.load` reads it) holding one more
+//! entry, `integrity.sha256`: a digest of every other entry's name, dtype, shape and bytes, checked on load, so a
+//! flipped bit is an error rather than silently wrong weights. Loading is strict both ways: every model variable
+//! must be in the file with its shape, and every weight in the file must be used.
 use super::optim::Adam;
 use anyhow::{anyhow, bail, Context, Result};
-use std::collections::HashMap;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use tch::{nn, Tensor};
+use tch::{nn, Kind, Tensor};
+
+/// The entry holding the digest.
+const INTEGRITY: &str = "integrity.sha256";
+
+/// SHA-256 over the entries (sorted by name) other than the digest itself.
+fn digest(named: &BTreeMap<String, Tensor>) -> Result<Vec<u8>> {
+    let mut h = Sha256::new();
+    for (name, t) in named.iter().filter(|(k, _)| k.as_str() != INTEGRITY) {
+        h.update((name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        h.update(format!("{:?}{:?}", t.kind(), t.size()).as_bytes());
+        let flat = t.to_device(tch::Device::Cpu).contiguous().reshape([-1]);
+        let bytes = if flat.kind() == Kind::Uint8 { flat } else { flat.view_dtype(Kind::Uint8) };
+        h.update(Vec::<u8>::try_from(&bytes).context("reading tensor bytes")?);
+    }
+    Ok(h.finalize().to_vec())
+}
 
 /// The file name inside a run folder.
 pub const FILE: &str = "checkpoint.pt";
@@ -25,21 +47,30 @@ pub fn save(path: &Path, vs: &nn::VarStore, adam: &Adam, progress: Progress) -> 
     named.extend(adam.state().into_iter().map(|(k, v)| (k, v.to_device(tch::Device::Cpu))));
     named.push(("progress.step".into(), Tensor::from(progress.step)));
     named.push(("progress.elapsed_s".into(), Tensor::from(progress.elapsed_s)));
-    let tmp = path.with_extension("pt.tmp");
-    Tensor::save_multi(&named, &tmp).with_context(|| format!("writing checkpoint {}", tmp.display()))?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    let sorted: BTreeMap<String, Tensor> = named.iter().map(|(k, v)| (k.clone(), v.shallow_clone())).collect();
+    named.push((INTEGRITY.into(), Tensor::from_slice(&digest(&sorted)?)));
+    // Serialised in memory first: a full disk then fails in our own write, with a clean error, not inside libtorch.
+    let mut bytes = Vec::new();
+    Tensor::save_multi_to_stream(&named, &mut bytes).map_err(|e| anyhow!("{}", crate::errors::clean(&e.to_string())))
+        .with_context(|| format!("serialising checkpoint {}", path.display()))?;
+    super::files::write_atomic(path, &bytes).context("writing the checkpoint")
 }
 
 fn read(path: &Path) -> Result<HashMap<String, Tensor>> {
     if !path.exists() {
         bail!("{}: no checkpoint (the run never reached its first checkpoint)", path.display());
     }
-    let named = Tensor::load_multi(path).with_context(|| format!("{}: unreadable checkpoint", path.display()))?;
+    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read the checkpoint", path.display()))?;
+    let named = Tensor::load_multi_from_stream(std::io::Cursor::new(bytes))
+        .map_err(|e| anyhow!("{}", crate::errors::clean(&e.to_string())))
+        .with_context(|| format!("{}: unreadable checkpoint (corrupted or not a relaxflow checkpoint)", path.display()))?;
+    let named: BTreeMap<String, Tensor> = named.into_iter().collect();
+    if let Some(stored) = named.get(INTEGRITY) {
+        let stored = Vec::<u8>::try_from(&stored.to_kind(Kind::Uint8).reshape([-1])).unwrap_or_default();
+        if stored != digest(&named)? {
+            bail!("{}: corrupted checkpoint (its contents do not match the digest written with it)", path.display());
+        }
+    }
     Ok(named.into_iter().collect())
 }
 
@@ -61,13 +92,25 @@ pub fn load_all(path: &Path, vs: &nn::VarStore, adam: &mut Adam) -> Result<Progr
 }
 
 fn copy_weights(saved: &HashMap<String, Tensor>, vs: &nn::VarStore, path: &Path) -> Result<()> {
+    let vars = vs.variables();
+    let mut unused: Vec<&str> =
+        saved.keys().filter_map(|k| k.strip_prefix("model.")).filter(|k| !vars.contains_key(*k)).collect();
+    if !unused.is_empty() {
+        unused.sort();
+        let more = if unused.len() > 3 { format!(" and {} more", unused.len() - 3) } else { String::new() };
+        bail!(
+            "{}: holds weights this model does not have ({}{more}): the model config differs from the one that was trained",
+            path.display(),
+            unused.iter().take(3).map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+        );
+    }
     tch::no_grad(|| {
-        for (name, mut var) in vs.variables() {
+        for (name, mut var) in vars {
             let src = saved
                 .get(&format!("model.{name}"))
                 .ok_or_else(|| anyhow!("{}: lacks weight `{name}` (was it written by another model config?)", path.display()))?;
-            if src.size() != var.size() {
-                bail!("{}: weight `{name}` has shape {:?}, the model expects {:?}", path.display(), src.size(), var.size());
+            if src.size() != var.size() || src.kind() != var.kind() {
+                bail!("{}: weight `{name}` has shape {:?} ({:?}), the model expects {:?} ({:?})", path.display(), src.size(), src.kind(), var.size(), var.kind());
             }
             var.copy_(src);
         }
@@ -77,8 +120,15 @@ fn copy_weights(saved: &HashMap<String, Tensor>, vs: &nn::VarStore, path: &Path)
 
 fn progress(saved: &HashMap<String, Tensor>, path: &Path) -> Result<Progress> {
     let step = saved.get("progress.step").ok_or_else(|| anyhow!("{}: lacks progress.step", path.display()))?;
-    let elapsed = saved.get("progress.elapsed_s").map(|t| t.double_value(&[])).unwrap_or(0.0);
-    Ok(Progress { step: step.int64_value(&[]), elapsed_s: elapsed })
+    if step.numel() != 1 {
+        bail!("{}: progress.step is not a number", path.display());
+    }
+    let elapsed = saved.get("progress.elapsed_s").filter(|t| t.numel() == 1).map(|t| t.double_value(&[])).unwrap_or(0.0);
+    let step = step.int64_value(&[]);
+    if step < 0 || !elapsed.is_finite() {
+        bail!("{}: progress out of range (step {step}, elapsed {elapsed} s)", path.display());
+    }
+    Ok(Progress { step, elapsed_s: elapsed })
 }
 
 #[cfg(test)]
@@ -99,7 +149,7 @@ mod tests {
         w.square().sum(None).backward();
         adam.step(0.1);
         save(&path, &vs, &adam, Progress { step: 7, elapsed_s: 1.5 }).unwrap();
-        assert!(!dir.path().join("checkpoint.pt.tmp").exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary left");
 
         let vs2 = nn::VarStore::new(Device::Cpu);
         let w2 = vs2.root().zeros("w", &[3, 2]);
@@ -124,9 +174,28 @@ mod tests {
         let _ = other.root().zeros("w", &[4, 2]);
         let err = load_weights(&path, &other).unwrap_err().to_string();
         assert!(err.contains("weight `w` has shape [3, 2]"), "{err}");
+        // A model with a subset of the saved weights (fewer layers) is refused, naming what would be dropped.
+        let big = nn::VarStore::new(Device::Cpu);
+        let _ = big.root().zeros("w", &[3, 2]);
+        let _ = big.root().zeros("layer9", &[1]);
+        save(&path, &big, &Adam::new(&big, cfg).unwrap(), Progress { step: 1, elapsed_s: 0.0 }).unwrap();
+        let small = nn::VarStore::new(Device::Cpu);
+        let _ = small.root().zeros("w", &[3, 2]);
+        let err = load_weights(&path, &small).unwrap_err().to_string();
+        assert!(err.contains("does not have (`layer9`)"), "{err}");
         let other = nn::VarStore::new(Device::Cpu);
         let _ = other.root().zeros("v", &[3, 2]);
         assert!(load_weights(&path, &other).unwrap_err().to_string().contains("lacks weight `v`"));
+        // One flipped bit in the weights' bytes: the digest catches it.
+        let vs = nn::VarStore::new(Device::Cpu);
+        let _ = vs.root().ones("w", &[64, 64]);
+        save(&path, &vs, &Adam::new(&vs, cfg).unwrap(), Progress { step: 1, elapsed_s: 0.0 }).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes.windows(4).position(|w| w == 1.0f32.to_le_bytes()).expect("the weights are in the file");
+        bytes[at + 2] ^= 0x10;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = load_weights(&path, &vs).unwrap_err().to_string();
+        assert!(err.contains("corrupted checkpoint") || err.contains("unreadable checkpoint"), "{err}");
         std::fs::write(&path, b"garbage").unwrap();
         assert!(load_weights(&path, &other).unwrap_err().to_string().contains("unreadable checkpoint"));
     }

@@ -8,12 +8,15 @@ use serde_json::Value;
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Convergence {
     /// Within this many nats per example of the best: 0.05 for data of dimension ≤ 16, else 1% of |best|.
+    #[serde(deserialize_with = "crate::runner::summary::f64_or_nan")]
     pub tolerance_nats: f64,
     /// Best periodic test NLL (nats, on `eval.n_eval` points) and the step it was seen at.
+    #[serde(deserialize_with = "crate::runner::summary::f64_or_nan")]
     pub best_eval_nll: f64,
     pub best_step: i64,
     /// First evaluated step within the tolerance, and the training wall time (s) up to it.
     pub steps: i64,
+    #[serde(deserialize_with = "crate::runner::summary::f64_or_nan")]
     pub wall_time_s: f64,
     /// Evaluations the answer rests on (its resolution is the eval interval).
     pub n_evals: usize,

@@ -56,14 +56,19 @@ pub fn test_nll(model: &dyn Model, data: &Dataset, n: Option<i64>, batch: i64, d
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BitsPerDimCheck {
     /// α of y = logit(α + (1 - 2α)x).
+    #[serde(deserialize_with = "crate::runner::summary::f64_or_nan")]
     pub alpha: f64,
     /// Mean -log p_Y(y), nats per image (the logit-space NLL some papers report; depends on α).
+    #[serde(deserialize_with = "crate::runner::summary::f64_or_nan")]
     pub logit_space_nll_nats: f64,
     /// Mean Σ_i [log(1 - 2α) - log s_i - log(1 - s_i)], s = α + (1 - 2α)x.
+    #[serde(deserialize_with = "crate::runner::summary::f64_or_nan")]
     pub logit_log_det_nats: f64,
     /// (logit_space_nll - logit_log_det) / (D ln 2) + 8.
+    #[serde(deserialize_with = "crate::runner::summary::f64_or_nan")]
     pub bits_per_dim_by_hand: f64,
     /// From the model's log p(x) on the same images.
+    #[serde(deserialize_with = "crate::runner::summary::f64_or_nan")]
     pub bits_per_dim_from_model: f64,
     pub n: i64,
 }

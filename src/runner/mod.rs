@@ -2,11 +2,14 @@
 //! run folder.
 pub mod checkpoint;
 pub mod convergence;
+pub mod files;
 pub mod evaluate;
 pub mod metrics;
 pub mod optim;
 pub mod pictures;
 pub mod quality;
+pub mod rundir;
+pub mod interrupt;
 pub mod sampling;
 pub mod plot;
 pub mod session;

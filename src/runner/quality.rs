@@ -57,6 +57,7 @@ pub struct ModeCoverage {
     pub shares: Vec<f64>,
     pub true_weights: Vec<f64>,
     /// Share of the samples near no mode (beyond 3 standard deviations of every one).
+    #[serde(deserialize_with = "crate::runner::summary::f64_or_nan")]
     pub unassigned: f64,
 }
 

@@ -15,6 +15,7 @@ pub struct SamplerResult {
     pub setting: String,
     pub nfe_per_sample: usize,
     pub sampler_steps: usize,
+    #[serde(deserialize_with = "crate::runner::summary::f64_or_nan")]
     pub ms_per_1000: f64,
     pub n: i64,
     #[serde(default)]

@@ -42,8 +42,29 @@ pub fn open_run_with(run: &Path, device: Device, overrides: &[String]) -> Result
     if !config.exists() {
         anyhow::bail!("{}: not a run folder (no config.toml)", run.display());
     }
+    let trained = crate::experiment::config::load(&config, &[])?;
+    check_keeps_model(&trained.model, overrides)?;
     let exp = crate::experiment::config::load(&config, overrides)?;
     let s = Session::open(exp, &config.display().to_string(), device)?;
     super::checkpoint::load_weights(&run.join(super::checkpoint::FILE), &s.vs)?;
     Ok(s)
+}
+
+/// Refuses `--set model.KEY=...` on a trained run unless KEY only chooses how the model is sampled or evaluated
+/// (`registry::inference_keys`): a different architecture or activation would run the saved weights in another
+/// model and report its numbers as the run's.
+pub fn check_keeps_model(model: &toml::Table, overrides: &[String]) -> Result<()> {
+    let kind = model.get("kind").and_then(|k| k.as_str()).unwrap_or("?");
+    let allowed = crate::experiment::registry::inference_keys(kind);
+    for o in overrides {
+        let key = o.split_once('=').map_or(o.as_str(), |(k, _)| k).trim();
+        let Some(model_key) = key.strip_prefix("model.") else { continue };
+        if !allowed.contains(&model_key) {
+            let keep = if allowed.is_empty() { "none for this kind".to_string() } else { allowed.iter().map(|k| format!("model.{k}")).collect::<Vec<_>>().join(", ") };
+            anyhow::bail!(
+                "--set {key}: changes the trained `{kind}` model, whose weights would no longer mean what they did; settings that keep it: {keep}"
+            );
+        }
+    }
+    Ok(())
 }

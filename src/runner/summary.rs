@@ -40,7 +40,9 @@ pub struct Summary {
     pub dataset: String,
     pub dim: i64,
     /// Test NLL (nats per example), its standard error, its kind and how many test examples.
+    #[serde(deserialize_with = "f64_or_nan")]
     pub test_nll_nats: f64,
+    #[serde(deserialize_with = "f64_or_nan")]
     pub test_nll_stderr: f64,
     /// "exact", "bound" (an upper bound on NLL) or "estimate".
     pub nll_kind: String,
@@ -59,8 +61,11 @@ pub struct Summary {
     pub true_entropy_nats: Option<f64>,
     pub nll_gap_nats: Option<f64>,
     pub steps: i64,
+    #[serde(deserialize_with = "f64_or_nan")]
     pub train_time_s: f64,
+    #[serde(deserialize_with = "f64_or_nan")]
     pub steps_per_s: f64,
+    #[serde(deserialize_with = "f64_or_nan")]
     pub sample_ms_per_1000: f64,
     /// Milliseconds per 1000 evaluations of the reported log-likelihood (up to 1000 test points).
     #[serde(default)]
@@ -118,9 +123,13 @@ pub fn likelihood_note(eval: &Evaluation) -> String {
 
 /// Writes `value` as pretty JSON to `path` atomically.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_string_pretty(value)? + "\n").with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    super::files::write_atomic(path, (serde_json::to_string_pretty(value)? + "\n").as_bytes())
+}
+
+/// JSON has no NaN: serde_json writes a non-finite f64 as `null`, and this reads `null` back as NaN, so a summary
+/// relaxflow wrote (e.g. a standard error of one test point) is always readable.
+pub fn f64_or_nan<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// Reads a run's summary.

@@ -1,9 +1,14 @@
 //! `relaxflow sweep NAME --set key=v1,v2,... --seeds K`: one experiment trained over a grid of values (the cartesian
 //! product of every `--set` list) and seeds, one run folder each, in one process, one after the other. Resumable:
-//! a finished run (summary.json) is kept, an interrupted one (checkpoint.pt) continues, one that never reached a
-//! checkpoint starts again. A run that fails (e.g. a NaN loss at an extreme setting) is recorded and the sweep goes
-//! on. `sweep.json` lists every point and run; `report::sweep` turns it into a table and a plot.
+//! a finished run (summary.json) is kept, an unfinished one continues (`train --resume`), after checking that its
+//! config is the one this sweep would make (other fixed settings, steps or experiment file: an error naming the
+//! key, never a stale run reported as new). A run that fails (e.g. a NaN loss at an extreme setting) is recorded
+//! and the sweep goes on; if every run fails the sweep fails. The sweep deletes nothing: a folder that is not a
+//! relaxflow run is left alone with an error, and links inside --out are not followed. `sweep.json` lists every
+//! point and run; `report::sweep` turns it into a table and a plot.
+use super::rundir::{self, FolderLock};
 use super::train::{train, TrainOptions};
+use crate::experiment::Experiment;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -112,41 +117,105 @@ pub fn point_dir(values: &[(String, String)]) -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() || "._=+-".contains(c) { c } else { '-' }).collect()
 }
 
-/// Trains (or finishes) one run folder; Ok(()) when it has a summary.
-fn run_one(o: &SweepOptions, fixed: &[String], values: &[(String, String)], seed: i64, dir: &Path) -> Result<()> {
-    if dir.join("summary.json").exists() {
-        eprintln!("{}: finished, kept", dir.display());
-        return Ok(());
+/// Refuses a symbolic link at `dir` (a sweep writes only inside its own folder).
+fn no_link(dir: &Path) -> Result<()> {
+    if std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
+        bail!("{} is a symbolic link; a sweep writes only real folders inside --out (remove the link or choose another --out)", dir.display());
     }
-    let base = TrainOptions { device: o.device.clone(), steps: o.steps, ..Default::default() };
-    if dir.join(super::checkpoint::FILE).exists() {
-        train(&TrainOptions { resume: Some(dir.to_path_buf()), ..base })?;
-        return Ok(());
-    }
-    if dir.join("config.toml").exists() {
-        std::fs::remove_dir_all(dir).with_context(|| format!("clearing {} (it never reached a checkpoint)", dir.display()))?;
-    } else if dir.read_dir().is_ok_and(|mut d| d.next().is_some()) {
-        bail!("{} holds files but no run; move them away or choose another --out", dir.display());
-    }
-    let overrides = fixed.iter().cloned().chain(values.iter().map(|(k, v)| format!("{k}={v}"))).collect();
-    train(&TrainOptions {
-        experiment: Some(o.experiment.clone()),
-        overrides,
-        seed: Some(seed),
-        out: Some(dir.to_path_buf()),
-        ..base
-    })?;
     Ok(())
 }
 
-/// Runs the sweep and returns its folder (holding sweep.json).
+/// Numbers compare by value (a resolved config writes `1` as `1.0`); tables and arrays element by element.
+fn same(a: &toml::Value, b: &toml::Value) -> bool {
+    use toml::Value::*;
+    match (a, b) {
+        (Integer(x), Float(y)) | (Float(y), Integer(x)) => (*x as f64 - y).abs() <= 1e-12 * y.abs().max(1.0),
+        (Float(x), Float(y)) => (x - y).abs() <= 1e-12 * y.abs().max(1.0),
+        (Array(x), Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| same(p, q)),
+        (Table(x), Table(y)) => x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w))),
+        _ => a == b,
+    }
+}
+
+/// The first key where the run's config differs from `expected` (every [data], [train], [eval] key; the [model] keys
+/// the experiment sets), as "key: run has A, this sweep asks B".
+fn difference(run: &Experiment, expected: &Experiment) -> Result<Option<String>> {
+    let (r, e) = (toml::Value::try_from(run)?, toml::Value::try_from(expected)?);
+    for section in ["data", "train", "eval"] {
+        let (rs, es) = (r.get(section).and_then(|v| v.as_table()), e.get(section).and_then(|v| v.as_table()));
+        let (Some(rs), Some(es)) = (rs, es) else { continue };
+        for key in rs.keys().chain(es.keys()) {
+            match (rs.get(key), es.get(key)) {
+                (Some(a), Some(b)) if same(a, b) => {}
+                (a, b) => return Ok(Some(format!("{section}.{key}: the run has {}, this sweep asks {}", show(a), show(b)))),
+            }
+        }
+    }
+    for (key, b) in &expected.model {
+        let a = run.model.get(key);
+        if !a.is_some_and(|a| same(a, b)) {
+            return Ok(Some(format!("model.{key}: the run has {}, this sweep asks {}", show(a), show(Some(b)))));
+        }
+    }
+    Ok(None)
+}
+
+fn show(v: Option<&toml::Value>) -> String {
+    v.map_or("nothing".into(), |v| v.to_string())
+}
+
+/// Trains (or finishes) one run folder; Ok(()) when it has a summary.
+fn run_one(o: &SweepOptions, file: &Path, overrides: &[String], seed: i64, dir: &Path) -> Result<()> {
+    no_link(dir.parent().unwrap_or(dir))?;
+    no_link(dir)?;
+    let mut all: Vec<String> = overrides.to_vec();
+    all.extend(o.steps.map(|n| format!("train.steps={n}")));
+    all.push(format!("train.seed={seed}"));
+    let mut expected = crate::experiment::config::load(file, &all)?;
+    super::train::absolute_data_paths(&mut expected.data);
+    let base = TrainOptions { device: o.device.clone(), steps: o.steps, ..Default::default() };
+    if rundir::is_run(dir) || dir.join("config.toml").exists() {
+        let config = dir.join("config.toml");
+        let run = crate::experiment::config::load(&config, &[])
+            .with_context(|| format!("{} holds a config that is not a relaxflow run of this sweep; move it away or choose another --out", dir.display()))?;
+        if let Some(diff) = difference(&run, &expected)? {
+            bail!("{} is a different run ({diff}); use another --out for other settings, or move that run away", dir.display());
+        }
+        if dir.join("summary.json").exists() {
+            eprintln!("{}: finished, kept", dir.display());
+            return Ok(());
+        }
+        train(&TrainOptions { resume: Some(dir.to_path_buf()), ..base })?;
+        return Ok(());
+    }
+    if !rundir::is_free(dir) {
+        bail!("{} holds files but no relaxflow run; move them away or choose another --out", dir.display());
+    }
+    train(&TrainOptions { experiment: Some(o.experiment.clone()), overrides: overrides.to_vec(), seed: Some(seed), out: Some(dir.to_path_buf()), ..base })?;
+    Ok(())
+}
+
+/// Runs the sweep and returns its folder (holding sweep.json). Fails when every run failed.
 pub fn sweep(o: &SweepOptions) -> Result<PathBuf> {
     anyhow::ensure!(o.seeds >= 1, "--seeds must be at least 1");
     let (axes, single): (Vec<Axis>, Vec<Axis>) = parse_grid(&o.grid)?.into_iter().partition(|a| a.values.len() > 1);
     let fixed: Vec<String> = single.iter().map(|a| format!("{}={}", a.key, a.values[0])).collect();
-    let (name, _) = crate::experiment::config::resolve_file(&o.experiment)?;
+    let (name, file) = crate::experiment::config::resolve_file(&o.experiment)?;
+    // Every grid point's config must load before anything is trained or written.
+    for values in points(&axes) {
+        let overrides: Vec<String> = fixed.iter().cloned().chain(values.iter().map(|(k, v)| format!("{k}={v}"))).collect();
+        crate::experiment::config::load(&file, &overrides).with_context(|| format!("grid point {}", point_dir(&values)))?;
+    }
     let out = o.out.clone().unwrap_or_else(|| Path::new("runs").join("sweeps").join(&name));
+    no_link(&out)?;
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let _lock = FolderLock::acquire(&out)?;
+    if out.join("sweep.json").exists() {
+        let old = read(&out)?;
+        if old.experiment != name {
+            bail!("{} holds a sweep of `{}`, not `{name}`; choose another --out", out.display(), old.experiment);
+        }
+    }
     let seeds: Vec<i64> = (0..o.seeds).collect();
     let mut sweep = Sweep {
         experiment: name.clone(),
@@ -159,22 +228,37 @@ pub fn sweep(o: &SweepOptions) -> Result<PathBuf> {
     };
     let grid = points(&axes);
     let total = grid.len() * seeds.len();
+    let mut failed = 0;
     for (i, values) in grid.into_iter().enumerate() {
         let mut runs = Vec::new();
+        let overrides: Vec<String> = fixed.iter().cloned().chain(values.iter().map(|(k, v)| format!("{k}={v}"))).collect();
         for (j, &seed) in seeds.iter().enumerate() {
+            super::interrupt::check(|| format!("sweep {} stopped before run {} of {total}; run the same command again to continue", out.display(), i * seeds.len() + j + 1))?;
             let dir = PathBuf::from(point_dir(&values)).join(format!("seed-{seed}"));
             eprintln!("sweep {name}: run {} of {total}: {} seed {seed}", i * seeds.len() + j + 1, point_dir(&values));
-            let status = match run_one(o, &fixed, &values, seed, &out.join(&dir)) {
+            let status = match run_one(o, &file, &overrides, seed, &out.join(&dir)) {
                 Ok(()) => "done".to_string(),
+                Err(e) if super::interrupt::is_interrupted(&e).is_some() => {
+                    super::summary::write_json(&out.join("sweep.json"), &sweep)?;
+                    return Err(e.context(format!("sweep {} stopped; run the same command again to continue", out.display())));
+                }
                 Err(e) => {
-                    eprintln!("sweep {name}: {} failed: {e:#}", dir.display());
-                    format!("failed: {e:#}")
+                    let msg = crate::errors::describe(&e);
+                    eprintln!("sweep {name}: {} failed: {msg}", dir.display());
+                    failed += 1;
+                    format!("failed: {msg}")
                 }
             };
             runs.push(SweepRun { seed, dir, status });
         }
         sweep.points.push(Point { values, runs });
         super::summary::write_json(&out.join("sweep.json"), &sweep)?;
+    }
+    if failed == total {
+        bail!("every one of the {total} runs of sweep {} failed (see {}/sweep.json)", name, out.display());
+    }
+    if failed > 0 {
+        eprintln!("warning: {failed} of {total} runs of sweep {name} failed; the table marks them (see {}/sweep.json)", out.display());
     }
     Ok(out)
 }

@@ -6,7 +6,8 @@ use super::metrics::MetricsLog;
 use super::optim::{Adam, AdamConfig};
 use super::session::Session;
 use super::summary::{self, Summary};
-use super::{parse_device, pictures, quality, sync};
+use super::rundir::{self, FolderLock, Staging};
+use super::{files, interrupt, parse_device, pictures, quality, sync};
 use crate::experiment::config::{self, resolve_file};
 use crate::experiment::{Experiment, LrSchedule, TrainConfig};
 use anyhow::{bail, Context, Result};
@@ -35,12 +36,16 @@ pub struct TrainOptions {
 }
 
 /// Trains and returns the run folder.
+///
+/// Nothing is written until the config, the data and the model have been checked; the run folder appears complete
+/// (config, run.json, step-0 checkpoint) or not at all, and stays locked by this process until it returns.
 pub fn train(opts: &TrainOptions) -> Result<PathBuf> {
+    interrupt::install();
     if crate::classifier::train::is_classifier(opts) {
         return crate::classifier::train::train(opts);
     }
     let device = parse_device(opts.device.as_deref())?;
-    let (mut s, run, name, start, mut adam) = match &opts.resume {
+    let (mut s, run, name, start, mut adam, _lock) = match &opts.resume {
         Some(run) => resume(opts, run, device)?,
         None => fresh(opts, device)?,
     };
@@ -54,7 +59,7 @@ pub(crate) fn adam_config(t: &TrainConfig) -> AdamConfig {
     AdamConfig { beta1: t.beta1, beta2: t.beta2, eps: t.eps, weight_decay: t.weight_decay }
 }
 
-type Started = (Session, PathBuf, String, Progress, Adam);
+type Started = (Session, PathBuf, String, Progress, Adam, FolderLock);
 
 /// A fresh run's experiment (name, file, config with --set, --steps and --seed applied) and the folder it writes
 /// (--out, else runs/NAME/<stamp>), refusing a folder that already holds a run.
@@ -69,77 +74,152 @@ pub(crate) fn fresh_experiment(opts: &TrainOptions) -> Result<(String, PathBuf, 
         Some(dir) => dir.clone(),
         None => new_run_dir(&name)?,
     };
-    if run.join("config.toml").exists() {
+    if rundir::is_run(&run) || run.join("config.toml").exists() {
         bail!("{} already holds a run; continue it with --resume {}", run.display(), run.display());
+    }
+    if !rundir::is_free(&run) {
+        bail!("{} already holds files; choose an empty or new folder for --out", run.display());
     }
     Ok((name, file, exp, run))
 }
 
+/// What a fresh run is made from, recorded in run.json: the experiment file's digest and every override, so a
+/// sweep can tell whether an existing run is the one it would make.
+pub(crate) fn origin_json(opts: &TrainOptions, file: &Path) -> serde_json::Value {
+    let digest = std::fs::read(file).map(|b| {
+        use sha2::Digest;
+        sha2::Sha256::digest(&b).iter().map(|x| format!("{x:02x}")).collect::<String>()
+    });
+    json!({
+        "experiment_file": file, "experiment_sha256": digest.ok(), "overrides": opts.overrides,
+        "steps": opts.steps, "seed": opts.seed,
+    })
+}
+
+/// Makes a fresh run's folder complete before it exists: run.json, config.toml, samples/ and the step-0 checkpoint
+/// are written into a hidden staging folder, which is then renamed to `target` (or, with no --out, the first free
+/// runs/NAME/<stamp>[-k]). A kill at any moment leaves either no run folder or one that `--resume` continues.
+pub(crate) fn create_run(opts: &TrainOptions, target: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<(PathBuf, FolderLock)> {
+    let target = match std::fs::canonicalize(target) {
+        Ok(real) => real, // an existing (empty) folder, or the folder a link points to
+        Err(_) => target.to_path_buf(),
+    };
+    let parent = target.parent().map(Path::to_path_buf).unwrap_or_default();
+    let staging = Staging::new(&parent)?;
+    write(staging.dir())?;
+    let candidates: Box<dyn Iterator<Item = PathBuf>> = if opts.out.is_some() {
+        Box::new(std::iter::once(target.clone()))
+    } else {
+        let stem = target.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        Box::new(std::iter::once(target.clone()).chain((2..).map(move |k| parent.join(format!("{stem}-{k}")))))
+    };
+    staging.publish(candidates)
+}
+
 /// `run.json`, written when a run starts.
-pub(crate) fn write_run_json(run: &Path, name: &str, family: &str, shape: &[i64], device: Device) -> Result<()> {
+pub(crate) fn write_run_json(run: &Path, name: &str, family: &str, shape: &[i64], device: Device, origin: serde_json::Value) -> Result<()> {
     let info = json!({
         "experiment": name, "family": family, "shape": shape, "device": format!("{device:?}"),
         "created": chrono::Local::now().to_rfc3339(), "git_commit": summary::git_commit(), "versions": summary::versions(),
+        "origin": origin,
     });
     summary::write_json(&run.join("run.json"), &info)
 }
 
-/// A resumed run's config path and experiment (--steps applied); nothing but --steps and --device may change.
-pub(crate) fn resume_experiment(opts: &TrainOptions, run: &Path) -> Result<(PathBuf, Experiment)> {
+/// A resumed run, locked, with its config path and experiment (--steps applied); nothing but --steps and --device
+/// may change. Nothing is written here.
+pub(crate) fn resume_experiment(opts: &TrainOptions, run: &Path) -> Result<(FolderLock, PathBuf, Experiment)> {
     if opts.experiment.is_some() || !opts.overrides.is_empty() || opts.seed.is_some() || opts.out.is_some() {
         bail!("--resume continues a run with its own config; only --steps (and --device) may change");
+    }
+    if !run.is_dir() {
+        bail!("{}: no such run folder", run.display());
     }
     let config_path = run.join("config.toml");
     if !config_path.exists() {
         bail!("{}: not a run folder (no config.toml)", run.display());
     }
+    let lock = FolderLock::acquire(run)?;
     let overrides: Vec<String> = opts.steps.map(|n| format!("train.steps={n}")).into_iter().collect();
     let exp = config::load(&config_path, &overrides)?;
-    Ok((config_path, exp))
+    Ok((lock, config_path, exp))
 }
 
-/// Once the model of a resumed run is built: the new step count saved, Adam and progress loaded from the checkpoint,
-/// metrics after it dropped; returns them with the experiment's name.
-pub(crate) fn resume_state(opts: &TrainOptions, run: &Path, vs: &tch::nn::VarStore, exp: &Experiment) -> Result<(Adam, Progress, String)> {
-    if opts.steps.is_some() {
-        std::fs::write(run.join("config.toml"), toml::to_string(exp)?).context("writing config.toml")?;
-    }
-    let mut adam = Adam::new(vs, adam_config(&exp.train))?;
-    let progress = checkpoint::load_all(&run.join(checkpoint::FILE), vs, &mut adam)?;
-    MetricsLog::new(run).truncate_after(progress.step)?;
+/// Once the model of a resumed run is built: Adam and progress loaded from the checkpoint (None: the run has no
+/// checkpoint and starts again from step 0, which retraces the same run), everything checked, and only then the new
+/// step count saved, metrics after the checkpoint dropped and an old summary set aside. Returns them with the
+/// experiment's name.
+pub(crate) fn resume_state(opts: &TrainOptions, run: &Path, vs: &tch::nn::VarStore, exp: &Experiment) -> Result<(Adam, Option<Progress>, String)> {
     let info_path = run.join("run.json");
-    let text = std::fs::read_to_string(&info_path).with_context(|| format!("reading {}", info_path.display()))?;
+    let text = std::fs::read_to_string(&info_path).with_context(|| format!("{}: not a relaxflow run (cannot read run.json)", run.display()))?;
     let info: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: malformed", info_path.display()))?;
-    let name = info["experiment"].as_str().unwrap_or("unknown").to_string();
-    eprintln!("resuming {} from step {}", run.display(), progress.step);
+    let name = info["experiment"].as_str().with_context(|| format!("{}: lacks `experiment`", info_path.display()))?.to_string();
+    let mut adam = Adam::new(vs, adam_config(&exp.train))?;
+    let ckpt = run.join(checkpoint::FILE);
+    let progress = if ckpt.exists() { Some(checkpoint::load_all(&ckpt, vs, &mut adam)?) } else { None };
+    let step = progress.map_or(0, |p| p.step);
+    let finished = run.join("summary.json").exists();
+    if exp.train.steps < step {
+        bail!("{}: the run has reached step {step}; --steps {} would go back (give at least {step})", run.display(), exp.train.steps);
+    }
+    if finished && exp.train.steps == step {
+        bail!("{} is finished (step {step}, summary.json); to train it further pass --steps N with N > {step}", run.display());
+    }
+    // Checked; now write.
+    if opts.steps.is_some() {
+        files::write_atomic(&run.join("config.toml"), toml::to_string(exp)?.as_bytes())?;
+    }
+    MetricsLog::new(run).truncate_after(step)?;
+    if finished {
+        std::fs::rename(run.join("summary.json"), run.join("summary.prev.json")).context("setting the old summary.json aside")?;
+        eprintln!("{}: training further; the old summary is kept as summary.prev.json", run.display());
+    }
+    match progress {
+        Some(p) => eprintln!("resuming {} from step {}", run.display(), p.step),
+        None => eprintln!("{}: no checkpoint yet; starting again from step 0 (the same run)", run.display()),
+    }
     Ok((adam, progress, name))
 }
 
-fn fresh(opts: &TrainOptions, device: Device) -> Result<Started> {
-    let (name, file, mut exp, run) = fresh_experiment(opts)?;
-    absolute_data_paths(&mut exp.data);
-    // The folder is made only once the data loads and the model builds, so a bad config leaves nothing behind.
-    let s = Session::open(exp, &file.display().to_string(), device)?;
-    std::fs::create_dir_all(run.join("samples")).with_context(|| format!("creating {}", run.display()))?;
-    std::fs::write(run.join("config.toml"), toml::to_string(&s.exp)?).context("writing config.toml")?;
-    write_run_json(&run, &name, s.model.family(), &s.data.shape, device)?;
-    let adam = Adam::new(&s.vs, adam_config(&s.exp.train))?;
+/// Data-dependent initialisation (ActNorm and friends), from the training seed: the same on a fresh start and on a
+/// restart of a run that never reached a checkpoint.
+fn data_init(s: &Session, device: Device) {
     tch::manual_seed(s.exp.train.seed);
     let n_train = s.data.train.size()[0];
     let idx = Tensor::randint(n_train, [n_train.min(s.exp.train.batch_size.max(4096))], (Kind::Int64, Device::Cpu));
     s.model.data_init(&s.data.batch(&idx, device));
-    Ok((s, run, name, Progress { step: 0, elapsed_s: 0.0 }, adam))
+}
+
+fn fresh(opts: &TrainOptions, device: Device) -> Result<Started> {
+    let (name, file, mut exp, target) = fresh_experiment(opts)?;
+    absolute_data_paths(&mut exp.data);
+    // The folder is made only once the data loads and the model builds, so a bad config leaves nothing behind.
+    let s = Session::open(exp, &file.display().to_string(), device)?;
+    let adam = Adam::new(&s.vs, adam_config(&s.exp.train))?;
+    data_init(&s, device);
+    let start = Progress { step: 0, elapsed_s: 0.0 };
+    let (run, lock) = create_run(opts, &target, |dir| {
+        write_run_json(dir, &name, s.model.family(), &s.data.shape, device, origin_json(opts, &file))?;
+        files::write_atomic(&dir.join("config.toml"), toml::to_string(&s.exp)?.as_bytes())?;
+        std::fs::create_dir_all(dir.join("samples")).context("creating samples/")?;
+        checkpoint::save(&dir.join(checkpoint::FILE), &s.vs, &adam, start)
+    })?;
+    Ok((s, run, name, start, adam, lock))
 }
 
 fn resume(opts: &TrainOptions, run: &Path, device: Device) -> Result<Started> {
-    let (config_path, exp) = resume_experiment(opts, run)?;
+    let (lock, config_path, exp) = resume_experiment(opts, run)?;
     let s = Session::open(exp, &config_path.display().to_string(), device)?;
     let (adam, progress, name) = resume_state(opts, run, &s.vs, &s.exp)?;
-    Ok((s, run.to_path_buf(), name, progress, adam))
+    if progress.is_none() {
+        data_init(&s, device);
+    }
+    std::fs::create_dir_all(run.join("samples")).with_context(|| format!("creating {}/samples", run.display()))?;
+    Ok((s, run.to_path_buf(), name, progress.unwrap_or(Progress { step: 0, elapsed_s: 0.0 }), adam, lock))
 }
 
 /// A user's data files, made absolute so the run's config works from any folder (eval, sample, resume).
-fn absolute_data_paths(data: &mut crate::data::DataConfig) {
+pub(crate) fn absolute_data_paths(data: &mut crate::data::DataConfig) {
     for p in [&mut data.path, &mut data.test_path].into_iter().flatten() {
         if let Ok(abs) = std::fs::canonicalize(&*p) {
             *p = abs;
@@ -147,7 +227,7 @@ fn absolute_data_paths(data: &mut crate::data::DataConfig) {
     }
 }
 
-/// runs/NAME/<YYYYmmdd-HHMMSS>, with a suffix if that exists.
+/// runs/NAME/<YYYYmmdd-HHMMSS> (publishing adds a suffix if that is taken by then).
 pub(crate) fn new_run_dir(name: &str) -> Result<PathBuf> {
     let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S").to_string();
     let base = Path::new("runs").join(name);
@@ -158,6 +238,11 @@ pub(crate) fn new_run_dir(name: &str) -> Result<PathBuf> {
         k += 1;
     }
     Ok(dir)
+}
+
+/// The message a run stopped by a signal leaves.
+pub(crate) fn resume_hint(run: &Path, step: i64) -> String {
+    format!("checkpoint at step {step} written; continue with `relaxflow train --resume {}`", run.display())
 }
 
 /// The seed of step `step`: every step draws its batch and noise from its own seed.
@@ -179,7 +264,7 @@ pub fn lr_at(t: &TrainConfig, step: i64) -> f64 {
     }
 }
 
-pub(crate) fn progress_bar(total: i64, start: i64) -> ProgressBar {
+pub fn progress_bar(total: i64, start: i64) -> ProgressBar {
     let bar = ProgressBar::new(total as u64);
     if !std::io::stderr().is_terminal() {
         bar.set_draw_target(ProgressDrawTarget::hidden());
@@ -273,7 +358,8 @@ fn run_loop(s: &Session, adam: &mut Adam, run: &Path, name: &str, start: Progres
         adam.step(lr);
         tally.add(&loss, step);
         bar.inc(1);
-        let checkpoint_now = due(t.checkpoint_every, done) || done == t.steps;
+        let stop_now = interrupt::pending().is_some();
+        let checkpoint_now = due(t.checkpoint_every, done) || done == t.steps || stop_now;
         let halt_now = halt_after == Some(done);
         if !(log_now || checkpoint_now || halt_now || due(s.exp.eval.every, done) || due(t.sample_every, done)) {
             continue;
@@ -299,6 +385,10 @@ fn run_loop(s: &Session, adam: &mut Adam, run: &Path, name: &str, start: Progres
         if checkpoint_now {
             checkpoint::save(&run.join(checkpoint::FILE), &s.vs, adam, Progress { step: done, elapsed_s: elapsed })?;
             last_ckpt = done;
+        }
+        if stop_now {
+            bar.abandon();
+            interrupt::check(|| resume_hint(run, done))?;
         }
         if due(t.sample_every, done) && done != t.steps {
             picture(s, run, done)?;
@@ -330,10 +420,10 @@ fn picture(s: &Session, run: &Path, step: i64) -> Result<()> {
 /// test points): what `compare` and `figure` draw without loading the model.
 fn save_arrays(s: &Session, run: &Path, samples: &Tensor) -> Result<()> {
     let n = samples.size()[0];
-    samples.to_device(Device::Cpu).write_npy(run.join("samples.npy")).context("writing samples.npy")?;
+    crate::data::npy::write(&run.join("samples.npy"), samples, Kind::Float)?;
     if s.data.dim() <= 16 {
         let m = n.min(s.data.test.size()[0]);
-        s.data.test.narrow(0, 0, m).write_npy(run.join("reference.npy")).context("writing reference.npy")?;
+        crate::data::npy::write(&run.join("reference.npy"), &s.data.test.narrow(0, 0, m), Kind::Float)?;
     }
     Ok(())
 }
@@ -342,8 +432,15 @@ fn save_arrays(s: &Session, run: &Path, samples: &Tensor) -> Result<()> {
 fn finish(s: &Session, run: &Path, name: &str) -> Result<()> {
     let device = s.device;
     let progress = checkpoint::load_weights(&run.join(checkpoint::FILE), &s.vs)?;
+    let stopped = || format!("{}; the final evaluation runs again on resume", resume_hint(run, progress.step));
+    interrupt::check(stopped)?;
     let e = test_nll(&*s.model, &s.data, s.exp.eval.n_final, s.exp.eval.batch_size, device);
+    if e.n_nonfinite > 0 {
+        eprintln!("warning: {name}: {} of {} test points have a non-finite log-density; the mean NLL is not finite", e.n_nonfinite, e.n);
+    }
+    interrupt::check(stopped)?;
     let (samples, sample_ms) = timed_samples(&*s.model, s.exp.eval.n_samples.max(1), device);
+    interrupt::check(stopped)?;
     let path = run.join("samples").join(format!("step-{:06}.png", progress.step));
     pictures::draw_with(&*s.model, &s.data, &s.exp.eval, device, &path, &samples)?;
     pictures::loss_curve(run)?;
