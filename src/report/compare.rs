@@ -58,8 +58,8 @@ pub fn compare(runs: &[PathBuf], out: &Path) -> Result<PathBuf> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let (md_path, csv_path) = (out.with_extension("md"), out.with_extension("csv"));
-    std::fs::write(&md_path, md).with_context(|| format!("writing {}", md_path.display()))?;
-    std::fs::write(&csv_path, csv).with_context(|| format!("writing {}", csv_path.display()))?;
+    crate::runner::files::write_atomic(&md_path, md.as_bytes())?;
+    crate::runner::files::write_atomic(&csv_path, csv.as_bytes())?;
     // The contact sheet shows the runs that drew a final picture (every run of this version does).
     let pictured: Vec<PathBuf> = runs.iter().filter(|r| super::contact::final_picture(r).is_ok()).cloned().collect();
     if pictured.len() < runs.len() {

@@ -60,7 +60,7 @@ pub fn write(blocks: &[Block], out_dir: &Path, stem: &str) -> Result<(PathBuf, P
                 let bytes = std::fs::read(path).with_context(|| format!("reading image {}", path.display()))?;
                 anyhow::ensure!(bytes.starts_with(b"\x89PNG"), "{}: not a PNG file", path.display());
                 let name = image_name(path, i);
-                std::fs::write(files.join(&name), &bytes).with_context(|| format!("copying {}", path.display()))?;
+                crate::runner::files::write_atomic(&files.join(&name), &bytes)?;
                 md += &format!("![{caption}]({stem}-files/{name})\n\n*{caption}*\n\n");
                 let b64 = base64::engine::general_purpose::STANDARD.encode(&bytes);
                 cells.push(json!({
@@ -77,8 +77,8 @@ pub fn write(blocks: &[Block], out_dir: &Path, stem: &str) -> Result<(PathBuf, P
         "cells": cells,
     });
     let (md_path, nb_path) = (out_dir.join(format!("{stem}.md")), out_dir.join(format!("{stem}.ipynb")));
-    std::fs::write(&md_path, md).with_context(|| format!("writing {}", md_path.display()))?;
-    std::fs::write(&nb_path, serde_json::to_string_pretty(&nb)? + "\n").with_context(|| format!("writing {}", nb_path.display()))?;
+    crate::runner::files::write_atomic(&md_path, md.as_bytes())?;
+    crate::runner::files::write_atomic(&nb_path, (serde_json::to_string_pretty(&nb)? + "\n").as_bytes())?;
     Ok((md_path, nb_path))
 }
 

@@ -184,9 +184,9 @@ pub fn write(dir: &Path) -> Result<String> {
     let (sw, points) = load(dir)?;
     let (md, csv) = table(&points.iter().collect::<Vec<_>>());
     let fixed = if sw.fixed.is_empty() { String::new() } else { format!("every run with: {}\n\n", sw.fixed.join(" ")) };
-    std::fs::write(dir.join("sweep.md"), format!("# sweep of {}\n\n{fixed}{md}\ncommand: `{}`\n", sw.experiment, sw.command))
+    crate::runner::files::write_atomic(&dir.join("sweep.md"), format!("# sweep of {}\n\n{fixed}{md}\ncommand: `{}`\n", sw.experiment, sw.command).as_bytes())
         .with_context(|| format!("writing {}", dir.join("sweep.md").display()))?;
-    std::fs::write(dir.join("sweep.csv"), csv).with_context(|| format!("writing {}", dir.join("sweep.csv").display()))?;
+    crate::runner::files::write_atomic(&dir.join("sweep.csv"), csv.as_bytes())?;
     let xlabel = sw.axes.iter().map(|a| a.key.as_str()).collect::<Vec<_>>().join(", ");
     plot(&sw.experiment, if xlabel.is_empty() { "setting" } else { &xlabel }, &points, None).save_png(&dir.join("sweep.png"))?;
     Ok(md)

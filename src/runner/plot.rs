@@ -158,25 +158,19 @@ impl Canvas {
 
     /// Write a PNG atomically: to `path.tmp` first, then rename; errors name the path.
     pub fn save_png(&self, path: &Path) -> Result<()> {
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = std::path::PathBuf::from(tmp);
-        self.write_png(&tmp)
-            .with_context(|| format!("writing PNG {}", path.display()))?;
-        std::fs::rename(&tmp, path)
-            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+        let mut bytes = Vec::new();
+        self.write_png(&mut bytes).with_context(|| format!("encoding PNG {}", path.display()))?;
+        super::files::write_atomic(path, &bytes)
     }
 
-    /// Encode this canvas as an 8-bit RGB PNG at `path`.
-    fn write_png(&self, path: &Path) -> Result<()> {
+    /// Encode this canvas as an 8-bit RGB PNG into `out`.
+    fn write_png(&self, out: &mut Vec<u8>) -> Result<()> {
         anyhow::ensure!(
             self.width > 0 && self.height > 0,
             "cannot save an empty canvas"
         );
-        let file =
-            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
         let mut enc = png::Encoder::new(
-            std::io::BufWriter::new(file),
+            out,
             self.width as u32,
             self.height as u32,
         );
@@ -783,7 +777,7 @@ mod tests {
         c.set(4, 2, [200, 100, 0]);
         c.set(99, 99, WHITE); // ignored
         c.save_png(&path).unwrap();
-        assert!(!dir.path().join("c.png.tmp").exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary left");
         let dec = png::Decoder::new(std::fs::File::open(&path).unwrap());
         let mut reader = dec.read_info().unwrap();
         let mut buf = vec![0; reader.output_buffer_size()];
