@@ -247,6 +247,12 @@ fn eval(run: PathBuf, data: Option<PathBuf>, logp_out: Option<PathBuf>, device: 
             v
         }
         (Some(file), logp_out) => {
+            if let Some(out) = &logp_out {
+                let same = std::fs::canonicalize(out).ok().is_some_and(|o| std::fs::canonicalize(&file).ok() == Some(o));
+                if same {
+                    bail!("--logp-out {} is the --data file itself; choose another name (your data would be overwritten)", out.display());
+                }
+            }
             let x = load_points(&file)?;
             if x.size()[1..] != s.data.shape[..] {
                 bail!("{}: rows have {} columns, the model was trained on data of shape {:?}", file.display(), x.size()[1], s.data.shape);

@@ -22,7 +22,8 @@ pub fn bounds_for(data: &Dataset, eval: &EvalConfig) -> Bounds {
         let pad = 0.1 * (hi - lo).max(1e-3);
         (lo - pad, hi + pad)
     };
-    let ((xmin, xmax), (ymin, ymax)) = (range(0), range(1));
+    let (xmin, xmax) = range(0);
+    let (ymin, ymax) = if data.dim() >= 2 { range(1) } else { (-1.0, 1.0) };
     Bounds { xmin, xmax, ymin, ymax }
 }
 
@@ -36,10 +37,12 @@ pub fn density_grid(model: &dyn Model, bounds: Bounds, size: usize, device: Devi
     (p, area, kind)
 }
 
+/// The first two coordinates of each row (1-D data: the coordinate and 0, points along a line).
 fn columns(x: &Tensor) -> (Vec<f32>, Vec<f32>) {
     let x = x.to_device(Device::Cpu).to_kind(Kind::Float);
     let col = |i| Vec::<f32>::try_from(x.select(1, i).contiguous()).unwrap_or_default();
-    (col(0), col(1))
+    let ys = if x.size()[1] >= 2 { col(1) } else { vec![0.0; x.size()[0] as usize] };
+    (col(0), ys)
 }
 
 fn scatter(x: &Tensor, bounds: Bounds, size: usize) -> Canvas {
