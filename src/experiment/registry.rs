@@ -159,7 +159,7 @@ fn build_nice(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> 
 
 fn build_survae(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
     let (p, resolved) = params::<crate::survae::model::SurvaeParams>(t, origin)?;
-    Ok((Box::new(crate::survae::model::Survae::new(path, vector_dim("survae", shape)?, &p)?), resolved))
+    Ok((crate::survae::model::Survae::new(path, vector_dim("survae", shape)?, &p)?, resolved))
 }
 
 fn build_vae(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {

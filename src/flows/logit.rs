@@ -27,9 +27,13 @@ impl Logit {
 
 impl Layer for Logit {
     /// y = log s - log(1 - s), V = Σ log(1 - 2α) - log s - log(1 - s).
+    /// With α = 0, s is kept inside the representable open interval, so x exactly 0 or 1 gives a finite (very low)
+    /// log-density rather than NaN: the density's limit there is 0.
     fn forward(&self, x: &Tensor) -> (Tensor, Tensor) {
         let s = x * (1.0 - 2.0 * self.alpha) + self.alpha;
-        let y = s.logit(None);
+        let tiny = if s.kind() == tch::Kind::Double { 1e-300 } else { 1e-37 };
+        let below_one = if s.kind() == tch::Kind::Double { 1.0 - 1.0 / 9.007_199_254_740_992e15 } else { 1.0 - 1.0 / 16_777_216.0 };
+        let y = s.clamp(tiny, below_one).logit(None);
         let per_dim = -Self::log_s_one_minus_s(&y) + (1.0 - 2.0 * self.alpha).ln();
         (y, sum_except_batch(&per_dim))
     }

@@ -3,10 +3,10 @@
 //! stochastic permutation, all on the `Layer` interface; and the models composed from them.
 pub mod abs;
 pub mod augment;
+pub mod fold;
 pub mod max;
 pub mod model;
 pub mod sort;
-pub mod support;
 pub mod vardeq;
 #[cfg(test)]
 pub mod testing;

@@ -3,8 +3,8 @@
 //! surjection, else a lower bound, evaluated as IWBO(k) with k = `eval_k` (Nielsen et al. 2020, §3.4).
 use super::abs::Abs;
 use super::augment::Augment;
-use super::sort::{Sort, StochasticPermutation};
-use super::support::{OrderedToFree, PositiveToReal};
+use super::sort::StochasticPermutation;
+use super::fold::{Fold, Folded};
 use crate::dist::StandardNormal;
 use crate::flows::build::{realnvp_layers, Mixing, RealNvpParams};
 use crate::flows::ScaleBound;
@@ -23,11 +23,11 @@ const ROWS: i64 = 200_000;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Surjection {
-    /// z = |x| with a learned sign classifier q(s | z), then (0, ∞)^D -> R^D.
+    /// z = |x| with a learned sign classifier q(s | z); p(z) = Σ_σ p_flow(σ ⊙ z) (`survae::fold`).
     Abs,
-    /// z = |x| with q(s | z) = 1/2 per coordinate (V = -D log 2), then (0, ∞)^D -> R^D.
+    /// z = |x| with q(s | z) = 1/2 per coordinate (V = -D log 2); p(z) as for `abs`.
     AbsFixed,
-    /// z = sort(x) (V = -log D!), then the ordered cone -> R^D by log-gaps.
+    /// z = sort(x) (V = -log D!); p(z) = Σ_π p_flow(π z) over the D! orders.
     Sort,
     /// A stochastic permutation of the features (a bound; exact for exchangeable flows).
     Permute,
@@ -88,15 +88,21 @@ pub struct Survae {
 }
 
 impl Survae {
-    pub fn new(path: &nn::Path, dim: i64, p: &SurvaeParams) -> Result<Self> {
+    /// The model `p` describes: abs and sort as exact folded models (`survae::fold`), permute and augment as layer
+    /// models evaluated by IWBO(eval_k).
+    pub fn new(path: &nn::Path, dim: i64, p: &SurvaeParams) -> Result<Box<dyn Model>> {
         ensure!(p.eval_k >= 1, "model.eval_k must be at least 1");
         let sp = path.sub("surjection");
+        let fold = match p.surjection {
+            Surjection::Abs => Some(Fold::Abs(Abs::new(&sp, dim, Some(&p.sign_hidden))?)),
+            Surjection::AbsFixed => Some(Fold::Abs(Abs::new(&sp, dim, None)?)),
+            Surjection::Sort => Some(Fold::Sort),
+            _ => None,
+        };
         let (front, flow_dim): (Vec<Box<dyn Layer>>, i64) = match p.surjection {
-            Surjection::Abs => (vec![Box::new(Abs::new(&sp, dim, Some(&p.sign_hidden))?), Box::new(PositiveToReal)], dim),
-            Surjection::AbsFixed => (vec![Box::new(Abs::new(&sp, dim, None)?), Box::new(PositiveToReal)], dim),
-            Surjection::Sort => (vec![Box::new(Sort), Box::new(OrderedToFree)], dim),
             Surjection::Permute => (vec![Box::new(StochasticPermutation)], dim),
             Surjection::Augment => (vec![Box::new(Augment::new(&sp, dim, p.augment, &p.sign_hidden)?)], dim + p.augment),
+            _ => (Vec::new(), dim),
         };
         let flow = RealNvpParams {
             n_layers: p.n_layers,
@@ -113,7 +119,11 @@ impl Survae {
         let mut layers = front;
         layers.extend(realnvp_layers(&path.sub("flow"), flow_dim, &flow)?);
         let base = Box::new(StandardNormal { shape: vec![flow_dim], device: path.device() });
-        Ok(Survae { model: LayerModel { layers, base, family: "survae" }, eval_k: p.eval_k })
+        let model = LayerModel { layers, base, family: "survae" };
+        Ok(match fold {
+            Some(fold) => Box::new(Folded::new(fold, model, dim, "survae")?),
+            None => Box::new(Survae { model, eval_k: p.eval_k }),
+        })
     }
 
     /// Any layer model (e.g. a multi-scale flow with max pooling or variational dequantization) with this
