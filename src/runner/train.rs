@@ -494,6 +494,15 @@ fn finish(s: &Session, run: &Path, name: &str) -> Result<()> {
         }),
     };
     summary::write_json(&run.join("summary.json"), &summary)?;
+    if let Some(c) = summary.diagnostics.as_ref().and_then(|d| d.get("collapse")) {
+        if c["active_units"].as_i64() == Some(0) {
+            eprintln!(
+                "warning: {name}: no active latent unit (total KL {:.2e} nats): the posterior collapsed and the decoder ignores z; \
+                 try model.kl_warmup, model.free_bits or objective = \"iwae\"",
+                c["kl_total_nats"].as_f64().unwrap_or(f64::NAN)
+            );
+        }
+    }
     eprintln!(
         "{name}: test NLL {:.4} ± {:.4} nats ({}, {} test points){} in {:.1}s ({:.3} steps/s)",
         e.nll_nats,
