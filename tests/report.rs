@@ -96,6 +96,16 @@ fn sweep_compare_and_report_write_what_they_read() {
     )
     .unwrap();
     std::fs::write(dir.join("commands.sh"), "relaxflow train realnvp-checkerboard\n").unwrap();
+    // The SNF paper's table: one row's sweep over two trainings, at the paper's metric.
+    let amc = dir.join("sweeps").join("snf-paper-rnvp-amc");
+    ok(&[
+        "sweep", "snf-paper-rnvp-amc", "--seeds", "2", "--steps", "20", "--out", amc.to_str().unwrap(), "--set", "eval.diag_samples=3000",
+        "--set", "eval.diag_repeats=3", "--set", "model.mc_steps=2", "--set", "eval.n_samples=300", "--set", "eval.grid=16",
+    ]);
+    let rw: Vec<f64> = (0..2)
+        .map(|k| summary(&amc.join(format!("default/seed-{k}")))["diagnostics"]["paper_free_energy_error"]["reweighted"]["combined_kT"].as_f64().unwrap())
+        .collect();
+    let (amc_mean, amc_sd) = ((rw[0] + rw[1]) / 2.0, (rw[0] - rw[1]).abs() / 2.0);
     let out = tmp.path().join("export");
     ok(&["report", dir.to_str().unwrap(), "--out", out.to_str().unwrap()]);
     let md = std::fs::read_to_string(out.join("survey-comparison.md")).unwrap();
@@ -110,6 +120,8 @@ fn sweep_compare_and_report_write_what_they_read() {
     }
     assert!(md.contains(&format!("{mean:.4} ± {sd:.4}")), "the ablation table holds the sweep's numbers");
     assert!(md.contains("relaxflow train realnvp-checkerboard") && md.contains("Figure 1"));
+    let row = md.lines().find(|l| l.starts_with("| RNVP + adaptive MC |")).expect("the SNF table's adaptive row");
+    assert!(row.contains(&format!("{amc_mean:.3} ± {amc_sd:.3}")) && row.contains("0.419 ± 0.045") && row.contains("| 2 |"), "{row}");
     // Every image the markdown references exists beside it.
     for part in md.split("](survey-comparison-files/").skip(1) {
         let name = part.split(')').next().unwrap();

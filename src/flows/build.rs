@@ -354,6 +354,14 @@ pub fn realnvp_layers(path: &nn::Path, dim: i64, p: &RealNvpParams) -> Result<Ve
     couplings(path, dim, &stack)
 }
 
+/// `n_layers` rational-quadratic spline couplings (alternating halves) on [batch, dim], without a base: the NSF
+/// blocks of a stochastic normalizing flow.
+pub fn spline_layers(path: &nn::Path, dim: i64, n_layers: usize, hidden: &[i64], activation: Activation, bins: i64, bound: f64) -> Result<Vec<Box<dyn Layer>>> {
+    anyhow::ensure!(bound > 0.0, "the spline bound must be positive, got {bound}");
+    let stack = Stack { n_layers, hidden, activation, transformer: Transformer::Spline { bins, bound }, actnorm: false, batchnorm: false, mixing: Mixing::Alternate };
+    couplings(path, dim, &stack)
+}
+
 /// A RealNVP model on [batch, dim] data.
 pub fn realnvp(path: &nn::Path, dim: i64, p: &RealNvpParams) -> Result<LayerModel> {
     let layers = realnvp_layers(&path.sub("flow"), dim, p)?;

@@ -3,5 +3,6 @@ pub mod compare;
 pub mod contact;
 pub mod figure;
 pub mod notebook;
+pub mod snf_table;
 pub mod survey;
 pub mod sweep;

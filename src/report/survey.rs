@@ -433,6 +433,9 @@ pub fn report(dir: &Path, out: &Path) -> Result<(PathBuf, PathBuf)> {
         )));
         blocks.push(Block::Image { path, caption: "Double well: samples and free-energy profiles".into() });
     }
+    if let Some(md) = super::snf_table::section(dir)? {
+        blocks.push(Block::Markdown(md));
+    }
     if !ablations.is_empty() {
         blocks.push(Block::Markdown(
             "## The role of stochasticity (survey §7.5)\n\nDoes the noise in SNFs and DiffFlow let them represent sharp boundaries? \

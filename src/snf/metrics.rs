@@ -90,6 +90,65 @@ fn column_mean(rows: &[Vec<f64>]) -> Vec<f64> {
     (0..rows[0].len()).map(|i| rows.iter().map(|r| r[i]).sum::<f64>() / rows.len() as f64).collect()
 }
 
+/// The histogram of `x` over [min x, max x] in `bins` equal bins as a density (numpy's `histogram(x, bins,
+/// density=True, weights=w)`), and the bin centres.
+fn numpy_histogram(x: &[f64], w: Option<&[f64]>, bins: usize) -> (Vec<f64>, Vec<f64>) {
+    let (lo, hi) = x.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+    let width = (hi - lo) / bins as f64;
+    let mut h = vec![0.0; bins];
+    for (i, &v) in x.iter().enumerate() {
+        let k = (((v - lo) / width) as usize).min(bins - 1);
+        h[k] += w.map_or(1.0, |w| w[i]);
+    }
+    let total: f64 = h.iter().sum();
+    let density = h.iter().map(|c| c / (total * width)).collect();
+    let centres = (0..bins).map(|k| lo + (k as f64 + 0.5) * width).collect();
+    (density, centres)
+}
+
+/// The SNF paper's free-energy error (noegroup/stochastic_normalizing_flows, `analysis.sample_energy` and the
+/// notebooks' `bias_uncertainty`), for one trained model from `repeats` batches: per repeat F = -ln of a 30-bin density
+/// histogram of x1 over the batch's own range, shifted to mean 0 over its finite bins; the exact profile
+/// u(x1, 0, ...) at the last repeat's bin centres shifted to minimum 0, the repeats' mean F shifted to minimum 0;
+/// over the bins with -2.25 < x1 < 2.25 where both are finite: bias = |mean(u - mean F)|, uncertainty = mean of the
+/// per-bin standard deviation over repeats; combined = sqrt(bias² + uncertainty²). Raw and reweighted (weights
+/// exp(log w - mean log w)).
+pub fn paper_profile_error(target: &dyn crate::dist::energy::Energy, dim: i64, x1s: &[Vec<f64>], log_ws: &[Vec<f64>], weighted: bool) -> Value {
+    const BINS: usize = 30;
+    let mut fs: Vec<Vec<f64>> = Vec::new();
+    let mut centres = Vec::new();
+    for (x1, lw) in x1s.iter().zip(log_ws) {
+        let w: Option<Vec<f64>> = weighted.then(|| {
+            let m = lw.iter().sum::<f64>() / lw.len() as f64;
+            lw.iter().map(|l| (l - m).exp()).collect()
+        });
+        let (h, c) = numpy_histogram(x1, w.as_deref(), BINS);
+        let mut f: Vec<f64> = h.iter().map(|p| -p.ln()).collect();
+        let finite: Vec<f64> = f.iter().copied().filter(|v| v.is_finite()).collect();
+        let shift = finite.iter().sum::<f64>() / finite.len().max(1) as f64;
+        f.iter_mut().for_each(|v| *v -= shift);
+        fs.push(f);
+        centres = c;
+    }
+    let pts = Tensor::zeros([BINS as i64, dim], (Kind::Double, tch::Device::Cpu));
+    let _ = pts.select(1, 0).copy_(&Tensor::from_slice(&centres));
+    let mut u: Vec<f64> = Vec::try_from(target.energy(&pts.to_kind(Kind::Float)).to_kind(Kind::Double)).unwrap_or_default();
+    let u_min = u.iter().copied().fold(f64::INFINITY, f64::min);
+    u.iter_mut().for_each(|v| *v -= u_min);
+    let n = fs.len() as f64;
+    let mut mean: Vec<f64> = (0..BINS).map(|k| fs.iter().map(|f| f[k]).sum::<f64>() / n).collect();
+    let m_min = mean.iter().copied().fold(f64::INFINITY, f64::min);
+    mean.iter_mut().for_each(|v| *v -= m_min);
+    let used: Vec<usize> = (0..BINS).filter(|&k| centres[k] > -2.25 && centres[k] < 2.25 && (u[k] - mean[k]).is_finite()).collect();
+    let bias = (used.iter().map(|&k| u[k] - mean[k]).sum::<f64>() / used.len().max(1) as f64).abs();
+    let std_of = |k: usize| {
+        let m = fs.iter().map(|f| f[k]).sum::<f64>() / n;
+        (fs.iter().map(|f| (f[k] - m).powi(2)).sum::<f64>() / n).sqrt()
+    };
+    let uncertainty = used.iter().map(|&k| std_of(k)).sum::<f64>() / used.len().max(1) as f64;
+    json!({"bias_kT": bias, "uncertainty_kT": uncertainty, "combined_kT": (bias * bias + uncertainty * uncertainty).sqrt(), "bins_used": used.len()})
+}
+
 /// Everything summary.json reports for a model with an energy target, from `repeats` batches of `n` samples.
 pub fn energy_report(snf: &Snf, n: i64, repeats: i64) -> Value {
     let t = &snf.target;
@@ -97,6 +156,7 @@ pub fn energy_report(snf: &Snf, n: i64, repeats: i64) -> Value {
     let exact_f = free_energy(&exact_probs);
     let (mut log_z, mut ess, mut kl, mut mode_raw, mut mode_rw) = (vec![], vec![], vec![], vec![], vec![]);
     let (mut f_raw, mut f_rw) = (vec![], vec![]);
+    let (mut x1s, mut log_ws) = (vec![], vec![]);
     for _ in 0..repeats.max(1) {
         let (x, log_w) = tch::no_grad(|| snf.log_weights(n));
         let (x, log_w) = (x.to_device(tch::Device::Cpu).to_kind(Kind::Double), log_w.to_device(tch::Device::Cpu).to_kind(Kind::Double));
@@ -109,7 +169,10 @@ pub fn energy_report(snf: &Snf, n: i64, repeats: i64) -> Value {
         mode_rw.push((&left * normalised(Some(&log_w), n)).sum(Kind::Double).double_value(&[]));
         f_raw.push(free_energy(&x1_bin_probs(&x1, None, PROFILE)));
         f_rw.push(free_energy(&x1_bin_probs(&x1, Some(&log_w), PROFILE)));
+        x1s.push(Vec::<f64>::try_from(&x1).unwrap_or_default());
+        log_ws.push(Vec::<f64>::try_from(&log_w).unwrap_or_default());
     }
+    let dim = snf.flow.base.sample(1).size()[1];
     let err = |f: &[Vec<f64>]| {
         let e = profile_error(f, &exact_f);
         json!({"bias_kT": e.bias, "std_kT": e.std, "combined_kT": e.combined, "bins_used": e.bins_used})
@@ -128,6 +191,11 @@ pub fn energy_report(snf: &Snf, n: i64, repeats: i64) -> Value {
         "path_kl_note": "E[-log w] + log Z over generative paths: the KL between forward and backward path laws, an upper bound on the KL from model samples to the target",
         "mode_weight_raw": mean_std(&mode_raw),
         "mode_weight_reweighted": mean_std(&mode_rw),
+        "paper_free_energy_error": {
+            "protocol": "the SNF paper's code (Wu et al. 2020, noegroup/stochastic_normalizing_flows, experiment 1): per repeat F = -ln of a 30-bin density histogram of x1 over the batch's range, shifted to mean 0; exact u(x1, 0) at the bin centres and the repeats' mean F each shifted to minimum 0; over bins with -2.25 < x1 < 2.25: bias = |mean(u - F)|, uncertainty = mean per-bin std over repeats, combined = sqrt(bias^2 + uncertainty^2)",
+            "raw": paper_profile_error(&**t, dim, &x1s, &log_ws, false),
+            "reweighted": paper_profile_error(&**t, dim, &x1s, &log_ws, true),
+        },
         "free_energy_profile": {
             "protocol": "F = -ln P(x1 in bin), 30 bins on (-2.25, 2.25); each repeat shifted to the exact profile's mean over bins populated in every repeat; bias = RMS(mean - exact), std = RMS(per-bin std over repeats), combined = sqrt(bias^2 + std^2)",
             "raw": err(&f_raw),
@@ -172,5 +240,24 @@ mod tests {
         let x1 = Tensor::from_slice(&[-3.0f64, -2.0, 0.1, 0.2]);
         let p = x1_bin_probs(&x1, None, (-2.25, 2.25, 3));
         assert_eq!(p, vec![0.25, 0.5, 0.0]);
+    }
+
+    #[test]
+    fn the_papers_error_is_small_for_exact_samples_and_large_for_shifted_ones() {
+        use crate::dist::energy::{DoubleWell, Energy};
+        tch::manual_seed(11);
+        let dw = DoubleWell::new(2);
+        let (mut good, mut bad, mut lw) = (vec![], vec![], vec![]);
+        for _ in 0..5 {
+            let x1 = dw.sample(100_000).select(1, 0).to_kind(Kind::Double);
+            good.push(Vec::<f64>::try_from(&x1).unwrap());
+            bad.push(Vec::<f64>::try_from(&(&x1 * 0.7)).unwrap());
+            lw.push(vec![0.0; 100_000]);
+        }
+        let e = paper_profile_error(&dw, 2, &good, &lw, false);
+        assert!(e["combined_kT"].as_f64().unwrap() < 0.2, "{e}");
+        assert_eq!(paper_profile_error(&dw, 2, &good, &lw, true)["combined_kT"], e["combined_kT"], "zero log-weights reweight nothing");
+        let e = paper_profile_error(&dw, 2, &bad, &lw, false);
+        assert!(e["combined_kT"].as_f64().unwrap() > 0.5, "a squeezed profile is far off: {e}");
     }
 }

@@ -4,6 +4,7 @@
 //! A stochastic layer with kernel K contributes, in either direction, log K(out → in) - log K(in → out):
 //! data -> latent this is SurVAE's V = log p(x|z) - log q(z|x); latent -> data it is the path weight's ΔS_t.
 //! For kernels in detailed balance with exp(-u_λ) (MH, HMC) it equals u_λ(out) - u_λ(in).
+pub mod adaptive;
 pub mod hmc;
 pub mod interp;
 pub mod langevin;
@@ -11,6 +12,7 @@ pub mod metrics;
 pub mod metropolis;
 pub mod model;
 
+pub use adaptive::AdaptiveMetropolis;
 pub use hmc::Hmc;
 pub use interp::Interpolated;
 pub use langevin::Langevin;

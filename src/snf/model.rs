@@ -1,9 +1,9 @@
 //! The stochastic normalizing flow model: RealNVP blocks with a stochastic layer after each (in the generative
 //! direction) on u_λ, λ = 1/B, 2/B, ..., 1, trained by a mixture of maximum likelihood and reverse KL.
-use super::{Hmc, Interpolated, Langevin, Metropolis};
+use super::{AdaptiveMetropolis, Hmc, Interpolated, Langevin, Metropolis};
 use crate::dist::energy::{self, Energy};
 use crate::dist::StandardNormal;
-use crate::flows::build::{realnvp_layers, Mixing, RealNvpParams, Base};
+use crate::flows::build::{realnvp_layers, spline_layers, Base, Mixing, RealNvpParams};
 use crate::flows::ScaleBound;
 use crate::layer::{Layer, LayerModel};
 use crate::model::{LogProb, Model, SamplingCost};
@@ -22,7 +22,31 @@ pub enum Stochastic {
     Langevin,
     /// Random-walk Metropolis-Hastings.
     Mh,
+    /// Metropolis-Hastings with a learned step size per MC step (the SNF paper's adaptive MC).
+    MhAdaptive,
     Hmc,
+}
+
+/// The couplings of each flow block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CouplingKind {
+    /// RealNVP affine couplings.
+    Affine,
+    /// Rational-quadratic spline couplings (NSF) with `bins` bins on [-tail_bound, tail_bound].
+    Spline,
+}
+
+/// Where the stochastic layers sample, λ of u_λ = (1 - λ) u_prior + λ u_target after flow block b of B (generative
+/// order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LambdaSchedule {
+    /// λ = (b + 1)/B: 1/B, 2/B, ..., 1.
+    Even,
+    /// The SNF paper's code: λ = b/(B - 1) after the inner blocks (0, 1/2 for B = 3) and the target (λ = 1) after the
+    /// last one.
+    Paper,
 }
 
 fn d_blocks() -> usize {
@@ -51,6 +75,18 @@ fn d_step_size() -> f64 {
 }
 fn d_leapfrog() -> usize {
     5
+}
+fn d_coupling() -> CouplingKind {
+    CouplingKind::Affine
+}
+fn d_bins() -> i64 {
+    20
+}
+fn d_tail() -> f64 {
+    3.0
+}
+fn d_schedule() -> LambdaSchedule {
+    LambdaSchedule::Even
 }
 
 /// `kind = "snf"`.
@@ -85,6 +121,19 @@ pub struct SnfParams {
     pub kl_weight: f64,
     #[serde(default)]
     pub kl_start: i64,
+    /// Couplings of the flow blocks: affine (RealNVP) or spline (NSF).
+    #[serde(default = "d_coupling")]
+    pub coupling: CouplingKind,
+    /// Spline couplings: bins and tail bound.
+    #[serde(default = "d_bins")]
+    pub bins: i64,
+    #[serde(default = "d_tail")]
+    pub tail_bound: f64,
+    /// A stochastic layer on the prior (λ = 0) before the first flow block, as the paper's "+MC" models have.
+    #[serde(default)]
+    pub mc_prior: bool,
+    #[serde(default = "d_schedule")]
+    pub lambdas: LambdaSchedule,
 }
 
 /// A stochastic normalizing flow (or, with `stochastic = "none"`, a flow) with an energy target.
@@ -100,6 +149,7 @@ impl Snf {
         anyhow::ensure!(p.n_blocks > 0, "model.n_blocks must be at least 1");
         anyhow::ensure!((0.0..=1.0).contains(&p.kl_weight), "model.kl_weight must be in [0, 1], got {}", p.kl_weight);
         anyhow::ensure!(p.step_size > 0.0, "model.step_size must be positive, got {}", p.step_size);
+        anyhow::ensure!(p.bins >= 2 && p.tail_bound > 0.0, "model.bins must be at least 2 and model.tail_bound positive");
         let target: Rc<dyn Energy> = Rc::from(energy::by_name(&p.target, dim)?);
         let block = RealNvpParams {
             n_layers: p.couplings_per_block,
@@ -113,18 +163,37 @@ impl Snf {
             base_components: 1,
             resampled: Default::default(),
         };
-        // Data side first: the stochastic layer on λ = (b+1)/B, then flow block b, for b = B-1 down to 0.
-        let mut layers: Vec<Box<dyn Layer>> = Vec::new();
-        for b in (0..p.n_blocks).rev() {
-            let u = Interpolated { target: target.clone(), lambda: (b + 1) as f64 / p.n_blocks as f64 };
-            let bp = path.sub(format!("block{b}"));
+        let blocks = p.n_blocks;
+        let lambda_after = |b: usize| match p.lambdas {
+            _ if b + 1 == blocks => 1.0,
+            LambdaSchedule::Even => (b + 1) as f64 / blocks as f64,
+            LambdaSchedule::Paper => b as f64 / (blocks - 1) as f64,
+        };
+        let stochastic = |lambda: f64, bp: &nn::Path| -> Option<Box<dyn Layer>> {
+            let u = Interpolated { target: target.clone(), lambda };
             match p.stochastic {
-                Stochastic::None => {}
-                Stochastic::Langevin => layers.push(Box::new(Langevin { u, eps: p.step_size, steps: p.mc_steps })),
-                Stochastic::Mh => layers.push(Box::new(Metropolis { u, sigma: p.step_size, steps: p.mc_steps })),
-                Stochastic::Hmc => layers.push(Box::new(Hmc::new(&bp.sub("hmc"), u, p.step_size, p.leapfrog, p.mc_steps))),
+                Stochastic::None => None,
+                Stochastic::Langevin => Some(Box::new(Langevin { u, eps: p.step_size, steps: p.mc_steps })),
+                Stochastic::Mh => Some(Box::new(Metropolis { u, sigma: p.step_size, steps: p.mc_steps })),
+                Stochastic::MhAdaptive => Some(Box::new(AdaptiveMetropolis::new(&bp.sub("amc"), u, p.step_size, p.mc_steps))),
+                Stochastic::Hmc => Some(Box::new(Hmc::new(&bp.sub("hmc"), u, p.step_size, p.leapfrog, p.mc_steps))),
             }
-            layers.extend(realnvp_layers(&bp.sub("flow"), dim, &block)?);
+        };
+        // Data side first: the stochastic layer after flow block b, then block b, for b = B-1 down to 0; then the
+        // prior's layer (λ = 0) when asked.
+        let mut layers: Vec<Box<dyn Layer>> = Vec::new();
+        for b in (0..blocks).rev() {
+            let bp = path.sub(format!("block{b}"));
+            layers.extend(stochastic(lambda_after(b), &bp));
+            match p.coupling {
+                CouplingKind::Affine => layers.extend(realnvp_layers(&bp.sub("flow"), dim, &block)?),
+                CouplingKind::Spline => {
+                    layers.extend(spline_layers(&bp.sub("flow"), dim, p.couplings_per_block, &p.hidden, p.activation, p.bins, p.tail_bound)?)
+                }
+            }
+        }
+        if p.mc_prior {
+            layers.extend(stochastic(0.0, &path.sub("prior")));
         }
         let base = Box::new(StandardNormal { shape: vec![dim], device: path.device() });
         let family = if p.stochastic == Stochastic::None { "flow" } else { "snf" };
@@ -211,6 +280,9 @@ mod tests {
             let u = Interpolated { target: target.clone(), lambda };
             let replaced: Box<dyn Layer> = match stochastic {
                 "mh" if layer.kind() == crate::layer::LayerKind::Stochastic => Box::new(Metropolis { u, sigma: 0.4, steps: 3 }),
+                "mh_adaptive" if layer.kind() == crate::layer::LayerKind::Stochastic => {
+                    Box::new(AdaptiveMetropolis::new(&vs.root().sub(format!("a{b}")), u, 0.2, 3))
+                }
                 "langevin" if layer.kind() == crate::layer::LayerKind::Stochastic => Box::new(Langevin { u, eps: 0.05, steps: 3 }),
                 "hmc" if layer.kind() == crate::layer::LayerKind::Stochastic => {
                     Box::new(Hmc::new(&vs.root().sub(format!("t{b}")), u, 0.2, 3, 2))
@@ -231,7 +303,7 @@ mod tests {
 
     #[test]
     fn path_weights_are_unbiased_for_z() {
-        for stochastic in ["none", "mh", "langevin", "hmc"] {
+        for stochastic in ["none", "mh", "langevin", "hmc", "mh_adaptive"] {
             tch::manual_seed(21);
             let vs = nn::VarStore::new(Device::Cpu);
             let snf = gaussian_snf(stochastic, &vs);
