@@ -235,6 +235,9 @@ fn eval(run: PathBuf, data: Option<PathBuf>, logp_out: Option<PathBuf>, device: 
         (Some(_), _) if samples_only => bail!("--samples-only and --data exclude each other"),
         (None, None) => {
             let e = evaluate::test_nll(&*s.model, &s.data, s.exp.eval.n_final, s.exp.eval.batch_size, device);
+            if e.n_nonfinite > 0 {
+                eprintln!("warning: {} of {} test points have a non-finite log-density; the mean NLL is not finite", e.n_nonfinite, e.n);
+            }
             let mut v = serde_json::to_value(&e)?;
             v["note"] = json!(relaxflow::runner::summary::likelihood_note(&e));
             v["estimator"] = s.model.estimator();
@@ -258,6 +261,10 @@ fn eval(run: PathBuf, data: Option<PathBuf>, logp_out: Option<PathBuf>, device: 
                 bail!("{}: rows have {} columns, the model was trained on data of shape {:?}", file.display(), x.size()[1], s.data.shape);
             }
             let (lp, kind) = evaluate::log_prob_batched(&*s.model, &x, s.exp.eval.batch_size, device);
+            let bad = lp.isfinite().logical_not().sum(tch::Kind::Int64).int64_value(&[]);
+            if bad > 0 {
+                eprintln!("warning: {bad} of {} rows have a non-finite log-density", x.size()[0]);
+            }
             if let Some(path) = &logp_out {
                 relaxflow::data::npy::write(path, &lp, tch::Kind::Double)?;
             }

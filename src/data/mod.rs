@@ -181,6 +181,7 @@ fn load_exchangeable(cfg: &DataConfig) -> Result<Dataset> {
 fn load_user(cfg: &DataConfig, path: &Path) -> Result<Dataset> {
     let x = points::load_points(path)?;
     points::check_not_constant(&x, path)?;
+    points::warn_if_discrete(&x, path);
     let (train, test) = match &cfg.test_path {
         Some(t) => {
             let test = points::load_points(t)?;

@@ -58,6 +58,24 @@ pub fn check_not_constant(x: &Tensor, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Columns with few distinct values (integer codes, rounded measurements): a density there can grow without bound
+/// and the NLL stops meaning anything; warns (it may be intended) with what to do.
+pub fn warn_if_discrete(x: &Tensor, path: &Path) {
+    let n = x.size()[0];
+    if n < 500 {
+        return;
+    }
+    for c in 0..x.size()[1] {
+        let distinct = x.select(1, c).unique_dim(0, false, false, false).0.size()[0];
+        if distinct <= 256 && distinct * 10 <= n {
+            eprintln!(
+                "warning: {}: column {c} takes only {distinct} distinct values in {n} rows: a continuous density on it can grow without bound (NLL -> -inf); add uniform noise of one quantisation step (dequantize) first",
+                path.display()
+            );
+        }
+    }
+}
+
 /// Comma-separated numbers; a first line that does not parse is taken as a header.
 fn read_csv(path: &Path) -> Result<Tensor> {
     let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read (is it UTF-8 text?)", path.display()))?;

@@ -2,7 +2,8 @@
 //! experiment 1): one step size per MC step, σ_i = clamp(|s_i| + 0.01, 0.01, 0.3), trained end to end with the flow.
 //! The proposal y + σ_i η is reparameterised, so gradients reach s_i through accepted moves and through the energy
 //! differences ΔS = u(y') - u(y) the layer contributes; the accept/reject decision itself carries no gradient.
-use super::{metropolis_step, Interpolated, Kernel};
+use super::metropolis::random_walk;
+use super::{Interpolated, Kernel};
 use tch::{nn, Tensor};
 
 #[derive(Debug)]
@@ -32,17 +33,7 @@ impl AdaptiveMetropolis {
 impl Kernel for AdaptiveMetropolis {
     fn run(&self, y: &Tensor) -> (Tensor, Tensor) {
         let sigma = self.step_sizes().to_kind(y.kind());
-        let mut y = y.shallow_clone();
-        let mut u_y = self.u.energy(&y);
-        let mut total = u_y.zeros_like();
-        for i in 0..sigma.size()[0] {
-            let proposal = &y + y.randn_like() * sigma.get(i);
-            let u_p = self.u.energy(&proposal);
-            let (y_new, du, u_new) = metropolis_step(&y, &u_y, &proposal, &u_p, &(&u_y - &u_p));
-            (y, u_y) = (y_new, u_new);
-            total = total + du;
-        }
-        (y, total)
+        random_walk(&self.u, y, sigma.size()[0] as usize, |i, eta| eta * sigma.get(i as i64))
     }
 }
 

@@ -11,19 +11,25 @@ pub struct Metropolis {
     pub steps: usize,
 }
 
+/// `steps` random-walk Metropolis steps on u from y, step i proposing y + σ_i η with `scale(i, η)` = σ_i η; returns
+/// the final state and Σ of the accepted steps' u(y') - u(y).
+pub fn random_walk(u: &Interpolated, y: &Tensor, steps: usize, scale: impl Fn(usize, Tensor) -> Tensor) -> (Tensor, Tensor) {
+    let mut y = y.shallow_clone();
+    let mut u_y = u.energy(&y);
+    let mut total = u_y.zeros_like();
+    for i in 0..steps {
+        let proposal = &y + scale(i, y.randn_like());
+        let u_p = u.energy(&proposal);
+        let (y_new, du, u_new) = metropolis_step(&y, &u_y, &proposal, &u_p, &(&u_y - &u_p));
+        (y, u_y) = (y_new, u_new);
+        total = total + du;
+    }
+    (y, total)
+}
+
 impl Kernel for Metropolis {
     fn run(&self, y: &Tensor) -> (Tensor, Tensor) {
-        let mut y = y.shallow_clone();
-        let mut u_y = self.u.energy(&y);
-        let mut total = u_y.zeros_like();
-        for _ in 0..self.steps {
-            let proposal = &y + y.randn_like() * self.sigma;
-            let u_p = self.u.energy(&proposal);
-            let (y_new, du, u_new) = metropolis_step(&y, &u_y, &proposal, &u_p, &(&u_y - &u_p));
-            (y, u_y) = (y_new, u_new);
-            total = total + du;
-        }
-        (y, total)
+        random_walk(&self.u, y, self.steps, |_, eta| eta * self.sigma)
     }
 }
 
