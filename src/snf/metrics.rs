@@ -118,9 +118,11 @@ pub fn paper_profile_error(target: &dyn crate::dist::energy::Energy, dim: i64, x
     let mut fs: Vec<Vec<f64>> = Vec::new();
     let mut centres = Vec::new();
     for (x1, lw) in x1s.iter().zip(log_ws) {
+        // In f32, as the paper's code has them (torch float32 -> numpy): weights below e^-103 underflow to 0, and a
+        // bin holding only such samples is empty (then excluded), not a finite ~100 kT.
         let w: Option<Vec<f64>> = weighted.then(|| {
             let m = lw.iter().sum::<f64>() / lw.len() as f64;
-            lw.iter().map(|l| (l - m).exp()).collect()
+            lw.iter().map(|l| ((l - m) as f32).exp() as f64).collect()
         });
         let (h, c) = numpy_histogram(x1, w.as_deref(), BINS);
         let mut f: Vec<f64> = h.iter().map(|p| -p.ln()).collect();
