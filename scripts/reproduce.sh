@@ -93,6 +93,11 @@ done
 sweep snf-none-rings ablation-snf-rings --set model.stochastic=\"none\"
 sweep snf-mh-steps-rings ablation-snf-rings --set model.mc_steps=$([ "$CPU" = 1 ] && echo 1,10 || echo 1,5,10,20)
 sweep snf-langevin-rings ablation-snf-rings --set model.stochastic=\"langevin\" --set model.step_size=$([ "$CPU" = 1 ] && echo 0.003,0.01,0.03 || echo 0.001,0.003,0.01,0.03,0.1)
+# The SNF paper's double-well table (Wu et al. 2020, experiment 1): every row trained 10 times at the paper's protocol
+# (both profiles: about half an hour of 2 CPU cores); the report puts mean ± sd beside the paper's numbers.
+for e in snf-paper-rnvp snf-paper-nsf snf-paper-rnvp-mc snf-paper-nsf-mc snf-paper-rnvp-amc snf-paper-rnvp-langevin snf-paper-rnvp-hmc; do
+  log_run "$BIN" sweep "$e" --seeds 10 --out "$DIR/sweeps/$e"
+done
 cat > "$DIR/ablations.json" <<JSON
 [
   {"title": "DiffFlow on the checkerboard: diffusion coefficient g", "sweep": "sweeps/diffflow-g-checkerboard", "baseline": "sweeps/flow-checkerboard", "xlabel": "g (small g: nearly deterministic)"},
