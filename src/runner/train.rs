@@ -83,8 +83,9 @@ pub(crate) fn fresh_experiment(opts: &TrainOptions) -> Result<(String, PathBuf, 
     Ok((name, file, exp, run))
 }
 
-/// What a fresh run is made from, recorded in run.json: the experiment file's digest and every override, so a
-/// sweep can tell whether an existing run is the one it would make.
+/// What a fresh run is made from, recorded in run.json for provenance: the experiment file, its digest and every
+/// override. (A sweep decides whether an existing run is its own by comparing configs key by key, which also works
+/// for runs made before this field existed.)
 pub(crate) fn origin_json(opts: &TrainOptions, file: &Path) -> serde_json::Value {
     let digest = std::fs::read(file).map(|b| {
         use sha2::Digest;
