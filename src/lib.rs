@@ -1,7 +1,8 @@
 //! relaxflow: normalizing flows and the models that relax them, on libtorch (tch).
 //!
-//! Layers of the crate, importing downwards only: `experiment`/`runner`/`report` -> model families (`flows`, ...)
-//! -> `layer`, `model`, `nets`, `dist` -> tch. `data` is read by the runner and by tests, never by a model.
+//! Layers of the crate, importing downwards only (checked by `tests/structure.rs`): `report` -> `runner` ->
+//! `experiment` -> `multiscale` -> model families (`survae` -> `flows`, `snf`, `vae`, ...) -> `layer`, `model`, `nets`,
+//! `dist` -> tch. `data` and `classifier` are read by the runner and by tests, never by a model.
 pub mod classifier;
 pub mod data;
 pub mod diffflow;
@@ -12,6 +13,7 @@ pub mod experiment;
 pub mod flows;
 pub mod layer;
 pub mod model;
+pub mod multiscale;
 pub mod nets;
 pub mod report;
 pub mod runner;

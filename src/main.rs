@@ -106,6 +106,9 @@ enum Command {
         /// The sweep folder (default runs/sweeps/NAME); running again continues it.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Runs at a time, each a child process with cores/JOBS threads (small models: set it to the core count).
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
     },
     /// The survey's comparison from a folder of runs and sweeps (what `make reproduce` writes): markdown and a
     /// Jupyter notebook with the images embedded, in --out.
@@ -174,8 +177,8 @@ fn run(cli: Cli) -> Result<()> {
             eprintln!("wrote {}", out.display());
             Ok(())
         }
-        Command::Sweep { name, set, seeds, steps, device, out } => {
-            let opts = runner::sweep::SweepOptions { experiment: name, grid: set, seeds, steps, device, out };
+        Command::Sweep { name, set, seeds, steps, device, out, jobs } => {
+            let opts = runner::sweep::SweepOptions { experiment: name, grid: set, seeds, steps, device, out, jobs };
             let dir = runner::sweep::sweep(&opts)?;
             print!("{}", relaxflow::report::sweep::write(&dir)?);
             eprintln!("wrote {}/sweep.{{md,csv,png,json}}", dir.display());

@@ -5,16 +5,14 @@
 //! the predictions behind class coverage. The numbers compare runs with each other (same n, same classifier), not
 //! with published FIDs.
 //!
-//! net.rs: the CNN; data.rs: labelled IDX images; train.rs: training runs and opening them; summary.rs: the run's
-//! summary.json; frechet.rs: the Fréchet distance of two feature sets; quality.rs: `image_quality` of samples.
+//! net.rs: the CNN (and `Trained`, an opened run); data.rs: labelled IDX images; frechet.rs: the Fréchet distance of
+//! two feature sets; quality.rs: `image_quality` of samples. Nothing here knows the runner: training a classifier
+//! and opening its run folder are `runner::classifier_run`'s, and the runner calls `image_quality` as a service.
 pub mod data;
 pub mod frechet;
 pub mod net;
 pub mod quality;
-pub mod summary;
-pub mod train;
 
 pub use frechet::frechet_distance;
-pub use net::{Classifier, ClassifierParams};
-pub use quality::{find_classifier, image_quality, image_quality_if_trained, ImageQuality};
-pub use summary::ClassifierSummary;
+pub use net::{evaluate, Classifier, ClassifierParams, Trained};
+pub use quality::{find_classifier, image_quality, ImageQuality};

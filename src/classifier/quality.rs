@@ -9,10 +9,9 @@
 //! the runner changes no other result.
 use super::data::{self as labelled, bin_centres, spread};
 use super::frechet::frechet_distance;
-use super::net::{Classifier, CLASSES};
-use super::train::open_run;
+use super::net::{Classifier, Trained, CLASSES};
 use crate::data::idx::Split;
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, ensure, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
@@ -83,31 +82,23 @@ pub fn find_classifier(dataset_name: &str) -> Option<PathBuf> {
         .map(|(_, run)| run)
 }
 
-/// [`image_quality`] with the classifier [`find_classifier`] finds; Ok(None) when the dataset has no classifier
-/// experiment or none has been trained.
-pub fn image_quality_if_trained(samples: &Tensor, dataset_name: &str, data_dir: &Path, device: Device) -> Result<Option<ImageQuality>> {
-    match find_classifier(dataset_name) {
-        Some(run) => image_quality(samples, dataset_name, data_dir, &run, device).map(Some),
-        None => Ok(None),
-    }
-}
-
 /// Scores image samples [n, 1, 28, 28] or [n, 784] with values in [0, 1] (clamped there; NaN and ±inf become 0
 /// and are counted) against `dataset_name`'s test set, read from `data_dir` (the folder holding `mnist/` and
-/// `fashion-mnist/`, like `data.dir`; or the dataset's own folder), using the classifier run `classifier_run`.
-pub fn image_quality(samples: &Tensor, dataset_name: &str, data_dir: &Path, classifier_run: &Path, device: Device) -> Result<ImageQuality> {
+/// `fashion-mnist/`, like `data.dir`; or the dataset's own folder), in the feature space of `trained` (a classifier
+/// run opened by `runner::classifier_run::open_run`).
+pub fn image_quality(samples: &Tensor, dataset_name: &str, data_dir: &Path, trained: &Trained) -> Result<ImageQuality> {
     labelled::check_name(dataset_name)?;
     let size = samples.size();
     let per_sample: i64 = size.iter().skip(1).product();
     ensure!(size.len() >= 2 && per_sample == 784, "image quality needs samples [n, 1, 28, 28] or [n, 784], got shape {size:?}");
     let n = size[0];
     ensure!(n >= 2, "image quality needs at least 2 samples (a covariance), got {n}");
-    let trained = open_run(classifier_run, device).with_context(|| format!("opening the classifier run {}", classifier_run.display()))?;
-    if trained.summary.dataset != dataset_name {
+    let device = trained.vs.device();
+    if trained.dataset != dataset_name {
         bail!(
             "the classifier run {} was trained on {}, but the samples are {dataset_name} images (use a {} run)",
-            classifier_run.display(),
-            trained.summary.dataset,
+            trained.run.display(),
+            trained.dataset,
             classifier_experiment(dataset_name).unwrap_or("matching")
         );
     }
@@ -129,8 +120,8 @@ pub fn image_quality(samples: &Tensor, dataset_name: &str, data_dir: &Path, clas
     let class_counts: Vec<i64> = Vec::try_from(logits.argmax(-1, false).bincount::<Tensor>(None, CLASSES))?;
     let test_counts: Vec<i64> = Vec::try_from(test.labels.bincount::<Tensor>(None, CLASSES))?;
     Ok(ImageQuality {
-        classifier_run: classifier_run.to_path_buf(),
-        classifier_test_accuracy: trained.summary.test_accuracy,
+        classifier_run: trained.run.clone(),
+        classifier_test_accuracy: trained.test_accuracy,
         dataset: dataset_name.to_string(),
         n,
         n_nonfinite,
@@ -192,7 +183,9 @@ mod tests {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
-        let run = super::super::train::tests::tiny(&dir.path().join("clf"), 80, None).unwrap();
+        let run = crate::runner::classifier_run::tests::tiny(&dir.path().join("clf"), 80, None).unwrap();
+        let open = |run: &Path| crate::runner::classifier_run::open_run(run, Device::Cpu);
+        let clf = open(&run).unwrap();
         // Real images: training images not among the references, dequantized.
         let train = labelled::load(mnist, Split::Train).unwrap();
         tch::manual_seed(3);
@@ -200,8 +193,8 @@ mod tests {
         // Noise with each image's own pixel histogram: its pixels in a random order of their own.
         let order = Tensor::rand([500, 784], (Kind::Float, Device::Cpu)).argsort(1, false);
         let noise = real.reshape([500, 784]).gather(1, &order, false);
-        let q_real = image_quality(&real, "mnist", Path::new("data"), &run, Device::Cpu).unwrap();
-        let q_noise = image_quality(&noise, "mnist", Path::new("data"), &run, Device::Cpu).unwrap();
+        let q_real = image_quality(&real, "mnist", Path::new("data"), &clf).unwrap();
+        let q_noise = image_quality(&noise, "mnist", Path::new("data"), &clf).unwrap();
         assert_eq!((q_real.n, q_real.n_reference, q_real.n_nonfinite), (500, 500, 0));
         assert!(q_real.frechet_floor > 0.0 && q_real.frechet_floor == q_noise.frechet_floor);
         assert!(q_real.frechet_distance < 3.0 * q_real.frechet_floor, "real {} vs floor {}", q_real.frechet_distance, q_real.frechet_floor);
@@ -215,18 +208,18 @@ mod tests {
         // Non-finite values are counted and zeroed; flat [n, 784] samples are accepted.
         let broken = real.reshape([500, 784]).copy();
         let _ = broken.narrow(0, 0, 2).fill_(f64::NAN);
-        let q = image_quality(&broken, "mnist", Path::new("data/mnist"), &run, Device::Cpu).unwrap();
+        let q = image_quality(&broken, "mnist", Path::new("data/mnist"), &clf).unwrap();
         assert_eq!(q.n_nonfinite, 2 * 784);
         assert!(q.frechet_distance.is_finite());
 
-        let err = format!("{:#}", image_quality(&real, "fashion-mnist", Path::new("data"), &run, Device::Cpu).unwrap_err());
+        let err = format!("{:#}", image_quality(&real, "fashion-mnist", Path::new("data"), &clf).unwrap_err());
         assert!(err.contains("trained on mnist") && err.contains("fashion-mnist"), "{err}");
-        let err = format!("{:#}", image_quality(&real, "mnist", Path::new("data"), dir.path(), Device::Cpu).unwrap_err());
+        let err = format!("{:#}", open(dir.path()).err().unwrap());
         assert!(err.contains("no summary.json"), "{err}");
         std::fs::remove_file(run.join("checkpoint.pt")).unwrap();
-        let err = format!("{:#}", image_quality(&real, "mnist", Path::new("data"), &run, Device::Cpu).unwrap_err());
+        let err = format!("{:#}", open(&run).err().unwrap());
         assert!(err.contains("no checkpoint"), "{err}");
-        let err = image_quality(&Tensor::zeros([4, 100], (Kind::Float, Device::Cpu)), "mnist", Path::new("data"), &run, Device::Cpu).unwrap_err();
+        let err = image_quality(&Tensor::zeros([4, 100], (Kind::Float, Device::Cpu)), "mnist", Path::new("data"), &clf).unwrap_err();
         assert!(err.to_string().contains("[n, 1, 28, 28] or [n, 784]"), "{err}");
     }
 }

@@ -2,7 +2,7 @@
 //! adding a model kind needs one entry here.
 use super::config::parse_value;
 use crate::flows::build::{maf, nice, nsf, planar, realnvp, MafParams, NiceParams, NsfParams, PlanarParams, RealNvpParams};
-use crate::flows::multiscale;
+use crate::multiscale;
 use crate::model::Model;
 use crate::diffflow::{DiffFlow, DiffFlowParams};
 use crate::diffusion::{Ddpm, DdpmParams};

@@ -1,6 +1,6 @@
 //! RealNVP and NICE models for vector data, from their hyper-parameters (the `[model]` section of an experiment).
 use super::batchnorm::BatchNorm;
-use super::{ActNorm, Coupling, Permutation, Reverse, ScaleBound, Transformer};
+use super::{ActNorm, Conditioner, Coupling, Permutation, Reverse, ScaleBound, Transformer};
 use crate::dist::{DiagNormal, Distribution, ResampledGaussian, ResampledParams, StandardNormal};
 use crate::layer::{Layer, LayerModel};
 use crate::nets::Activation;
@@ -70,6 +70,9 @@ pub struct RealNvpParams {
     pub activation: Activation,
     #[serde(default = "default_scale_bound")]
     pub scale_bound: ScaleBound,
+    /// One MLP per coupling starting at the identity (`shared`), or the SNF paper's separate shift and scale MLPs.
+    #[serde(default)]
+    pub conditioner: Conditioner,
     /// An ActNorm (data-initialised) before every coupling.
     #[serde(default)]
     pub actnorm: bool,
@@ -303,6 +306,7 @@ struct Stack<'a> {
     actnorm: bool,
     batchnorm: bool,
     mixing: Mixing,
+    conditioner: Conditioner,
 }
 
 fn couplings(path: &nn::Path, dim: i64, s: &Stack) -> Result<Vec<Box<dyn Layer>>> {
@@ -314,7 +318,7 @@ fn couplings(path: &nn::Path, dim: i64, s: &Stack) -> Result<Vec<Box<dyn Layer>>
             layers.push(Box::new(ActNorm::new(&p.sub("actnorm"), dim)));
         }
         let parity = s.mixing == Mixing::Alternate && i % 2 == 1;
-        layers.push(Box::new(Coupling::new(&p.sub("coupling"), dim, s.hidden, s.activation, s.transformer, parity)?));
+        layers.push(Box::new(Coupling::new(&p.sub("coupling"), dim, s.hidden, s.activation, s.transformer, parity, s.conditioner)?));
         if i + 1 < s.n_layers {
             if s.batchnorm {
                 layers.push(Box::new(BatchNorm::new(&p.sub("batchnorm"), dim)));
@@ -350,6 +354,7 @@ pub fn realnvp_layers(path: &nn::Path, dim: i64, p: &RealNvpParams) -> Result<Ve
         actnorm: p.actnorm,
         batchnorm: p.batchnorm,
         mixing: p.mixing,
+        conditioner: p.conditioner,
     };
     couplings(path, dim, &stack)
 }
@@ -358,7 +363,7 @@ pub fn realnvp_layers(path: &nn::Path, dim: i64, p: &RealNvpParams) -> Result<Ve
 /// blocks of a stochastic normalizing flow.
 pub fn spline_layers(path: &nn::Path, dim: i64, n_layers: usize, hidden: &[i64], activation: Activation, bins: i64, bound: f64) -> Result<Vec<Box<dyn Layer>>> {
     anyhow::ensure!(bound > 0.0, "the spline bound must be positive, got {bound}");
-    let stack = Stack { n_layers, hidden, activation, transformer: Transformer::Spline { bins, bound }, actnorm: false, batchnorm: false, mixing: Mixing::Alternate };
+    let stack = Stack { n_layers, hidden, activation, transformer: Transformer::Spline { bins, bound }, actnorm: false, batchnorm: false, mixing: Mixing::Alternate, conditioner: Conditioner::Shared };
     couplings(path, dim, &stack)
 }
 
@@ -379,6 +384,7 @@ pub fn nsf(path: &nn::Path, dim: i64, p: &NsfParams) -> Result<LayerModel> {
         actnorm: p.actnorm,
         batchnorm: false,
         mixing: p.mixing,
+        conditioner: Conditioner::Shared,
     };
     let layers = couplings(&path.sub("flow"), dim, &stack)?;
     Ok(LayerModel { layers, base: base(path, dim, p.base, p.base_components, &p.resampled)?, family: "flow" })
@@ -394,6 +400,7 @@ pub fn nice(path: &nn::Path, dim: i64, p: &NiceParams) -> Result<LayerModel> {
         actnorm: false,
         batchnorm: false,
         mixing: p.mixing,
+        conditioner: Conditioner::Shared,
     };
     let mut layers = couplings(&path.sub("flow"), dim, &stack)?;
     layers.push(Box::new(ActNorm::new(&path.sub("scaling"), dim)));

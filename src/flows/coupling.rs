@@ -18,17 +18,33 @@ pub enum ScaleBound {
     Softplus,
     /// s = σ(h + 2) (Glow's affine coupling): s in (0, 1), 0.88 at h = 0.
     Sigmoid,
+    /// log s = α tanh(h) with α = e^a learned per coupling from a = -1 (bgtorch's `AffineTransformer`, the SNF paper's
+    /// RealNVP): the bound starts at 0.37 and grows where the data need it.
+    ScaledTanh,
 }
 
 impl ScaleBound {
-    /// log s from the conditioner's raw output h.
+    /// log s from the conditioner's raw output h (for `ScaledTanh`, before the coupling's factor α).
     pub fn log_scale(self, raw: &Tensor) -> Tensor {
         match self {
             ScaleBound::Tanh => raw.tanh(),
             ScaleBound::Softplus => ((raw + 0.541_324_854_612_918_1).softplus() + 1e-3).log(),
             ScaleBound::Sigmoid => (raw + 2.0).log_sigmoid(),
+            ScaleBound::ScaledTanh => raw.tanh(),
         }
     }
+}
+
+/// The networks that give an affine coupling its (log s, t).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Conditioner {
+    /// One MLP with 2·d outputs whose last layer starts at zero, so the coupling starts as the identity.
+    #[default]
+    Shared,
+    /// Separate shift and scale MLPs, every layer with torch.nn.Linear's default initialisation (bgtorch's RNVP, as
+    /// in the SNF paper's code).
+    Separate,
 }
 
 /// The element-wise transform of x_b.
@@ -47,12 +63,16 @@ pub enum Transformer {
 #[derive(Debug)]
 pub struct Coupling {
     net: Mlp,
+    /// The shift network of a `Separate` conditioner (`net` then gives the raw scale).
+    shift_net: Option<Mlp>,
     transformer: Transformer,
     /// Size of the first half; the halves are x[:, ..split] and x[:, split..].
     split: i64,
     dim: i64,
     /// false: the first half conditions the second; true: the second conditions the first.
     parity: bool,
+    /// log α of a `ScaledTanh` bound.
+    log_alpha: Option<Tensor>,
 }
 
 impl Coupling {
@@ -63,6 +83,7 @@ impl Coupling {
         act: Activation,
         transformer: Transformer,
         parity: bool,
+        conditioner: Conditioner,
     ) -> Result<Self> {
         anyhow::ensure!(dim >= 2, "a coupling layer needs at least 2 dimensions, got {dim}");
         let split = dim / 2;
@@ -75,8 +96,16 @@ impl Coupling {
                 (3 * bins - 1) * d_trans
             }
         };
-        let net = Mlp::new(&path.sub("net"), d_cond, hidden, d_out, act, true)?;
-        Ok(Coupling { net, transformer, split, dim, parity })
+        let (net, shift_net) = match (conditioner, transformer) {
+            (Conditioner::Separate, Transformer::Affine(_)) => {
+                let scale = Mlp::new(&path.sub("scale_net"), d_cond, hidden, d_trans, act, false)?;
+                (scale, Some(Mlp::new(&path.sub("shift_net"), d_cond, hidden, d_trans, act, false)?))
+            }
+            (Conditioner::Separate, _) => anyhow::bail!("conditioner = \"separate\" is for affine couplings"),
+            (Conditioner::Shared, _) => (Mlp::new(&path.sub("net"), d_cond, hidden, d_out, act, true)?, None),
+        };
+        let log_alpha = (transformer == Transformer::Affine(ScaleBound::ScaledTanh)).then(|| path.var("log_alpha", &[1], nn::Init::Const(-1.0)));
+        Ok(Coupling { net, shift_net, transformer, split, dim, parity, log_alpha })
     }
 
     /// (x_a, x_b): conditioning and transformed parts.
@@ -114,9 +143,16 @@ impl Coupling {
         match self.transformer {
             Transformer::Additive | Transformer::Spline { .. } => (None, h),
             Transformer::Affine(bound) => {
-                let mut parts = h.split(h.size()[1] / 2, 1);
-                let (t, raw) = (parts.pop().expect("two parts"), parts.pop().expect("two parts"));
-                (Some(bound.log_scale(&raw)), t)
+                let (raw, t) = match &self.shift_net {
+                    Some(shift) => (h, shift.forward(x_a)),
+                    None => {
+                        let mut parts = h.split(h.size()[1] / 2, 1);
+                        let t = parts.pop().expect("two parts");
+                        (parts.pop().expect("two parts"), t)
+                    }
+                };
+                let log_s = bound.log_scale(&raw);
+                (Some(self.log_alpha.as_ref().map_or_else(|| log_s.shallow_clone(), |a| &log_s * a.exp())), t)
             }
         }
     }
@@ -172,7 +208,24 @@ mod tests {
     use crate::flows::testing::check_bijection;
 
     fn check(dim: i64, transformer: Transformer, parity: bool) {
-        check_bijection(dim, |p| Box::new(Coupling::new(p, dim, &[16, 16], Activation::Tanh, transformer, parity).unwrap()));
+        check_bijection(dim, |p| Box::new(Coupling::new(p, dim, &[16, 16], Activation::Tanh, transformer, parity, Conditioner::Shared).unwrap()));
+    }
+
+    #[test]
+    fn separate_conditioner_coupling_is_a_correct_bijection_and_starts_away_from_the_identity() {
+        for (dim, parity) in [(2, false), (3, true)] {
+            let t = Transformer::Affine(ScaleBound::ScaledTanh);
+            check_bijection(dim, |p| Box::new(Coupling::new(p, dim, &[16, 16], Activation::Relu, t, parity, Conditioner::Separate).unwrap()));
+        }
+        tch::manual_seed(0);
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let c = Coupling::new(&vs.root(), 2, &[8], Activation::Relu, Transformer::Affine(ScaleBound::ScaledTanh), false, Conditioner::Separate).unwrap();
+        let x = Tensor::randn([64, 2], (tch::Kind::Float, tch::Device::Cpu));
+        let (z, ldj) = c.forward(&x);
+        assert!((z - &x).abs().max().double_value(&[]) > 1e-3, "random output layers: not the identity at init");
+        assert!(ldj.abs().max().double_value(&[]) <= (-1.0f64).exp() + 1e-6, "|log s| <= e^-1 at init");
+        let spline = Transformer::Spline { bins: 4, bound: 3.0 };
+        assert!(Coupling::new(&vs.root(), 2, &[8], Activation::Relu, spline, false, Conditioner::Separate).is_err());
     }
 
     #[test]
@@ -190,6 +243,12 @@ mod tests {
     #[test]
     fn affine_sigmoid_coupling_is_a_correct_bijection() {
         check(3, Transformer::Affine(ScaleBound::Sigmoid), true);
+    }
+
+    #[test]
+    fn affine_scaled_tanh_coupling_is_a_correct_bijection() {
+        check(2, Transformer::Affine(ScaleBound::ScaledTanh), false);
+        check(3, Transformer::Affine(ScaleBound::ScaledTanh), true);
     }
 
     #[test]

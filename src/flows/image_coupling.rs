@@ -58,6 +58,10 @@ impl ImageCoupling {
     pub fn new(path: &nn::Path, shape: &[i64], mask: Mask, transform: ImageTransform, hidden: i64, blocks: usize) -> Result<Self> {
         anyhow::ensure!(shape.len() == 3, "an image coupling needs [C, H, W] events, got {shape:?}");
         let c = shape[0];
+        anyhow::ensure!(
+            transform != ImageTransform::Affine(ScaleBound::ScaledTanh),
+            "scale_bound = \"scaled_tanh\" is for the MLP couplings; image couplings take tanh, softplus or sigmoid"
+        );
         if let Mask::Channel { .. } = mask {
             anyhow::ensure!(c >= 2, "a channel coupling needs at least 2 channels, got {c} (squeeze first)");
         }

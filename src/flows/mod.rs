@@ -8,7 +8,6 @@ pub mod image_coupling;
 pub mod logit;
 pub mod lu;
 pub mod made;
-pub mod multiscale;
 pub mod permutation;
 pub mod planar;
 pub mod slice;
@@ -18,5 +17,5 @@ pub mod squeeze;
 pub mod testing;
 
 pub use actnorm::ActNorm;
-pub use coupling::{Coupling, ScaleBound, Transformer};
+pub use coupling::{Conditioner, Coupling, ScaleBound, Transformer};
 pub use permutation::{Permutation, Reverse};

@@ -1,8 +1,11 @@
 //! Training, evaluation, sampling, checkpoints, metrics and pictures: everything that turns an experiment into a
 //! run folder.
 pub mod checkpoint;
+pub mod classifier_run;
+pub mod classifier_summary;
 pub mod convergence;
 pub mod files;
+pub mod generative;
 pub mod evaluate;
 pub mod metrics;
 pub mod optim;
@@ -12,6 +15,7 @@ pub mod rundir;
 pub mod interrupt;
 pub mod sampling;
 pub mod plot;
+pub mod pool;
 pub mod session;
 pub mod summary;
 pub mod sweep;

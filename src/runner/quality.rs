@@ -100,7 +100,8 @@ pub fn image_quality(s: &Session, samples: &Tensor) -> Option<serde_json::Value>
         }
         Tensor::cat(&parts, 0)
     });
-    match classifier::image_quality(&x, &s.data.name, &s.exp.data.dir, &classifier, s.device) {
+    let scored = super::classifier_run::open_run(&classifier, s.device).and_then(|trained| classifier::image_quality(&x, &s.data.name, &s.exp.data.dir, &trained));
+    match scored {
         Ok(q) => serde_json::to_value(q).ok(),
         Err(e) => {
             eprintln!("warning: image sample quality failed: {e:#}");

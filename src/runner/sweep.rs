@@ -1,5 +1,6 @@
 //! `relaxflow sweep NAME --set key=v1,v2,... --seeds K`: one experiment trained over a grid of values (the cartesian
-//! product of every `--set` list) and seeds, one run folder each, in one process, one after the other. Resumable:
+//! product of every `--set` list) and seeds, one run folder each, one after the other in this process, or `--jobs N`
+//! at a time as child processes (`pool`). Resumable:
 //! a finished run (summary.json) is kept, an unfinished one continues (`train --resume`), after checking that its
 //! config is the one this sweep would make (other fixed settings, steps or experiment file: an error naming the
 //! key, never a stale run reported as new). A run that fails (e.g. a NaN loss at an extreme setting) is recorded
@@ -62,6 +63,8 @@ pub struct SweepOptions {
     pub steps: Option<i64>,
     pub device: Option<String>,
     pub out: Option<PathBuf>,
+    /// Runs at a time; above 1 each run is a child process (see `pool`); 0 counts as 1.
+    pub jobs: usize,
 }
 
 /// Splits `v1,v2,...` at commas outside brackets and quotes, so `[64, 64],[32]` is two values.
@@ -164,8 +167,15 @@ fn show(v: Option<&toml::Value>) -> String {
     v.map_or("nothing".into(), |v| v.to_string())
 }
 
-/// Trains (or finishes) one run folder; Ok(()) when it has a summary.
-fn run_one(o: &SweepOptions, file: &Path, overrides: &[String], seed: i64, dir: &Path) -> Result<()> {
+/// What a sweep does with one run folder, decided (and checked) before anything is trained.
+enum Plan {
+    /// Finished and of this sweep: kept.
+    Kept,
+    Train(TrainOptions),
+}
+
+/// Checks one run folder against the config this sweep would make and says what to do with it.
+fn plan(o: &SweepOptions, file: &Path, overrides: &[String], seed: i64, dir: &Path) -> Result<Plan> {
     no_link(dir.parent().unwrap_or(dir))?;
     no_link(dir)?;
     let mut all: Vec<String> = overrides.to_vec();
@@ -183,16 +193,130 @@ fn run_one(o: &SweepOptions, file: &Path, overrides: &[String], seed: i64, dir: 
         }
         if dir.join("summary.json").exists() {
             eprintln!("{}: finished, kept", dir.display());
-            return Ok(());
+            return Ok(Plan::Kept);
         }
-        train(&TrainOptions { resume: Some(dir.to_path_buf()), ..base })?;
-        return Ok(());
+        return Ok(Plan::Train(TrainOptions { resume: Some(dir.to_path_buf()), ..base }));
     }
     if !rundir::is_free(dir) {
         bail!("{} holds files but no relaxflow run; move them away or choose another --out", dir.display());
     }
-    train(&TrainOptions { experiment: Some(o.experiment.clone()), overrides: overrides.to_vec(), seed: Some(seed), out: Some(dir.to_path_buf()), ..base })?;
-    Ok(())
+    Ok(Plan::Train(TrainOptions { experiment: Some(o.experiment.clone()), overrides: overrides.to_vec(), seed: Some(seed), out: Some(dir.to_path_buf()), ..base }))
+}
+
+/// The command line of `relaxflow train` that does what `t` asks.
+fn train_args(t: &TrainOptions) -> Vec<String> {
+    let mut a = vec!["train".to_string()];
+    let path = |p: &PathBuf| p.to_string_lossy().into_owned();
+    match (&t.resume, &t.experiment) {
+        (Some(dir), _) => a.extend(["--resume".into(), path(dir)]),
+        (None, Some(exp)) => a.push(exp.clone()),
+        (None, None) => {}
+    }
+    let opt = |flag: &str, v: Option<String>| v.map(|v| vec![flag.to_string(), v]).unwrap_or_default();
+    a.extend(opt("--out", t.out.as_ref().map(path)));
+    a.extend(opt("--seed", t.seed.map(|s| s.to_string())));
+    a.extend(opt("--steps", t.steps.map(|s| s.to_string())));
+    a.extend(opt("--device", t.device.clone()));
+    t.overrides.iter().for_each(|kv| a.extend(["--set".to_string(), kv.clone()]));
+    a
+}
+
+/// One run of the sweep: its grid point, seed and folder (relative to the sweep's).
+struct Task {
+    point: usize,
+    seed: i64,
+    dir: PathBuf,
+    overrides: Vec<String>,
+}
+
+/// sweep.json's points from the runs that have ended so far, in grid order.
+fn record(base: &Sweep, grid: &[Vec<(String, String)>], tasks: &[Task], status: &[Option<String>]) -> Sweep {
+    let mut sweep = base.clone();
+    sweep.points = grid
+        .iter()
+        .enumerate()
+        .filter_map(|(i, values)| {
+            let runs: Vec<SweepRun> = tasks
+                .iter()
+                .zip(status)
+                .filter(|(t, s)| t.point == i && s.is_some())
+                .map(|(t, s)| SweepRun { seed: t.seed, dir: t.dir.clone(), status: s.clone().unwrap_or_default() })
+                .collect();
+            (!runs.is_empty()).then(|| Point { values: values.clone(), runs })
+        })
+        .collect();
+    sweep
+}
+
+fn failed(name: &str, dir: &Path, msg: &str) -> String {
+    eprintln!("sweep {name}: {} failed: {msg}", dir.display());
+    format!("failed: {msg}")
+}
+
+/// Runs the tasks one after the other in this process, recording each as it ends.
+fn run_here(o: &SweepOptions, file: &Path, out: &Path, tasks: &[Task], save: &mut dyn FnMut(&[Option<String>]) -> Result<()>) -> Result<Vec<Option<String>>> {
+    let mut status = vec![None; tasks.len()];
+    let total = tasks.len();
+    for (k, t) in tasks.iter().enumerate() {
+        let stop = || format!("sweep {} stopped before run {} of {total}; run the same command again to continue", out.display(), k + 1);
+        if let Err(e) = super::interrupt::check(stop) {
+            save(&status)?;
+            return Err(e);
+        }
+        eprintln!("sweep {}: run {} of {total}: {}", o.experiment, k + 1, t.dir.display());
+        let result = plan(o, file, &t.overrides, t.seed, &out.join(&t.dir)).and_then(|p| match p {
+            Plan::Kept => Ok(()),
+            Plan::Train(opts) => train(&opts).map(|_| ()),
+        });
+        status[k] = Some(match result {
+            Ok(()) => "done".to_string(),
+            Err(e) if super::interrupt::is_interrupted(&e).is_some() => {
+                save(&status)?;
+                return Err(e.context(format!("sweep {} stopped; run the same command again to continue", out.display())));
+            }
+            Err(e) => failed(&o.experiment, &t.dir, &crate::errors::describe(&e)),
+        });
+        save(&status)?;
+    }
+    Ok(status)
+}
+
+/// Runs the tasks as `jobs` child processes at a time (`pool`), every folder checked here first.
+fn run_children(o: &SweepOptions, file: &Path, out: &Path, tasks: &[Task], save: &mut dyn FnMut(&[Option<String>]) -> Result<()>) -> Result<Vec<Option<String>>> {
+    let mut status = vec![None; tasks.len()];
+    let mut jobs = Vec::new();
+    let mut index = Vec::new();
+    for (k, t) in tasks.iter().enumerate() {
+        match plan(o, file, &t.overrides, t.seed, &out.join(&t.dir)) {
+            Ok(Plan::Kept) => status[k] = Some("done".to_string()),
+            Ok(Plan::Train(opts)) => {
+                jobs.push(super::pool::Job { label: t.dir.display().to_string(), args: train_args(&opts) });
+                index.push(k);
+            }
+            Err(e) => status[k] = Some(failed(&o.experiment, &t.dir, &crate::errors::describe(&e))),
+        }
+    }
+    save(&status)?;
+    eprintln!("sweep {}: {} runs to train, {} at a time ({} threads each)", o.experiment, jobs.len(), o.jobs, super::pool::threads_per_job(o.jobs));
+    let mut stopped = 0;
+    let mut save_err = None;
+    super::pool::run(jobs, o.jobs, |j, outcome| {
+        let k = index[j];
+        match outcome {
+            super::pool::Outcome::Done => status[k] = Some("done".to_string()),
+            super::pool::Outcome::Stopped => stopped += 1,
+            super::pool::Outcome::Failed(msg) => status[k] = Some(failed(&o.experiment, &tasks[k].dir, &msg)),
+        }
+        if let Err(e) = save(&status) {
+            save_err.get_or_insert(e);
+        }
+    })
+    .context("starting a sweep's child process")?;
+    if let Some(e) = save_err {
+        return Err(e);
+    }
+    super::interrupt::check(|| format!("sweep {} stopped ({stopped} runs checkpointed); run the same command again to continue", out.display()))?;
+    Ok(status)
 }
 
 /// Runs the sweep and returns its folder (holding sweep.json). Fails when every run failed.
@@ -201,10 +325,11 @@ pub fn sweep(o: &SweepOptions) -> Result<PathBuf> {
     let (axes, single): (Vec<Axis>, Vec<Axis>) = parse_grid(&o.grid)?.into_iter().partition(|a| a.values.len() > 1);
     let fixed: Vec<String> = single.iter().map(|a| format!("{}={}", a.key, a.values[0])).collect();
     let (name, file) = crate::experiment::config::resolve_file(&o.experiment)?;
+    let grid = points(&axes);
+    let overrides_of = |values: &[(String, String)]| -> Vec<String> { fixed.iter().cloned().chain(values.iter().map(|(k, v)| format!("{k}={v}"))).collect() };
     // Every grid point's config must load before anything is trained or written.
-    for values in points(&axes) {
-        let overrides: Vec<String> = fixed.iter().cloned().chain(values.iter().map(|(k, v)| format!("{k}={v}"))).collect();
-        crate::experiment::config::load(&file, &overrides).with_context(|| format!("grid point {}", point_dir(&values)))?;
+    for values in &grid {
+        crate::experiment::config::load(&file, &overrides_of(values)).with_context(|| format!("grid point {}", point_dir(values)))?;
     }
     let out = o.out.clone().unwrap_or_else(|| Path::new("runs").join("sweeps").join(&name));
     no_link(&out)?;
@@ -217,7 +342,7 @@ pub fn sweep(o: &SweepOptions) -> Result<PathBuf> {
         }
     }
     let seeds: Vec<i64> = (0..o.seeds).collect();
-    let mut sweep = Sweep {
+    let base = Sweep {
         experiment: name.clone(),
         axes: axes.clone(),
         fixed: fixed.clone(),
@@ -226,34 +351,18 @@ pub fn sweep(o: &SweepOptions) -> Result<PathBuf> {
         points: Vec::new(),
         command: std::env::args().collect::<Vec<_>>().join(" "),
     };
-    let grid = points(&axes);
-    let total = grid.len() * seeds.len();
-    let mut failed = 0;
-    for (i, values) in grid.into_iter().enumerate() {
-        let mut runs = Vec::new();
-        let overrides: Vec<String> = fixed.iter().cloned().chain(values.iter().map(|(k, v)| format!("{k}={v}"))).collect();
-        for (j, &seed) in seeds.iter().enumerate() {
-            super::interrupt::check(|| format!("sweep {} stopped before run {} of {total}; run the same command again to continue", out.display(), i * seeds.len() + j + 1))?;
-            let dir = PathBuf::from(point_dir(&values)).join(format!("seed-{seed}"));
-            eprintln!("sweep {name}: run {} of {total}: {} seed {seed}", i * seeds.len() + j + 1, point_dir(&values));
-            let status = match run_one(o, &file, &overrides, seed, &out.join(&dir)) {
-                Ok(()) => "done".to_string(),
-                Err(e) if super::interrupt::is_interrupted(&e).is_some() => {
-                    super::summary::write_json(&out.join("sweep.json"), &sweep)?;
-                    return Err(e.context(format!("sweep {} stopped; run the same command again to continue", out.display())));
-                }
-                Err(e) => {
-                    let msg = crate::errors::describe(&e);
-                    eprintln!("sweep {name}: {} failed: {msg}", dir.display());
-                    failed += 1;
-                    format!("failed: {msg}")
-                }
-            };
-            runs.push(SweepRun { seed, dir, status });
-        }
-        sweep.points.push(Point { values, runs });
-        super::summary::write_json(&out.join("sweep.json"), &sweep)?;
-    }
+    let tasks: Vec<Task> = grid
+        .iter()
+        .enumerate()
+        .flat_map(|(i, values)| {
+            let overrides = overrides_of(values);
+            seeds.iter().map(move |&seed| Task { point: i, seed, dir: PathBuf::from(point_dir(values)).join(format!("seed-{seed}")), overrides: overrides.clone() })
+        })
+        .collect();
+    let mut save = |status: &[Option<String>]| super::summary::write_json(&out.join("sweep.json"), &record(&base, &grid, &tasks, status));
+    let status = if o.jobs <= 1 { run_here(o, &file, &out, &tasks, &mut save)? } else { run_children(o, &file, &out, &tasks, &mut save)? };
+    let total = tasks.len();
+    let failed = status.iter().filter(|s| s.as_deref() != Some("done")).count();
     if failed == total {
         bail!("every one of the {total} runs of sweep {} failed (see {}/sweep.json)", name, out.display());
     }

@@ -1,13 +1,15 @@
-//! The training loop: seeded per step (so a resumed run retraces an uninterrupted one exactly), device-side loss and
-//! NaN bookkeeping (one host sync per logged step), atomic checkpoints, pictures and a summary at the end.
+//! The run lifecycle, one for every experiment: open a fresh run folder or resume one, seed, step, log, checkpoint,
+//! evaluate, finish. The training loop is seeded per step (so a resumed run retraces an uninterrupted one exactly),
+//! keeps device-side loss and NaN bookkeeping (one host sync per logged step) and writes atomic checkpoints. What
+//! differs between experiments is behind [`Trainable`]: a generative experiment (`Session`, in `generative.rs`)
+//! and the classifier (`classifier_run.rs`) implement it, and `open` chooses between them once, from `model.kind`.
 use super::checkpoint::{self, Progress};
-use super::evaluate::{test_nll, timed_samples, Evaluation};
 use super::metrics::MetricsLog;
 use super::optim::{Adam, AdamConfig};
 use super::session::Session;
-use super::summary::{self, Summary};
+use super::summary;
 use super::rundir::{self, FolderLock, Staging};
-use super::{files, interrupt, parse_device, pictures, quality, sync};
+use super::{files, interrupt, parse_device, sync};
 use crate::experiment::config::{self, resolve_file};
 use crate::experiment::{Experiment, LrSchedule, TrainConfig};
 use anyhow::{bail, Context, Result};
@@ -16,7 +18,7 @@ use serde_json::json;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use tch::{Device, Kind, Tensor};
+use tch::{nn, Device, Kind, Tensor};
 
 /// What `relaxflow train` was asked to do.
 #[derive(Clone, Debug, Default)]
@@ -41,29 +43,64 @@ pub struct TrainOptions {
 /// (config, run.json, step-0 checkpoint) or not at all, and stays locked by this process until it returns.
 pub fn train(opts: &TrainOptions) -> Result<PathBuf> {
     interrupt::install();
-    if crate::classifier::train::is_classifier(opts) {
-        return crate::classifier::train::train(opts);
-    }
     let device = parse_device(opts.device.as_deref())?;
-    let (mut s, run, name, start, mut adam, _lock) = match &opts.resume {
+    let (mut job, run, name, start, mut adam, _lock) = match &opts.resume {
         Some(run) => resume(opts, run, device)?,
         None => fresh(opts, device)?,
     };
-    s.data.train = s.data.train.to_device(device);
-    run_loop(&s, &mut adam, &run, &name, start, opts.halt_after)?;
-    finish(&s, &run, &name)?;
+    job.prepare();
+    run_loop(&*job, &mut adam, &run, &name, start, opts.halt_after)?;
+    job.finish(&run, &name)?;
     Ok(run)
 }
 
-pub(crate) fn adam_config(t: &TrainConfig) -> AdamConfig {
+/// What the run lifecycle needs from an experiment: its weights and config, one step's loss, what a log line adds,
+/// pictures and the final evaluation.
+pub trait Trainable {
+    fn vs(&self) -> &nn::VarStore;
+    fn exp(&self) -> &Experiment;
+    fn device(&self) -> Device;
+    /// run.json's family.
+    fn family(&self) -> &str;
+    /// The shape of one example, for run.json.
+    fn shape(&self) -> Vec<i64>;
+    /// Rows of training data the step's batch indices are drawn from.
+    fn n_train(&self) -> i64;
+    /// Puts the training data on the device, once, before the loop.
+    fn prepare(&mut self) {}
+    /// Data-dependent initialisation (ActNorm and friends) before step 0, after `manual_seed(train.seed)`.
+    fn data_init(&self) {}
+    /// The loss of the training rows `idx` at `step`, after backward (gradients accumulated in `vs`).
+    fn loss_backward(&self, idx: &Tensor, step: i64) -> Tensor;
+    /// What a log line adds (tallies since the last line; a test evaluation when `eval_now`), and the bar's message.
+    fn log(&self, line: &mut serde_json::Value, eval_now: bool, bar: &ProgressBar, name: &str);
+    /// A picture at `step` (`train.sample_every`).
+    fn picture(&self, _run: &Path, _step: i64) -> Result<()> {
+        Ok(())
+    }
+    /// The final evaluation with the saved weights, and summary.json.
+    fn finish(&self, run: &Path, name: &str) -> Result<()>;
+}
+
+/// The experiment behind `exp`, built on `device`: the classifier for `model.kind = "classifier"`, else a generative
+/// model from the registry. The one place the two kinds of run part.
+pub fn open(exp: Experiment, origin: &str, device: Device) -> Result<Box<dyn Trainable>> {
+    let kind = exp.model.get("kind").and_then(|k| k.as_str());
+    if kind == Some(super::classifier_run::KIND) {
+        return Ok(Box::new(super::classifier_run::ClassifierRun::open(exp, origin, device)?));
+    }
+    Ok(Box::new(Session::open(exp, origin, device)?))
+}
+
+fn adam_config(t: &TrainConfig) -> AdamConfig {
     AdamConfig { beta1: t.beta1, beta2: t.beta2, eps: t.eps, weight_decay: t.weight_decay }
 }
 
-type Started = (Session, PathBuf, String, Progress, Adam, FolderLock);
+type Started = (Box<dyn Trainable>, PathBuf, String, Progress, Adam, FolderLock);
 
 /// A fresh run's experiment (name, file, config with --set, --steps and --seed applied) and the folder it writes
 /// (--out, else runs/NAME/<stamp>), refusing a folder that already holds a run.
-pub(crate) fn fresh_experiment(opts: &TrainOptions) -> Result<(String, PathBuf, Experiment, PathBuf)> {
+fn fresh_experiment(opts: &TrainOptions) -> Result<(String, PathBuf, Experiment, PathBuf)> {
     let Some(experiment) = opts.experiment.as_deref() else { bail!("name an experiment to train (see `relaxflow list`)") };
     let (name, file) = resolve_file(experiment)?;
     let mut overrides = opts.overrides.clone();
@@ -86,7 +123,7 @@ pub(crate) fn fresh_experiment(opts: &TrainOptions) -> Result<(String, PathBuf, 
 /// What a fresh run is made from, recorded in run.json for provenance: the experiment file, its digest and every
 /// override. (A sweep decides whether an existing run is its own by comparing configs key by key, which also works
 /// for runs made before this field existed.)
-pub(crate) fn origin_json(opts: &TrainOptions, file: &Path) -> serde_json::Value {
+fn origin_json(opts: &TrainOptions, file: &Path) -> serde_json::Value {
     let digest = std::fs::read(file).map(|b| {
         use sha2::Digest;
         sha2::Sha256::digest(&b).iter().map(|x| format!("{x:02x}")).collect::<String>()
@@ -100,7 +137,7 @@ pub(crate) fn origin_json(opts: &TrainOptions, file: &Path) -> serde_json::Value
 /// Makes a fresh run's folder complete before it exists: run.json, config.toml, samples/ and the step-0 checkpoint
 /// are written into a hidden staging folder, which is then renamed to `target` (or, with no --out, the first free
 /// runs/NAME/<stamp>[-k]). A kill at any moment leaves either no run folder or one that `--resume` continues.
-pub(crate) fn create_run(opts: &TrainOptions, target: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<(PathBuf, FolderLock)> {
+fn create_run(opts: &TrainOptions, target: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<(PathBuf, FolderLock)> {
     let target = match std::fs::canonicalize(target) {
         Ok(real) => real, // an existing (empty) folder, or the folder a link points to
         Err(_) => target.to_path_buf(),
@@ -118,7 +155,7 @@ pub(crate) fn create_run(opts: &TrainOptions, target: &Path, write: impl FnOnce(
 }
 
 /// `run.json`, written when a run starts.
-pub(crate) fn write_run_json(run: &Path, name: &str, family: &str, shape: &[i64], device: Device, origin: serde_json::Value) -> Result<()> {
+fn write_run_json(run: &Path, name: &str, family: &str, shape: &[i64], device: Device, origin: serde_json::Value) -> Result<()> {
     let info = json!({
         "experiment": name, "family": family, "shape": shape, "device": format!("{device:?}"),
         "created": chrono::Local::now().to_rfc3339(), "git_commit": summary::git_commit(), "versions": summary::versions(),
@@ -129,7 +166,7 @@ pub(crate) fn write_run_json(run: &Path, name: &str, family: &str, shape: &[i64]
 
 /// A resumed run, locked, with its config path and experiment (--steps applied); nothing but --steps and --device
 /// may change. Nothing is written here.
-pub(crate) fn resume_experiment(opts: &TrainOptions, run: &Path) -> Result<(FolderLock, PathBuf, Experiment)> {
+fn resume_experiment(opts: &TrainOptions, run: &Path) -> Result<(FolderLock, PathBuf, Experiment)> {
     if opts.experiment.is_some() || !opts.overrides.is_empty() || opts.seed.is_some() || opts.out.is_some() {
         bail!("--resume continues a run with its own config; only --steps (and --device) may change");
     }
@@ -150,7 +187,7 @@ pub(crate) fn resume_experiment(opts: &TrainOptions, run: &Path) -> Result<(Fold
 /// checkpoint and starts again from step 0, which retraces the same run), everything checked, and only then the new
 /// step count saved, metrics after the checkpoint dropped and an old summary set aside. Returns them with the
 /// experiment's name.
-pub(crate) fn resume_state(opts: &TrainOptions, run: &Path, vs: &tch::nn::VarStore, exp: &Experiment) -> Result<(Adam, Option<Progress>, String)> {
+fn resume_state(opts: &TrainOptions, run: &Path, vs: &tch::nn::VarStore, exp: &Experiment) -> Result<(Adam, Option<Progress>, String)> {
     let info_path = run.join("run.json");
     let text = std::fs::read_to_string(&info_path).with_context(|| format!("{}: not a relaxflow run (cannot read run.json)", run.display()))?;
     let info: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: malformed", info_path.display()))?;
@@ -182,41 +219,39 @@ pub(crate) fn resume_state(opts: &TrainOptions, run: &Path, vs: &tch::nn::VarSto
     Ok((adam, progress, name))
 }
 
-/// Data-dependent initialisation (ActNorm and friends), from the training seed: the same on a fresh start and on a
-/// restart of a run that never reached a checkpoint.
-fn data_init(s: &Session, device: Device) {
-    tch::manual_seed(s.exp.train.seed);
-    let n_train = s.data.train.size()[0];
-    let idx = Tensor::randint(n_train, [n_train.min(s.exp.train.batch_size.max(4096))], (Kind::Int64, Device::Cpu));
-    s.model.data_init(&s.data.batch(&idx, device));
+/// Data-dependent initialisation from the training seed: the same on a fresh start and on a restart of a run that
+/// never reached a checkpoint.
+fn data_init(job: &dyn Trainable) {
+    tch::manual_seed(job.exp().train.seed);
+    job.data_init();
 }
 
 fn fresh(opts: &TrainOptions, device: Device) -> Result<Started> {
     let (name, file, mut exp, target) = fresh_experiment(opts)?;
     absolute_data_paths(&mut exp.data);
     // The folder is made only once the data loads and the model builds, so a bad config leaves nothing behind.
-    let s = Session::open(exp, &file.display().to_string(), device)?;
-    let adam = Adam::new(&s.vs, adam_config(&s.exp.train))?;
-    data_init(&s, device);
+    let job = open(exp, &file.display().to_string(), device)?;
+    let adam = Adam::new(job.vs(), adam_config(&job.exp().train))?;
+    data_init(&*job);
     let start = Progress { step: 0, elapsed_s: 0.0 };
     let (run, lock) = create_run(opts, &target, |dir| {
-        write_run_json(dir, &name, s.model.family(), &s.data.shape, device, origin_json(opts, &file))?;
-        files::write_atomic(&dir.join("config.toml"), toml::to_string(&s.exp)?.as_bytes())?;
+        write_run_json(dir, &name, job.family(), &job.shape(), device, origin_json(opts, &file))?;
+        files::write_atomic(&dir.join("config.toml"), toml::to_string(job.exp())?.as_bytes())?;
         std::fs::create_dir_all(dir.join("samples")).context("creating samples/")?;
-        checkpoint::save(&dir.join(checkpoint::FILE), &s.vs, &adam, start)
+        checkpoint::save(&dir.join(checkpoint::FILE), job.vs(), &adam, start)
     })?;
-    Ok((s, run, name, start, adam, lock))
+    Ok((job, run, name, start, adam, lock))
 }
 
 fn resume(opts: &TrainOptions, run: &Path, device: Device) -> Result<Started> {
     let (lock, config_path, exp) = resume_experiment(opts, run)?;
-    let s = Session::open(exp, &config_path.display().to_string(), device)?;
-    let (adam, progress, name) = resume_state(opts, run, &s.vs, &s.exp)?;
+    let job = open(exp, &config_path.display().to_string(), device)?;
+    let (adam, progress, name) = resume_state(opts, run, job.vs(), job.exp())?;
     if progress.is_none() {
-        data_init(&s, device);
+        data_init(&*job);
     }
     std::fs::create_dir_all(run.join("samples")).with_context(|| format!("creating {}/samples", run.display()))?;
-    Ok((s, run.to_path_buf(), name, progress.unwrap_or(Progress { step: 0, elapsed_s: 0.0 }), adam, lock))
+    Ok((job, run.to_path_buf(), name, progress.unwrap_or(Progress { step: 0, elapsed_s: 0.0 }), adam, lock))
 }
 
 /// A user's data files, made absolute so the run's config works from any folder (eval, sample, resume).
@@ -229,7 +264,7 @@ pub(crate) fn absolute_data_paths(data: &mut crate::data::DataConfig) {
 }
 
 /// runs/NAME/<YYYYmmdd-HHMMSS> (publishing adds a suffix if that is taken by then).
-pub(crate) fn new_run_dir(name: &str) -> Result<PathBuf> {
+fn new_run_dir(name: &str) -> Result<PathBuf> {
     let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S").to_string();
     let base = Path::new("runs").join(name);
     let mut dir = base.join(&stamp);
@@ -330,9 +365,10 @@ pub(crate) fn due(every: i64, step: i64) -> bool {
     every > 0 && step % every == 0
 }
 
-fn run_loop(s: &Session, adam: &mut Adam, run: &Path, name: &str, start: Progress, halt_after: Option<i64>) -> Result<()> {
-    let (t, device) = (&s.exp.train, s.device);
-    let n_train = s.data.train.size()[0];
+fn run_loop(job: &dyn Trainable, adam: &mut Adam, run: &Path, name: &str, start: Progress, halt_after: Option<i64>) -> Result<()> {
+    let (exp, device) = (job.exp(), job.device());
+    let t = &exp.train;
+    let n_train = job.n_train();
     let metrics = MetricsLog::new(run);
     let bar = progress_bar(t.steps, start.step);
     bar.set_message(name.to_string());
@@ -344,11 +380,8 @@ fn run_loop(s: &Session, adam: &mut Adam, run: &Path, name: &str, start: Progres
     for step in start.step..t.steps {
         tch::manual_seed(step_seed(t.seed, step));
         let idx = Tensor::randint(n_train, [t.batch_size], (Kind::Int64, device));
-        let x = s.data.batch(&idx, device);
         adam.zero_grad();
-        s.model.set_training(true);
-        let loss = s.model.loss_backward(&x, step);
-        s.model.set_training(false);
+        let loss = job.loss_backward(&idx, step);
         let done = step + 1;
         let log_now = due(t.log_every, done) || done == t.steps;
         let grad_norm = match t.grad_clip {
@@ -362,7 +395,7 @@ fn run_loop(s: &Session, adam: &mut Adam, run: &Path, name: &str, start: Progres
         let stop_now = interrupt::pending().is_some();
         let checkpoint_now = due(t.checkpoint_every, done) || done == t.steps || stop_now;
         let halt_now = halt_after == Some(done);
-        if !(log_now || checkpoint_now || halt_now || due(s.exp.eval.every, done) || due(t.sample_every, done)) {
+        if !(log_now || checkpoint_now || halt_now || due(exp.eval.every, done) || due(t.sample_every, done)) {
             continue;
         }
         // Out-of-loop work below is not training time.
@@ -375,16 +408,12 @@ fn run_loop(s: &Session, adam: &mut Adam, run: &Path, name: &str, start: Progres
                 "grad_norm": grad_norm.map(|g| g.double_value(&[])), "wall_time_s": elapsed,
                 "steps_per_s": (done - log_clock.1) as f64 / (elapsed - log_clock.0).max(1e-9),
             });
-            if due(s.exp.eval.every, done) {
-                let e = test_nll(&*s.model, &s.data, Some(s.exp.eval.n_eval), s.exp.eval.batch_size, device);
-                add_eval(&mut line, &e);
-                bar.set_message(format!("{name} test nll {:.4}", e.nll_nats));
-            }
+            job.log(&mut line, due(exp.eval.every, done), &bar, name);
             metrics.append(&line)?;
             log_clock = (elapsed, done);
         }
         if checkpoint_now {
-            checkpoint::save(&run.join(checkpoint::FILE), &s.vs, adam, Progress { step: done, elapsed_s: elapsed })?;
+            checkpoint::save(&run.join(checkpoint::FILE), job.vs(), adam, Progress { step: done, elapsed_s: elapsed })?;
             last_ckpt = done;
         }
         if stop_now {
@@ -392,7 +421,7 @@ fn run_loop(s: &Session, adam: &mut Adam, run: &Path, name: &str, start: Progres
             interrupt::check(|| resume_hint(run, done))?;
         }
         if due(t.sample_every, done) && done != t.steps {
-            picture(s, run, done)?;
+            job.picture(run, done)?;
         }
         if halt_now {
             bar.abandon();
@@ -401,119 +430,6 @@ fn run_loop(s: &Session, adam: &mut Adam, run: &Path, name: &str, start: Progres
         clock = Instant::now();
     }
     bar.finish_and_clear();
-    Ok(())
-}
-
-fn add_eval(line: &mut serde_json::Value, e: &Evaluation) {
-    line["test_nll"] = json!(e.nll_nats);
-    line["test_nll_kind"] = json!(e.kind.label());
-    if let Some(b) = e.bits_per_dim {
-        line["test_bpd"] = json!(b);
-    }
-}
-
-fn picture(s: &Session, run: &Path, step: i64) -> Result<()> {
-    let path = run.join("samples").join(format!("step-{step:06}.png"));
-    pictures::draw(&*s.model, &s.data, &s.exp.eval, s.device, &path)
-}
-
-/// `samples.npy` (final model samples, n_samples of them) and, for low-dimensional data, `reference.npy` (as many
-/// test points): what `compare` and `figure` draw without loading the model.
-fn save_arrays(s: &Session, run: &Path, samples: &Tensor) -> Result<()> {
-    let n = samples.size()[0];
-    crate::data::npy::write(&run.join("samples.npy"), samples, Kind::Float)?;
-    if s.data.dim() <= 16 {
-        let m = n.min(s.data.test.size()[0]);
-        crate::data::npy::write(&run.join("reference.npy"), &s.data.test.narrow(0, 0, m), Kind::Float)?;
-    }
-    Ok(())
-}
-
-/// Final evaluation on the whole test set, sampler timing, pictures and summary.json.
-fn finish(s: &Session, run: &Path, name: &str) -> Result<()> {
-    let device = s.device;
-    let progress = checkpoint::load_weights(&run.join(checkpoint::FILE), &s.vs)?;
-    let stopped = || format!("{}; the final evaluation runs again on resume", resume_hint(run, progress.step));
-    interrupt::check(stopped)?;
-    let e = test_nll(&*s.model, &s.data, s.exp.eval.n_final, s.exp.eval.batch_size, device);
-    if e.n_nonfinite > 0 {
-        eprintln!("warning: {name}: {} of {} test points have a non-finite log-density; the mean NLL is not finite", e.n_nonfinite, e.n);
-    }
-    interrupt::check(stopped)?;
-    let (samples, sample_ms) = timed_samples(&*s.model, s.exp.eval.n_samples.max(1), device);
-    interrupt::check(stopped)?;
-    let path = run.join("samples").join(format!("step-{:06}.png", progress.step));
-    pictures::draw_with(&*s.model, &s.data, &s.exp.eval, device, &path, &samples)?;
-    pictures::loss_curve(run)?;
-    save_arrays(s, run, &samples)?;
-    let cost = s.model.sampling_cost();
-    let support = quality::outside_support(s, &samples);
-    let image_quality = quality::image_quality(s, &samples);
-    let mut sampling = vec![super::sampling::measure(s, "as trained", &samples, sample_ms, image_quality.clone())];
-    sampling.extend(super::sampling::alternatives(s, run, device)?);
-    let summary = Summary {
-        experiment: name.to_string(),
-        family: s.model.family().into(),
-        model_kind: s.exp.model.get("kind").and_then(|k| k.as_str()).unwrap_or("?").into(),
-        dataset: s.data.name.clone(),
-        dim: s.data.dim(),
-        test_nll_nats: e.nll_nats,
-        test_nll_stderr: e.nll_stderr,
-        nll_kind: e.kind.label().into(),
-        test_n: e.n,
-        test_nonfinite: e.n_nonfinite,
-        bits_per_dim: e.bits_per_dim,
-        likelihood_note: summary::likelihood_note(&e),
-        bits_per_dim_check: super::evaluate::bits_per_dim_check(&*s.model, &s.data, s.exp.eval.n_final, s.exp.eval.batch_size, device),
-        estimator: s.model.estimator(),
-        true_entropy_nats: s.data.true_entropy,
-        nll_gap_nats: s.data.true_entropy.map(|h| e.nll_nats - h),
-        steps: progress.step,
-        train_time_s: progress.elapsed_s,
-        steps_per_s: progress.step as f64 / progress.elapsed_s.max(1e-9),
-        sample_ms_per_1000: sample_ms,
-        log_prob_ms_per_1000: Some(super::evaluate::timed_log_prob(&*s.model, &s.data, s.exp.eval.n_final, s.exp.eval.batch_size, device)),
-        sample_mmd: quality::sample_mmd(s, &samples),
-        sample_outside_support: support.as_ref().map(|o| o.0),
-        support_region: support.map(|o| o.1),
-        mode_coverage: quality::mode_coverage(s, &samples),
-        convergence: super::convergence::of_run(run, s.data.dim()),
-        sampling,
-        image_quality,
-        nfe_per_sample: cost.nfe_per_sample,
-        sampler_steps: cost.steps,
-        params: s.n_params(),
-        device: format!("{device:?}"),
-        threads: tch::get_num_threads(),
-        seed: s.exp.train.seed,
-        versions: summary::versions(),
-        git_commit: summary::git_commit(),
-        finished_at: chrono::Local::now().to_rfc3339(),
-        diagnostics: tch::no_grad(|| {
-            let test = s.data.test.narrow(0, 0, e.n.min(2000)).to_device(device);
-            s.model.diagnostics(s.exp.eval.diag_samples, s.exp.eval.diag_repeats).or_else(|| s.model.test_diagnostics(&test))
-        }),
-    };
-    summary::write_json(&run.join("summary.json"), &summary)?;
-    if let Some(c) = summary.diagnostics.as_ref().and_then(|d| d.get("collapse")) {
-        if c["active_units"].as_i64() == Some(0) {
-            eprintln!(
-                "warning: {name}: no active latent unit (total KL {:.2e} nats): the posterior collapsed and the decoder ignores z; \
-                 try model.kl_warmup, model.free_bits or objective = \"iwae\"",
-                c["kl_total_nats"].as_f64().unwrap_or(f64::NAN)
-            );
-        }
-    }
-    eprintln!(
-        "{name}: test NLL {:.4} ± {:.4} nats ({}, {} test points){} in {:.1}s ({:.3} steps/s)",
-        e.nll_nats,
-        e.nll_stderr,
-        e.kind.label(),
-        e.n,
-        e.bits_per_dim.map(|b| format!(", {b:.4} bits/dim")).unwrap_or_default(),
-        progress.elapsed_s,
-        summary.steps_per_s
-    );
     Ok(())
 }
 

@@ -4,7 +4,7 @@ use super::{AdaptiveMetropolis, Hmc, Interpolated, Langevin, Metropolis};
 use crate::dist::energy::{self, Energy};
 use crate::dist::StandardNormal;
 use crate::flows::build::{realnvp_layers, spline_layers, Base, Mixing, RealNvpParams};
-use crate::flows::ScaleBound;
+use crate::flows::{Conditioner, ScaleBound};
 use crate::layer::{Layer, LayerModel};
 use crate::model::{LogProb, Model, SamplingCost};
 use crate::nets::Activation;
@@ -105,6 +105,9 @@ pub struct SnfParams {
     pub activation: Activation,
     #[serde(default = "d_bound")]
     pub scale_bound: ScaleBound,
+    /// The couplings' networks: `shared` (one MLP, identity at start) or `separate` (the SNF paper's RNVP).
+    #[serde(default)]
+    pub conditioner: Conditioner,
     #[serde(default = "d_stochastic")]
     pub stochastic: Stochastic,
     /// MCMC steps per stochastic layer.
@@ -156,6 +159,7 @@ impl Snf {
             hidden: p.hidden.clone(),
             activation: p.activation,
             scale_bound: p.scale_bound,
+            conditioner: p.conditioner,
             actnorm: false,
             batchnorm: false,
             mixing: Mixing::Alternate,

@@ -7,7 +7,7 @@ use super::sort::StochasticPermutation;
 use super::fold::{Fold, Folded};
 use crate::dist::StandardNormal;
 use crate::flows::build::{realnvp_layers, Mixing, RealNvpParams};
-use crate::flows::ScaleBound;
+use crate::flows::{Conditioner, ScaleBound};
 use crate::layer::{Layer, LayerModel};
 use crate::model::{Kind, LogProb, Model, SamplingCost};
 use crate::nets::Activation;
@@ -71,6 +71,9 @@ pub struct SurvaeParams {
     pub activation: Activation,
     #[serde(default = "d_scale")]
     pub scale_bound: ScaleBound,
+    /// The couplings' networks: `shared` (one MLP, identity at start) or `separate` (the SNF paper's RNVP).
+    #[serde(default)]
+    pub conditioner: Conditioner,
     /// Hidden widths of the abs sign classifier and of augment's q(e | x).
     #[serde(default = "d_sign_hidden")]
     pub sign_hidden: Vec<i64>,
@@ -109,6 +112,7 @@ impl Survae {
             hidden: p.hidden.clone(),
             activation: p.activation,
             scale_bound: p.scale_bound,
+            conditioner: p.conditioner,
             actnorm: false,
             batchnorm: false,
             mixing: Mixing::Alternate,

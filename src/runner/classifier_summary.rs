@@ -1,6 +1,6 @@
 //! A classifier run's `summary.json`. It has its own struct: `runner::summary::Summary` describes generative models
 //! (test NLL of the data, sampler cost) and does not fit a classifier.
-use crate::runner::summary::Versions;
+use super::summary::Versions;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -14,17 +14,17 @@ pub struct ClassifierSummary {
     /// `mnist` or `fashion-mnist`.
     pub dataset: String,
     /// Fraction of test images whose argmax class is the label.
-    #[serde(deserialize_with = "crate::runner::summary::f64_or_nan")]
+    #[serde(deserialize_with = "super::summary::f64_or_nan")]
     pub test_accuracy: f64,
     /// Mean cross-entropy -log p(label | x) on the test images, in nats.
-    #[serde(deserialize_with = "crate::runner::summary::f64_or_nan")]
+    #[serde(deserialize_with = "super::summary::f64_or_nan")]
     pub test_nll_nats: f64,
     /// Test images used (the whole 10k test set unless `eval.n_final` caps it).
     pub test_n: i64,
     pub steps: i64,
-    #[serde(deserialize_with = "crate::runner::summary::f64_or_nan")]
+    #[serde(deserialize_with = "super::summary::f64_or_nan")]
     pub train_time_s: f64,
-    #[serde(deserialize_with = "crate::runner::summary::f64_or_nan")]
+    #[serde(deserialize_with = "super::summary::f64_or_nan")]
     pub steps_per_s: f64,
     pub params: i64,
     /// Width of the penultimate layer, the feature space of the Fréchet distance.

@@ -4,9 +4,9 @@
 //! ([ActNorm], mixing, channel coupling), then (except at the last level) a slice that factors out half the channels
 //! to p(z2 | z1). The last level's output goes to the base. Every layer is a bijection or the slice (an exact
 //! inference surjection), so log p(x) is exact, in [0, 1] space, logit Jacobian included.
-use super::build::{Base, Mixing};
-use super::image_coupling::{ImageCoupling, ImageTransform, Mask};
-use super::{ActNorm, Permutation, Reverse, ScaleBound};
+use crate::flows::build::{Base, Mixing};
+use crate::flows::image_coupling::{ImageCoupling, ImageTransform, Mask};
+use crate::flows::{ActNorm, Permutation, Reverse, ScaleBound};
 use crate::dist::{DiagNormal, Distribution, StandardNormal};
 use crate::layer::{Layer, LayerModel};
 use crate::survae::max::{Blocks, Max};
@@ -173,7 +173,7 @@ pub fn multiscale(path: &nn::Path, shape: &[i64], p: &MultiscaleParams) -> Resul
     if p.dequantization == Dequantization::Variational {
         layers.push(Box::new(VarDequant::new(&path.sub("dequantization"), *c, p.hidden_channels, p.blocks)?));
     }
-    layers.push(Box::new(super::logit::Logit::new(p.logit_alpha)?));
+    layers.push(Box::new(crate::flows::logit::Logit::new(p.logit_alpha)?));
     let mut shape = vec![*c, *h, *w];
     for level in 0..p.levels {
         let lp = flow.sub(format!("level{level}"));
@@ -186,7 +186,7 @@ pub fn multiscale(path: &nn::Path, shape: &[i64], p: &MultiscaleParams) -> Resul
             layers.push(Box::new(ImageCoupling::new(&sp.sub("coupling"), &shape, mask, transform, p.hidden_channels, p.blocks)?));
         }
         if level == 0 || p.downsample == Downsample::Slice {
-            layers.push(Box::new(super::squeeze::Squeeze));
+            layers.push(Box::new(crate::flows::squeeze::Squeeze));
             shape = vec![shape[0] * 4, shape[1] / 2, shape[2] / 2];
         }
         for k in 0..p.steps {
@@ -198,7 +198,7 @@ pub fn multiscale(path: &nn::Path, shape: &[i64], p: &MultiscaleParams) -> Resul
                 Mixing::Alternate => {}
                 Mixing::Reverse => layers.push(Box::new(Reverse)),
                 Mixing::Random => layers.push(Box::new(Permutation::new(&sp.sub("perm"), shape[0]))),
-                Mixing::Lu => layers.push(Box::new(super::lu::LuLinear::new(&sp.sub("conv1x1"), shape[0]))),
+                Mixing::Lu => layers.push(Box::new(crate::flows::lu::LuLinear::new(&sp.sub("conv1x1"), shape[0]))),
             }
             let mask = Mask::Channel { parity: p.mixing == Mixing::Alternate && k % 2 == 1 };
             layers.push(Box::new(ImageCoupling::new(&sp.sub("coupling"), &shape, mask, transform, p.hidden_channels, p.blocks)?));
@@ -206,7 +206,7 @@ pub fn multiscale(path: &nn::Path, shape: &[i64], p: &MultiscaleParams) -> Resul
         if level + 1 < p.levels {
             match p.downsample {
                 Downsample::Slice => {
-                    let slice = super::slice::Slice::new(&lp.sub("split"), shape[0], p.split_prior == SplitPrior::Learned)?;
+                    let slice = crate::flows::slice::Slice::new(&lp.sub("split"), shape[0], p.split_prior == SplitPrior::Learned)?;
                     shape[0] -= shape[0] / 2;
                     layers.push(Box::new(slice));
                 }
