@@ -9,6 +9,8 @@ set -euo pipefail
 
 PROFILE=${1:-cpu}
 BIN=${BIN:-target/release/relaxflow}
+# Sweeps run this many trainings at once, one thread each (small 2D models are bound by per-operation overhead).
+JOBS=${JOBS:-$(nproc)}
 DIR=runs/reproduce/$PROFILE
 mkdir -p "$DIR/runs" "$DIR/sweeps"
 CMDS=$DIR/commands.sh
@@ -84,7 +86,7 @@ fi
 SEEDS=$([ "$CPU" = 1 ] && echo 2 || echo 5)
 sweep() {
   local name=$1 exp=$2; shift 2
-  log_run "$BIN" sweep "$exp" --seeds "$SEEDS" --out "$DIR/sweeps/$name" "$@"
+  log_run "$BIN" sweep "$exp" --seeds "$SEEDS" --jobs "$JOBS" --out "$DIR/sweeps/$name" "$@"
 }
 for ds in checkerboard rings; do
   sweep "diffflow-g-$ds" "ablation-diffflow-$ds" --set model.g=$([ "$CPU" = 1 ] && echo 0.001,0.2,1.0 || echo 0.001,0.01,0.05,0.2,0.5,1.0)
@@ -94,9 +96,9 @@ sweep snf-none-rings ablation-snf-rings --set model.stochastic=\"none\"
 sweep snf-mh-steps-rings ablation-snf-rings --set model.mc_steps=$([ "$CPU" = 1 ] && echo 1,10 || echo 1,5,10,20)
 sweep snf-langevin-rings ablation-snf-rings --set model.stochastic=\"langevin\" --set model.step_size=$([ "$CPU" = 1 ] && echo 0.003,0.01,0.03 || echo 0.001,0.003,0.01,0.03,0.1)
 # The SNF paper's double-well table (Wu et al. 2020, experiment 1): every row trained 10 times at the paper's protocol
-# (both profiles: about half an hour of 2 CPU cores); the report puts mean ± sd beside the paper's numbers.
+# (both profiles: about 20 minutes of 2 CPU cores); the report puts mean ± sd beside the paper's numbers.
 for e in snf-paper-rnvp snf-paper-nsf snf-paper-rnvp-mc snf-paper-nsf-mc snf-paper-rnvp-amc snf-paper-rnvp-langevin snf-paper-rnvp-hmc; do
-  log_run "$BIN" sweep "$e" --seeds 10 --out "$DIR/sweeps/$e"
+  log_run "$BIN" sweep "$e" --seeds 10 --jobs "$JOBS" --out "$DIR/sweeps/$e"
 done
 cat > "$DIR/ablations.json" <<JSON
 [

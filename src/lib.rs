@@ -21,3 +21,15 @@ pub mod score;
 pub mod snf;
 pub mod survae;
 pub mod vae;
+pub mod workspace;
+
+pub use workspace::Workspace;
+
+// The library surface: what a researcher composes in their own Rust code (see examples/ and README "Use it as a
+// library").
+pub use dist::{DiagNormal, Distribution, StandardNormal};
+pub use flows::build::{nsf, realnvp, NsfParams, RealNvpParams};
+pub use layer::{Layer, LayerKind, LayerModel};
+pub use model::{Kind, LogProb, Model};
+pub use runner::session::{open_run, Session};
+pub use runner::train::{train, TrainOptions};

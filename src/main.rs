@@ -11,6 +11,13 @@ use tch::Tensor;
 #[derive(Parser)]
 #[command(name = "relaxflow", version, about = "Normalizing flows and the models that relax them")]
 struct Cli {
+    /// Folder of named experiments [default: $RELAXFLOW_EXPERIMENTS, else ./experiments, else the one shipped
+    /// beside the binary].
+    #[arg(long, global = true, value_name = "DIR")]
+    experiments: Option<PathBuf>,
+    /// Folder new runs and sweeps go to [default: $RELAXFLOW_RUNS, else ./runs].
+    #[arg(long, global = true, value_name = "DIR")]
+    runs: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -160,11 +167,12 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let workspace = relaxflow::Workspace::resolve(cli.experiments, cli.runs);
     match cli.command {
-        Command::List => list(),
+        Command::List => list(&workspace),
         Command::Info => info(),
         Command::Train { name, set, steps, seed, device, out, resume, halt_after } => {
-            let opts = TrainOptions { experiment: name, overrides: set, steps, seed, device, out, resume, halt_after };
+            let opts = TrainOptions { experiment: name, overrides: set, steps, seed, device, out, resume, halt_after, workspace };
             let run = runner::train::train(&opts)?;
             println!("{}", run.display());
             Ok(())
@@ -178,7 +186,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Sweep { name, set, seeds, steps, device, out, jobs } => {
-            let opts = runner::sweep::SweepOptions { experiment: name, grid: set, seeds, steps, device, out, jobs };
+            let opts = runner::sweep::SweepOptions { experiment: name, grid: set, seeds, steps, device, out, jobs, workspace };
             let dir = runner::sweep::sweep(&opts)?;
             print!("{}", relaxflow::report::sweep::write(&dir)?);
             eprintln!("wrote {}/sweep.{{md,csv,png,json}}", dir.display());
@@ -198,10 +206,10 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn list() -> Result<()> {
+fn list(ws: &relaxflow::Workspace) -> Result<()> {
     println!("{:<28} {:<10} {:<14} description", "experiment", "family", "dataset");
-    for name in config::list_names()? {
-        let (_, file) = config::resolve_file(&name)?;
+    for name in config::list_names(&ws.experiments)? {
+        let (_, file) = config::resolve_file(&name, &ws.experiments)?;
         let exp = config::load(&file, &[])?;
         let family = registry::family_of(&exp.model, &file.display().to_string())?;
         println!("{:<28} {:<10} {:<14} {}", name, family, exp.data.display_name(), exp.description);

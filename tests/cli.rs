@@ -220,3 +220,30 @@ fn diffflow_resumes_exactly_and_evaluates_with_other_settings() {
     let err = fails(&["eval", a.to_str().unwrap(), "--set", "model.sample_stpes=2"]);
     assert!(err.contains("sample_stpes"), "{err}");
 }
+
+/// The workspace: experiments from --experiments (or $RELAXFLOW_EXPERIMENTS), runs under --runs, from any folder.
+#[test]
+fn experiments_and_runs_folders_come_from_flags_or_the_environment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exps = tmp.path().join("my-experiments");
+    std::fs::create_dir_all(&exps).unwrap();
+    let shipped = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/realnvp-moons.toml")).unwrap();
+    std::fs::write(exps.join("mine.toml"), shipped.replace("description = \"", "description = \"(copy) ")).unwrap();
+    let runs = tmp.path().join("elsewhere");
+    let (e, r) = (exps.to_str().unwrap(), runs.to_str().unwrap());
+
+    let listed = ok(&["--experiments", e, "list"]);
+    assert!(listed.contains("mine") && !listed.contains("realnvp-moons"), "{listed}");
+    let err = fails(&["--experiments", e, "train", "realnvp-moons"]);
+    assert!(err.contains("unknown experiment `realnvp-moons`") && err.contains("known: mine"), "{err}");
+    let err = fails(&["--experiments", "/no/such/folder", "list"]);
+    assert!(err.contains("/no/such/folder") && err.contains("RELAXFLOW_EXPERIMENTS"), "{err}");
+
+    // From another folder, through the environment: the run lands under --runs.
+    let mut args = vec!["--runs", r, "train", "mine", "--steps", "3"];
+    args.extend(TINY);
+    let out = Command::new(env!("CARGO_BIN_EXE_relaxflow")).args(&args).current_dir(tmp.path()).env("RELAXFLOW_EXPERIMENTS", e).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert!(run.starts_with(&runs) && run.parent().unwrap().ends_with("mine") && run.join("summary.json").exists(), "{}", run.display());
+}

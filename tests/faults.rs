@@ -215,3 +215,66 @@ fn bad_data_and_libtorch_failures_are_clean_errors() {
     assert!(err.contains("allocate"), "{err}");
     assert!(!out.exists());
 }
+
+/// `sweep --jobs 2`: the runs are child processes; their numbers equal an in-process sweep's; a signal to the sweep
+/// reaches every running child once (each checkpoints and stops), and the same command then finishes the sweep.
+#[test]
+fn parallel_sweeps_match_serial_ones_and_stop_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sweep = |out: &Path, jobs: &str, steps: &str| -> Vec<String> {
+        let mut a: Vec<String> = ["sweep", "realnvp-moons", "--seeds", "2", "--steps", steps, "--jobs", jobs, "--out", out.to_str().unwrap()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        a.extend(TINY.iter().map(|s| s.to_string()));
+        a
+    };
+    let nll = |dir: &Path, seed: i64| -> f64 {
+        let text = std::fs::read_to_string(dir.join(format!("default/seed-{seed}/summary.json"))).unwrap();
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()["test_nll_nats"].as_f64().unwrap()
+    };
+    let (serial, parallel) = (tmp.path().join("serial"), tmp.path().join("parallel"));
+    ok(&refs(&sweep(&serial, "1", "30")));
+    let out = relaxflow(&refs(&sweep(&parallel, "2", "30")));
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("[default/seed-0]") && err.contains("[default/seed-1]"), "child output is relayed with its run:\n{err}");
+    for seed in [0, 1] {
+        let (a, b) = (nll(&serial, seed), nll(&parallel, seed));
+        assert!((a - b).abs() < 1e-3 * a.abs().max(1.0), "seed {seed}: serial {a} vs parallel {b}");
+    }
+    assert_ne!(nll(&parallel, 0), nll(&parallel, 1), "the seeds are different runs");
+    let table = std::fs::read_to_string(parallel.join("sweep.json")).unwrap();
+    assert_eq!(table.matches("\"done\"").count(), 2, "{table}");
+
+    // SIGTERM to the sweep while both children train: both checkpoint and stop, the sweep exits 143.
+    let long = tmp.path().join("long");
+    let mut args = sweep(&long, "2", "200000");
+    args.extend(["--set", "train.checkpoint_every=100000"].iter().map(|s| s.to_string()));
+    let child = bin().args(refs(&args)).stderr(Stdio::piped()).spawn().unwrap();
+    let t0 = std::time::Instant::now();
+    while !(long.join("default/seed-0/checkpoint.pt").exists() && long.join("default/seed-1/checkpoint.pt").exists()) {
+        assert!(t0.elapsed().as_secs() < 60, "the runs never started");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    unsafe { libc_kill(child.id() as i32, 15) };
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(143), "{err}");
+    assert!(err.contains("run the same command again to continue"), "{err}");
+    for seed in [0, 1] {
+        let ckpt = format!("[default/seed-{seed}] error: stopped by SIGTERM: checkpoint at step ");
+        assert!(err.contains(&ckpt), "seed {seed} checkpointed on the signal:\n{err}");
+    }
+    // The same command with fewer steps than were reached would go back; with the original --steps it would run
+    // forever, so finish each run at its checkpoint + 5 steps through `train --resume`, then the sweep keeps them.
+    for seed in [0, 1] {
+        let run = long.join(format!("default/seed-{seed}"));
+        let text = std::fs::read_to_string(&run.join("run.json")).unwrap();
+        assert!(text.contains("realnvp-moons"));
+        let at: i64 = err.split(&format!("[default/seed-{seed}] error: stopped by SIGTERM: checkpoint at step ")).nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+        ok(&["train", "--resume", run.to_str().unwrap(), "--steps", &(at + 5).to_string()]);
+        assert!(run.join("summary.json").exists());
+    }
+}

@@ -70,9 +70,9 @@ pub fn classifier_experiment(dataset_name: &str) -> Option<&'static str> {
 }
 
 /// The newest finished classifier run (by the time of its summary.json) for `dataset_name` under
-/// `runs/<mnist|fashion>-classifier/`, relative to the current folder; None when there is none.
-pub fn find_classifier(dataset_name: &str) -> Option<PathBuf> {
-    let base = Path::new("runs").join(classifier_experiment(dataset_name)?);
+/// `<runs>/<mnist|fashion>-classifier/`; None when there is none.
+pub fn find_classifier(dataset_name: &str, runs: &Path) -> Option<PathBuf> {
+    let base = runs.join(classifier_experiment(dataset_name)?);
     std::fs::read_dir(base)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))

@@ -162,21 +162,10 @@ impl Default for EvalConfig {
     }
 }
 
-/// Where named experiments live: `./experiments`, else the crate's own folder.
-pub fn experiments_dir() -> PathBuf {
-    let local = PathBuf::from("experiments");
-    if local.is_dir() {
-        local
-    } else {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments")
-    }
-}
-
-/// Names of every experiment, sorted.
-pub fn list_names() -> Result<Vec<String>> {
-    let dir = experiments_dir();
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .with_context(|| format!("cannot read {}", dir.display()))?
+/// Names of every experiment in `dir`, sorted.
+pub fn list_names(dir: &Path) -> Result<Vec<String>> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read the experiments folder {} (set --experiments or $RELAXFLOW_EXPERIMENTS)", dir.display()))?
         .filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".toml")).map(str::to_owned))
         .collect();
@@ -184,9 +173,9 @@ pub fn list_names() -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// The file an experiment name (or a path to a .toml) refers to. A name is a plain word (letters, digits, `-`, `_`,
-/// `.`): it names the run folder runs/NAME, so it may not climb out of runs/.
-pub fn resolve_file(name: &str) -> Result<(String, PathBuf)> {
+/// The file an experiment name (in `dir`) or a path to a .toml refers to. A name is a plain word (letters, digits,
+/// `-`, `_`, `.`): it names the run folder runs/NAME, so it may not climb out of runs/.
+pub fn resolve_file(name: &str, dir: &Path) -> Result<(String, PathBuf)> {
     if name.ends_with(".toml") {
         let path = PathBuf::from(name);
         if !path.exists() {
@@ -197,9 +186,9 @@ pub fn resolve_file(name: &str) -> Result<(String, PathBuf)> {
         return Ok((stem, path));
     }
     check_name(name)?;
-    let path = experiments_dir().join(format!("{name}.toml"));
+    let path = dir.join(format!("{name}.toml"));
     if !path.exists() {
-        let known = list_names().unwrap_or_default().join(", ");
+        let known = list_names(dir).unwrap_or_default().join(", ");
         bail!("unknown experiment `{name}` (no {}); known: {known}", path.display());
     }
     Ok((name.to_string(), path))
@@ -384,7 +373,7 @@ mod tests {
     #[test]
     fn names_cannot_climb_out_of_runs() {
         for bad in ["../../x", "a/b", ".hidden", ""] {
-            assert!(resolve_file(bad).unwrap_err().to_string().contains("is not an experiment name"), "{bad}");
+            assert!(resolve_file(bad, Path::new("experiments")).unwrap_err().to_string().contains("is not an experiment name"), "{bad}");
         }
     }
 

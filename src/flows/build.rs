@@ -91,6 +91,13 @@ pub struct RealNvpParams {
     pub resampled: ResampledParams,
 }
 
+impl Default for RealNvpParams {
+    /// The defaults of `kind = "realnvp"` (every key of an empty `[model]` table).
+    fn default() -> Self {
+        toml::from_str("").expect("every realnvp key has a default")
+    }
+}
+
 /// `kind = "nice"`: additive couplings followed by a diagonal scaling (Dinh et al. 2015, §3.3); the scaling is an
 /// ActNorm, so it is also data-initialised.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -119,6 +126,13 @@ fn default_bins() -> i64 {
 }
 fn default_bound() -> f64 {
     4.0
+}
+
+impl Default for NsfParams {
+    /// The defaults of `kind = "nsf"`.
+    fn default() -> Self {
+        toml::from_str("").expect("every nsf key has a default")
+    }
 }
 
 /// `kind = "nsf"`: rational-quadratic spline couplings with linear tails (Durkan et al. 2019, RQ-NSF (C)).

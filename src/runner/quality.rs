@@ -80,7 +80,7 @@ pub fn image_quality(s: &Session, samples: &Tensor) -> Option<serde_json::Value>
     if s.data.binarized || classifier::classifier_experiment(&s.data.name).is_none() {
         return None;
     }
-    let Some(classifier) = s.exp.eval.classifier.clone().or_else(|| classifier::find_classifier(&s.data.name)) else {
+    let Some(classifier) = s.exp.eval.classifier.clone().or_else(|| classifier::find_classifier(&s.data.name, &s.runs)) else {
         eprintln!(
             "note: no {} run found, so no image sample quality (train it first: relaxflow train {})",
             classifier::classifier_experiment(&s.data.name).unwrap_or("classifier"),

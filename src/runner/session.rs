@@ -12,6 +12,8 @@ pub struct Session {
     pub vs: nn::VarStore,
     pub model: Box<dyn Model>,
     pub device: Device,
+    /// The workspace's runs folder, where a finished image run looks for its classifier.
+    pub runs: std::path::PathBuf,
 }
 
 impl Session {
@@ -22,7 +24,7 @@ impl Session {
         let vs = nn::VarStore::new(device);
         let (model, resolved) = registry::build(&exp.model, &vs.root(), &data.shape, origin)?;
         exp.model = resolved;
-        Ok(Session { exp, data, vs, model, device })
+        Ok(Session { exp, data, vs, model, device, runs: "runs".into() })
     }
 
     /// Number of trainable scalars.

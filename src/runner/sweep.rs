@@ -65,6 +65,7 @@ pub struct SweepOptions {
     pub out: Option<PathBuf>,
     /// Runs at a time; above 1 each run is a child process (see `pool`); 0 counts as 1.
     pub jobs: usize,
+    pub workspace: crate::workspace::Workspace,
 }
 
 /// Splits `v1,v2,...` at commas outside brackets and quotes, so `[64, 64],[32]` is two values.
@@ -183,7 +184,7 @@ fn plan(o: &SweepOptions, file: &Path, overrides: &[String], seed: i64, dir: &Pa
     all.push(format!("train.seed={seed}"));
     let mut expected = crate::experiment::config::load(file, &all)?;
     super::train::absolute_data_paths(&mut expected.data);
-    let base = TrainOptions { device: o.device.clone(), steps: o.steps, ..Default::default() };
+    let base = TrainOptions { device: o.device.clone(), steps: o.steps, workspace: o.workspace.clone(), ..Default::default() };
     if rundir::is_run(dir) || dir.join("config.toml").exists() {
         let config = dir.join("config.toml");
         let run = crate::experiment::config::load(&config, &[])
@@ -205,8 +206,9 @@ fn plan(o: &SweepOptions, file: &Path, overrides: &[String], seed: i64, dir: &Pa
 
 /// The command line of `relaxflow train` that does what `t` asks.
 fn train_args(t: &TrainOptions) -> Vec<String> {
-    let mut a = vec!["train".to_string()];
     let path = |p: &PathBuf| p.to_string_lossy().into_owned();
+    let ws = &t.workspace;
+    let mut a = vec!["--experiments".to_string(), path(&ws.experiments), "--runs".into(), path(&ws.runs), "train".into()];
     match (&t.resume, &t.experiment) {
         (Some(dir), _) => a.extend(["--resume".into(), path(dir)]),
         (None, Some(exp)) => a.push(exp.clone()),
@@ -321,17 +323,18 @@ fn run_children(o: &SweepOptions, file: &Path, out: &Path, tasks: &[Task], save:
 
 /// Runs the sweep and returns its folder (holding sweep.json). Fails when every run failed.
 pub fn sweep(o: &SweepOptions) -> Result<PathBuf> {
+    super::interrupt::install();
     anyhow::ensure!(o.seeds >= 1, "--seeds must be at least 1");
     let (axes, single): (Vec<Axis>, Vec<Axis>) = parse_grid(&o.grid)?.into_iter().partition(|a| a.values.len() > 1);
     let fixed: Vec<String> = single.iter().map(|a| format!("{}={}", a.key, a.values[0])).collect();
-    let (name, file) = crate::experiment::config::resolve_file(&o.experiment)?;
+    let (name, file) = crate::experiment::config::resolve_file(&o.experiment, &o.workspace.experiments)?;
     let grid = points(&axes);
     let overrides_of = |values: &[(String, String)]| -> Vec<String> { fixed.iter().cloned().chain(values.iter().map(|(k, v)| format!("{k}={v}"))).collect() };
     // Every grid point's config must load before anything is trained or written.
     for values in &grid {
         crate::experiment::config::load(&file, &overrides_of(values)).with_context(|| format!("grid point {}", point_dir(values)))?;
     }
-    let out = o.out.clone().unwrap_or_else(|| Path::new("runs").join("sweeps").join(&name));
+    let out = o.out.clone().unwrap_or_else(|| o.workspace.runs.join("sweeps").join(&name));
     no_link(&out)?;
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let _lock = FolderLock::acquire(&out)?;

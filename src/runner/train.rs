@@ -11,6 +11,7 @@ use super::summary;
 use super::rundir::{self, FolderLock, Staging};
 use super::{files, interrupt, parse_device, sync};
 use crate::experiment::config::{self, resolve_file};
+use crate::workspace::Workspace;
 use crate::experiment::{Experiment, LrSchedule, TrainConfig};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -35,6 +36,8 @@ pub struct TrainOptions {
     pub resume: Option<PathBuf>,
     /// Testing aid: stop (as if killed) right after this step.
     pub halt_after: Option<i64>,
+    /// Where named experiments are read and new runs written.
+    pub workspace: Workspace,
 }
 
 /// Trains and returns the run folder.
@@ -84,12 +87,14 @@ pub trait Trainable {
 
 /// The experiment behind `exp`, built on `device`: the classifier for `model.kind = "classifier"`, else a generative
 /// model from the registry. The one place the two kinds of run part.
-pub fn open(exp: Experiment, origin: &str, device: Device) -> Result<Box<dyn Trainable>> {
+pub fn open(exp: Experiment, origin: &str, device: Device, ws: &Workspace) -> Result<Box<dyn Trainable>> {
     let kind = exp.model.get("kind").and_then(|k| k.as_str());
     if kind == Some(super::classifier_run::KIND) {
         return Ok(Box::new(super::classifier_run::ClassifierRun::open(exp, origin, device)?));
     }
-    Ok(Box::new(Session::open(exp, origin, device)?))
+    let mut s = Session::open(exp, origin, device)?;
+    s.runs = ws.runs.clone();
+    Ok(Box::new(s))
 }
 
 fn adam_config(t: &TrainConfig) -> AdamConfig {
@@ -102,14 +107,14 @@ type Started = (Box<dyn Trainable>, PathBuf, String, Progress, Adam, FolderLock)
 /// (--out, else runs/NAME/<stamp>), refusing a folder that already holds a run.
 fn fresh_experiment(opts: &TrainOptions) -> Result<(String, PathBuf, Experiment, PathBuf)> {
     let Some(experiment) = opts.experiment.as_deref() else { bail!("name an experiment to train (see `relaxflow list`)") };
-    let (name, file) = resolve_file(experiment)?;
+    let (name, file) = resolve_file(experiment, &opts.workspace.experiments)?;
     let mut overrides = opts.overrides.clone();
     overrides.extend(opts.steps.map(|n| format!("train.steps={n}")));
     overrides.extend(opts.seed.map(|n| format!("train.seed={n}")));
     let exp = config::load(&file, &overrides)?;
     let run = match &opts.out {
         Some(dir) => dir.clone(),
-        None => new_run_dir(&name)?,
+        None => new_run_dir(&opts.workspace.runs, &name)?,
     };
     if rundir::is_run(&run) || run.join("config.toml").exists() {
         bail!("{} already holds a run; continue it with --resume {}", run.display(), run.display());
@@ -230,7 +235,7 @@ fn fresh(opts: &TrainOptions, device: Device) -> Result<Started> {
     let (name, file, mut exp, target) = fresh_experiment(opts)?;
     absolute_data_paths(&mut exp.data);
     // The folder is made only once the data loads and the model builds, so a bad config leaves nothing behind.
-    let job = open(exp, &file.display().to_string(), device)?;
+    let job = open(exp, &file.display().to_string(), device, &opts.workspace)?;
     let adam = Adam::new(job.vs(), adam_config(&job.exp().train))?;
     data_init(&*job);
     let start = Progress { step: 0, elapsed_s: 0.0 };
@@ -245,7 +250,7 @@ fn fresh(opts: &TrainOptions, device: Device) -> Result<Started> {
 
 fn resume(opts: &TrainOptions, run: &Path, device: Device) -> Result<Started> {
     let (lock, config_path, exp) = resume_experiment(opts, run)?;
-    let job = open(exp, &config_path.display().to_string(), device)?;
+    let job = open(exp, &config_path.display().to_string(), device, &opts.workspace)?;
     let (adam, progress, name) = resume_state(opts, run, job.vs(), job.exp())?;
     if progress.is_none() {
         data_init(&*job);
@@ -263,10 +268,10 @@ pub(crate) fn absolute_data_paths(data: &mut crate::data::DataConfig) {
     }
 }
 
-/// runs/NAME/<YYYYmmdd-HHMMSS> (publishing adds a suffix if that is taken by then).
-fn new_run_dir(name: &str) -> Result<PathBuf> {
+/// RUNS/NAME/<YYYYmmdd-HHMMSS> (publishing adds a suffix if that is taken by then).
+fn new_run_dir(runs: &Path, name: &str) -> Result<PathBuf> {
     let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S").to_string();
-    let base = Path::new("runs").join(name);
+    let base = runs.join(name);
     let mut dir = base.join(&stamp);
     let mut k = 2;
     while dir.exists() {
