@@ -6,7 +6,7 @@
 use anyhow::Result;
 use relaxflow::flows::build::realnvp_layers;
 use relaxflow::survae::augment::Augment;
-use relaxflow::{Kind, Layer, LayerModel, Model, RealNvpParams, StandardNormal};
+use relaxflow::{Family, Kind, Layer, LayerModel, Model, RealNvpParams, StandardNormal};
 use tch::{nn, nn::OptimizerConfig, Device};
 
 /// The augmented flow, trained `steps` steps on the checkerboard; returns (kind, test NLL in nats: an upper bound).
@@ -18,7 +18,7 @@ fn run(steps: i64) -> Result<(Kind, f64)> {
     let root = vs.root();
     let mut layers: Vec<Box<dyn Layer>> = vec![Box::new(Augment::new(&root.sub("augment"), 2, 2, &[32])?)];
     layers.extend(realnvp_layers(&root.sub("flow"), 4, &RealNvpParams { n_layers: 6, ..Default::default() })?);
-    let model = LayerModel { layers, base: Box::new(StandardNormal { shape: vec![4], device: Device::Cpu }), family: "survae" };
+    let model = LayerModel { layers, base: Box::new(StandardNormal { shape: vec![4], device: Device::Cpu }), family: Family::Survae };
     let mut adam = nn::Adam::default().build(&vs, 1e-3)?;
     for step in 0..steps {
         let idx = tch::Tensor::randint(train.size()[0], [256], (tch::Kind::Int64, Device::Cpu));

@@ -60,7 +60,7 @@ pub trait Layer: std::fmt::Debug {
 pub struct LayerModel {
     pub layers: Vec<Box<dyn Layer>>,
     pub base: Box<dyn Distribution>,
-    pub family: &'static str,
+    pub family: crate::model::Family,
 }
 
 impl LayerModel {
@@ -200,7 +200,7 @@ impl Model for LayerModel {
         })
     }
 
-    fn family(&self) -> &'static str {
+    fn family(&self) -> crate::model::Family {
         self.family
     }
 

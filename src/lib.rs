@@ -30,6 +30,6 @@ pub use workspace::Workspace;
 pub use dist::{DiagNormal, Distribution, StandardNormal};
 pub use flows::build::{nsf, realnvp, NsfParams, RealNvpParams};
 pub use layer::{Layer, LayerKind, LayerModel};
-pub use model::{Kind, LogProb, Model};
+pub use model::{Family, Kind, LogProb, Model};
 pub use runner::session::{open_run, Session};
 pub use runner::train::{train, TrainOptions};

@@ -34,6 +34,51 @@ impl Kind {
     }
 }
 
+/// The model families relaxflow compares, in the survey's order (run.json and summary.json write them in lower case).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    Flow,
+    Survae,
+    Vae,
+    Snf,
+    Diffusion,
+    Score,
+    Diffflow,
+    /// Not a generative model: the CNN whose features score image samples.
+    Classifier,
+}
+
+impl Family {
+    pub const ALL: [Family; 8] =
+        [Family::Flow, Family::Survae, Family::Vae, Family::Snf, Family::Diffusion, Family::Score, Family::Diffflow, Family::Classifier];
+
+    /// The lower-case name written into run folders.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Flow => "flow",
+            Family::Survae => "survae",
+            Family::Vae => "vae",
+            Family::Snf => "snf",
+            Family::Diffusion => "diffusion",
+            Family::Score => "score",
+            Family::Diffflow => "diffflow",
+            Family::Classifier => "classifier",
+        }
+    }
+
+    /// The family named `name` (as written in a summary), if any.
+    pub fn parse(name: &str) -> Option<Family> {
+        Family::ALL.into_iter().find(|f| f.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// Per-example log-likelihood (nats) together with its kind.
 #[derive(Debug)]
 pub struct LogProb {
@@ -93,7 +138,7 @@ pub trait Model {
     /// normalization's running statistics, a resampled base's normaliser.
     fn set_training(&self, _on: bool) {}
     /// The family this model belongs to (flow, vae, ...), for tables.
-    fn family(&self) -> &'static str;
+    fn family(&self) -> Family;
     /// Family-specific evaluation written to summary.json under `diagnostics` (e.g. importance weights against an
     /// energy target), from `n` samples repeated `repeats` times.
     fn diagnostics(&self, _n: i64, _repeats: i64) -> Option<serde_json::Value> {

@@ -224,7 +224,7 @@ pub fn multiscale(path: &nn::Path, shape: &[i64], p: &MultiscaleParams) -> Resul
     };
     // Max pooling and variational dequantization make it a SurVAE flow (the slice alone keeps Glow a flow).
     let surjective = p.downsample == Downsample::MaxPool || p.dequantization == Dequantization::Variational;
-    Ok(LayerModel { layers, base, family: if surjective { "survae" } else { "flow" } })
+    Ok(LayerModel { layers, base, family: if surjective { crate::model::Family::Survae } else { crate::model::Family::Flow } })
 }
 
 #[cfg(test)]

@@ -419,8 +419,8 @@ impl Model for DiffFlow {
         }
     }
 
-    fn family(&self) -> &'static str {
-        "diffflow"
+    fn family(&self) -> crate::model::Family {
+        crate::model::Family::Diffflow
     }
 
     fn estimator(&self) -> serde_json::Value {

@@ -245,8 +245,8 @@ impl Model for Ddpm {
         SamplingCost { nfe_per_sample: n, steps: n }
     }
 
-    fn family(&self) -> &'static str {
-        "diffusion"
+    fn family(&self) -> crate::model::Family {
+        crate::model::Family::Diffusion
     }
 
     fn estimator(&self) -> serde_json::Value {

@@ -3,7 +3,7 @@
 use super::config::parse_value;
 use crate::flows::build::{maf, nice, nsf, planar, realnvp, MafParams, NiceParams, NsfParams, PlanarParams, RealNvpParams};
 use crate::multiscale;
-use crate::model::Model;
+use crate::model::{Family, Model};
 use crate::diffflow::{DiffFlow, DiffFlowParams};
 use crate::diffusion::{Ddpm, DdpmParams};
 use crate::score::{ScoreModel, ScoreParams};
@@ -20,7 +20,7 @@ pub type Build = fn(&toml::Table, &nn::Path, &[i64], &str) -> Result<(Box<dyn Mo
 /// One model kind.
 pub struct Entry {
     pub kind: &'static str,
-    pub family: &'static str,
+    pub family: Family,
     pub about: &'static str,
     pub build: Build,
 }
@@ -28,32 +28,32 @@ pub struct Entry {
 /// Every registered model kind.
 pub fn entries() -> Vec<Entry> {
     vec![
-        Entry { kind: "realnvp", family: "flow", about: "affine coupling flow (RealNVP); multi-scale with ResNet couplings on images", build: build_realnvp },
-        Entry { kind: "glow", family: "flow", about: "Glow on images: ActNorm, invertible 1x1 convolution, affine coupling, multi-scale", build: build_glow },
-        Entry { kind: "maf", family: "flow", about: "masked autoregressive flow (MAF), or IAF with direction = \"iaf\"", build: build_maf },
-        Entry { kind: "nsf", family: "flow", about: "rational-quadratic spline coupling flow (NSF)", build: build_nsf },
-        Entry { kind: "planar", family: "flow", about: "planar or radial flow (Rezende & Mohamed), density direction closed-form", build: build_planar },
-        Entry { kind: "nice", family: "flow", about: "additive coupling flow with diagonal scaling (NICE)", build: build_nice },
-        Entry { kind: "survae", family: "survae", about: "SurVAE flow: abs / sort / stochastic permutation / augment layer + RealNVP; exact or IWBO(k)", build: build_survae },
-        Entry { kind: "vae", family: "vae", about: "VAE (ELBO) or IWAE(k): MLP/conv encoder-decoder, Bernoulli/Gaussian/discretized-logistic decoder", build: build_vae },
+        Entry { kind: "realnvp", family: Family::Flow, about: "affine coupling flow (RealNVP); multi-scale with ResNet couplings on images", build: build_realnvp },
+        Entry { kind: "glow", family: Family::Flow, about: "Glow on images: ActNorm, invertible 1x1 convolution, affine coupling, multi-scale", build: build_glow },
+        Entry { kind: "maf", family: Family::Flow, about: "masked autoregressive flow (MAF), or IAF with direction = \"iaf\"", build: build_maf },
+        Entry { kind: "nsf", family: Family::Flow, about: "rational-quadratic spline coupling flow (NSF)", build: build_nsf },
+        Entry { kind: "planar", family: Family::Flow, about: "planar or radial flow (Rezende & Mohamed), density direction closed-form", build: build_planar },
+        Entry { kind: "nice", family: Family::Flow, about: "additive coupling flow with diagonal scaling (NICE)", build: build_nice },
+        Entry { kind: "survae", family: Family::Survae, about: "SurVAE flow: abs / sort / stochastic permutation / augment layer + RealNVP; exact or IWBO(k)", build: build_survae },
+        Entry { kind: "vae", family: Family::Vae, about: "VAE (ELBO) or IWAE(k): MLP/conv encoder-decoder, Bernoulli/Gaussian/discretized-logistic decoder", build: build_vae },
         Entry {
             kind: "snf",
-            family: "snf",
+            family: Family::Snf,
             about: "stochastic normalizing flow: RealNVP blocks + Langevin/MH/HMC layers on an energy (or none: a flow)",
             build: build_snf,
         },
-        Entry { kind: "ddpm", family: "diffusion", about: "denoising diffusion (DDPM): L_simple, ancestral/DDIM, VLB", build: build_ddpm },
-        Entry { kind: "score", family: "score", about: "score SDE (VP / sub-VP / VE): DSM, EM/PC/ODE samplers, PF-ODE likelihood", build: build_score },
+        Entry { kind: "ddpm", family: Family::Diffusion, about: "denoising diffusion (DDPM): L_simple, ancestral/DDIM, VLB", build: build_ddpm },
+        Entry { kind: "score", family: Family::Score, about: "score SDE (VP / sub-VP / VE): DSM, EM/PC/ODE samplers, PF-ODE likelihood", build: build_score },
         Entry {
             kind: "diffflow",
-            family: "diffflow",
+            family: Family::Diffflow,
             about: "diffusion normalizing flow: trainable drift + score, KL of path measures, PF-ODE likelihood",
             build: build_diffflow,
         },
-        Entry { kind: "ncsn", family: "score", about: "NCSN: VE score model sampled by annealed Langevin dynamics", build: build_ncsn },
+        Entry { kind: "ncsn", family: Family::Score, about: "NCSN: VE score model sampled by annealed Langevin dynamics", build: build_ncsn },
         Entry {
             kind: "classifier",
-            family: "classifier",
+            family: Family::Classifier,
             about: "CNN classifier of MNIST / Fashion-MNIST whose features score image samples (not a generative model)",
             build: build_classifier,
         },
@@ -233,14 +233,14 @@ fn build_classifier(_: &toml::Table, _: &nn::Path, _: &[i64], origin: &str) -> R
 }
 
 /// The family a `[model]` table builds (an SNF without stochastic layers is a flow).
-pub fn family_of(model: &toml::Table, origin: &str) -> Result<&'static str> {
+pub fn family_of(model: &toml::Table, origin: &str) -> Result<Family> {
     let entry = entry_for(model, origin)?;
     let stochastic = model.get("stochastic").and_then(|s| s.as_str()).unwrap_or("none");
     let key = |k: &str, default: &str| model.get(k).and_then(|v| v.as_str()).unwrap_or(default).to_string();
     let surjective = key("downsample", "slice") == "max_pool" || key("dequantization", "uniform") == "variational";
     Ok(match entry.kind {
-        "snf" if stochastic == "none" => "flow",
-        "glow" | "realnvp" if surjective => "survae",
+        "snf" if stochastic == "none" => Family::Flow,
+        "glow" | "realnvp" if surjective => Family::Survae,
         _ => entry.family,
     })
 }
@@ -258,7 +258,7 @@ mod tests {
     fn builds_with_defaults_filled_in() {
         let vs = nn::VarStore::new(Device::Cpu);
         let (m, resolved) = build(&table("kind = \"realnvp\"\nn_layers = 2"), &vs.root(), &[2], "f.toml").unwrap();
-        assert_eq!(m.family(), "flow");
+        assert_eq!(m.family(), Family::Flow);
         assert_eq!(resolved["hidden"].as_array().unwrap().len(), 2);
         assert_eq!(resolved["kind"].as_str(), Some("realnvp"));
     }
@@ -289,7 +289,7 @@ mod tests {
         assert!(e.contains("`model.n_layers`") && e.contains("invalid type"), "{e}");
         let e = err("kind = \"classifier\"", &[1, 28, 28]);
         assert!(e.contains("f.toml") && e.contains("not a generative model"), "{e}");
-        assert_eq!(family_of(&table("kind = \"classifier\""), "f.toml").unwrap(), "classifier");
+        assert_eq!(family_of(&table("kind = \"classifier\""), "f.toml").unwrap(), Family::Classifier);
         let e = err("kind = \"nice\"", &[1, 28, 28]);
         assert!(e.contains("needs vector data") && e.contains("data.flatten"), "{e}");
     }

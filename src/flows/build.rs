@@ -259,7 +259,7 @@ pub fn maf(path: &nn::Path, dim: i64, p: &MafParams) -> Result<LayerModel> {
             layers.push(Box::new(Reverse));
         }
     }
-    Ok(LayerModel { layers, base: base(path, dim, p.base, p.base_components, &p.resampled)?, family: "flow" })
+    Ok(LayerModel { layers, base: base(path, dim, p.base, p.base_components, &p.resampled)?, family: crate::model::Family::Flow })
 }
 
 /// The layer of `kind = "planar"`.
@@ -308,7 +308,7 @@ pub fn planar(path: &nn::Path, dim: i64, p: &PlanarParams) -> Result<LayerModel>
             }
         })
         .collect();
-    Ok(LayerModel { layers, base: base(path, dim, p.base, p.base_components, &p.resampled)?, family: "flow" })
+    Ok(LayerModel { layers, base: base(path, dim, p.base, p.base_components, &p.resampled)?, family: crate::model::Family::Flow })
 }
 
 /// What a stack of couplings needs, whichever coupling it is.
@@ -384,7 +384,7 @@ pub fn spline_layers(path: &nn::Path, dim: i64, n_layers: usize, hidden: &[i64],
 /// A RealNVP model on [batch, dim] data.
 pub fn realnvp(path: &nn::Path, dim: i64, p: &RealNvpParams) -> Result<LayerModel> {
     let layers = realnvp_layers(&path.sub("flow"), dim, p)?;
-    Ok(LayerModel { layers, base: base(path, dim, p.base, p.base_components, &p.resampled)?, family: "flow" })
+    Ok(LayerModel { layers, base: base(path, dim, p.base, p.base_components, &p.resampled)?, family: crate::model::Family::Flow })
 }
 
 /// A neural spline flow (coupling) on [batch, dim] data.
@@ -401,7 +401,7 @@ pub fn nsf(path: &nn::Path, dim: i64, p: &NsfParams) -> Result<LayerModel> {
         conditioner: Conditioner::Shared,
     };
     let layers = couplings(&path.sub("flow"), dim, &stack)?;
-    Ok(LayerModel { layers, base: base(path, dim, p.base, p.base_components, &p.resampled)?, family: "flow" })
+    Ok(LayerModel { layers, base: base(path, dim, p.base, p.base_components, &p.resampled)?, family: crate::model::Family::Flow })
 }
 
 /// A NICE model on [batch, dim] data.
@@ -418,7 +418,7 @@ pub fn nice(path: &nn::Path, dim: i64, p: &NiceParams) -> Result<LayerModel> {
     };
     let mut layers = couplings(&path.sub("flow"), dim, &stack)?;
     layers.push(Box::new(ActNorm::new(&path.sub("scaling"), dim)));
-    Ok(LayerModel { layers, base: base(path, dim, p.base, p.base_components, &p.resampled)?, family: "flow" })
+    Ok(LayerModel { layers, base: base(path, dim, p.base, p.base_components, &p.resampled)?, family: crate::model::Family::Flow })
 }
 
 #[cfg(test)]

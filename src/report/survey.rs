@@ -24,11 +24,9 @@ pub struct Ablation {
     pub xlabel: String,
 }
 
-/// The order families appear in, following the survey.
-const FAMILIES: [&str; 7] = ["flow", "survae", "vae", "snf", "diffusion", "score", "diffflow"];
-
+/// The order families appear in: the survey's (`Family`'s order), unknown names last.
 fn family_rank(f: &str) -> usize {
-    FAMILIES.iter().position(|x| *x == f).unwrap_or(FAMILIES.len())
+    crate::model::Family::parse(f).map_or(crate::model::Family::ALL.len(), |f| f as usize)
 }
 
 /// Published test numbers (REFERENCES.md) for a run, by model kind and dataset.
@@ -405,7 +403,7 @@ pub fn report(dir: &Path, out: &Path) -> Result<(PathBuf, PathBuf)> {
         blocks.push(Block::Markdown(format!("### The classifiers that score image samples\n\n{}", md_table(&["experiment", "dataset", "test accuracy", "steps"], &rows))));
     }
     // Figure 1: a flow with a Gaussian base against a target with sharp edges.
-    let sharp = |s: &Summary| s.family == "flow" && ["checkerboard", "rings"].contains(&s.dataset.as_str());
+    let sharp = |s: &Summary| s.family == crate::model::Family::Flow.as_str() && ["checkerboard", "rings"].contains(&s.dataset.as_str());
     let figure1 = runs.iter().find(|(_, s)| sharp(s) && s.model_kind == "realnvp").or_else(|| runs.iter().find(|(_, s)| sharp(s)));
     if let Some((run, s)) = figure1 {
         if let Ok(pic) = super::contact::final_picture(run) {

@@ -84,8 +84,8 @@ impl Trainable for ClassifierRun {
     fn device(&self) -> Device {
         self.device
     }
-    fn family(&self) -> &str {
-        KIND
+    fn family(&self) -> crate::model::Family {
+        crate::model::Family::Classifier
     }
     fn shape(&self) -> Vec<i64> {
         vec![1, 28, 28]

@@ -23,7 +23,7 @@ impl Trainable for Session {
     fn device(&self) -> Device {
         self.device
     }
-    fn family(&self) -> &str {
+    fn family(&self) -> crate::model::Family {
         self.model.family()
     }
     fn shape(&self) -> Vec<i64> {
@@ -113,7 +113,7 @@ fn finish(s: &Session, run: &Path, name: &str) -> Result<()> {
     sampling.extend(super::sampling::alternatives(s, run, device)?);
     let summary = Summary {
         experiment: name.to_string(),
-        family: s.model.family().into(),
+        family: s.model.family().to_string(),
         model_kind: s.exp.model.get("kind").and_then(|k| k.as_str()).unwrap_or("?").into(),
         dataset: s.data.name.clone(),
         dim: s.data.dim(),

@@ -64,7 +64,7 @@ pub trait Trainable {
     fn exp(&self) -> &Experiment;
     fn device(&self) -> Device;
     /// run.json's family.
-    fn family(&self) -> &str;
+    fn family(&self) -> crate::model::Family;
     /// The shape of one example, for run.json.
     fn shape(&self) -> Vec<i64>;
     /// Rows of training data the step's batch indices are drawn from.
@@ -160,7 +160,7 @@ fn create_run(opts: &TrainOptions, target: &Path, write: impl FnOnce(&Path) -> R
 }
 
 /// `run.json`, written when a run starts.
-fn write_run_json(run: &Path, name: &str, family: &str, shape: &[i64], device: Device, origin: serde_json::Value) -> Result<()> {
+fn write_run_json(run: &Path, name: &str, family: crate::model::Family, shape: &[i64], device: Device, origin: serde_json::Value) -> Result<()> {
     let info = json!({
         "experiment": name, "family": family, "shape": shape, "device": format!("{device:?}"),
         "created": chrono::Local::now().to_rfc3339(), "git_commit": summary::git_commit(), "versions": summary::versions(),

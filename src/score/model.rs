@@ -274,8 +274,8 @@ impl Model for ScoreModel {
         SamplingCost { nfe_per_sample: nfe, steps }
     }
 
-    fn family(&self) -> &'static str {
-        "score"
+    fn family(&self) -> crate::model::Family {
+        crate::model::Family::Score
     }
 
     fn estimator(&self) -> serde_json::Value {

@@ -200,7 +200,7 @@ impl Snf {
             layers.extend(stochastic(0.0, &path.sub("prior")));
         }
         let base = Box::new(StandardNormal { shape: vec![dim], device: path.device() });
-        let family = if p.stochastic == Stochastic::None { "flow" } else { "snf" };
+        let family = if p.stochastic == Stochastic::None { crate::model::Family::Flow } else { crate::model::Family::Snf };
         Ok(Snf { flow: LayerModel { layers, base, family }, target, params: p.clone() })
     }
 
@@ -243,7 +243,7 @@ impl Model for Snf {
         self.flow.sampling_cost()
     }
 
-    fn family(&self) -> &'static str {
+    fn family(&self) -> crate::model::Family {
         self.flow.family
     }
 

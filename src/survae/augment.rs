@@ -66,7 +66,7 @@ mod tests {
         let vs = nn::VarStore::new(Device::Cpu);
         let aug = Augment::new(&vs.root(), 1, 1, &[8]).unwrap();
         let base = Box::new(StandardNormal { shape: vec![2], device: Device::Cpu });
-        let model = LayerModel { layers: vec![Box::new(aug)], base, family: "test" };
+        let model = LayerModel { layers: vec![Box::new(aug)], base, family: crate::model::Family::Survae };
         let x = Tensor::randn([64, 1], (Kind::Float, Device::Cpu));
         let exact = x.square().squeeze_dim(1) * -0.5 - 0.5 * LN_2PI;
         let lp = model.log_prob(&x);

@@ -63,11 +63,11 @@ pub struct Folded {
     pub fold: Fold,
     /// The flow and base on R^D (p_Y).
     pub flow: LayerModel,
-    pub family: &'static str,
+    pub family: crate::model::Family,
 }
 
 impl Folded {
-    pub fn new(fold: Fold, flow: LayerModel, dim: i64, family: &'static str) -> Result<Folded> {
+    pub fn new(fold: Fold, flow: LayerModel, dim: i64, family: crate::model::Family) -> Result<Folded> {
         match fold {
             Fold::Abs(_) => ensure!(dim <= MAX_ABS_DIM, "the abs surjection sums over 2^D sign patterns; D = {dim} is above {MAX_ABS_DIM}"),
             Fold::Sort => ensure!(dim <= MAX_SORT_DIM, "the sort surjection sums over D! orders; D = {dim} is above {MAX_SORT_DIM}"),
@@ -147,7 +147,7 @@ impl Model for Folded {
         c
     }
 
-    fn family(&self) -> &'static str {
+    fn family(&self) -> crate::model::Family {
         self.family
     }
 
@@ -185,7 +185,7 @@ mod tests {
         tch::no_grad(|| {
             let _ = base.mean.shallow_clone().copy_(&Tensor::from_slice(&[0.6f32, -0.3]));
         });
-        Folded::new(fold, LayerModel { layers, base: Box::new(base), family: "test" }, 2, "survae").unwrap()
+        Folded::new(fold, LayerModel { layers, base: Box::new(base), family: crate::model::Family::Survae }, 2, crate::model::Family::Survae).unwrap()
     }
 
     /// Σ p · area on a grid that contains the axes (x_i = 0) and the diagonal (ties): every value finite.

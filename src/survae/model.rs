@@ -123,9 +123,9 @@ impl Survae {
         let mut layers = front;
         layers.extend(realnvp_layers(&path.sub("flow"), flow_dim, &flow)?);
         let base = Box::new(StandardNormal { shape: vec![flow_dim], device: path.device() });
-        let model = LayerModel { layers, base, family: "survae" };
+        let model = LayerModel { layers, base, family: crate::model::Family::Survae };
         Ok(match fold {
-            Some(fold) => Box::new(Folded::new(fold, model, dim, "survae")?),
+            Some(fold) => Box::new(Folded::new(fold, model, dim, crate::model::Family::Survae)?),
             None => Box::new(Survae { model, eval_k: p.eval_k }),
         })
     }
@@ -158,7 +158,7 @@ impl Model for Survae {
         self.model.sampling_cost()
     }
 
-    fn family(&self) -> &'static str {
+    fn family(&self) -> crate::model::Family {
         self.model.family
     }
 

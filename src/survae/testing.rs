@@ -22,7 +22,7 @@ pub fn grid_mass(layers: Vec<Box<dyn Layer>>, vs: &nn::VarStore, base_dim: i64) 
         let _ = base.mean.shallow_clone().copy_(&(Tensor::arange(base_dim, (Kind::Float, Device::Cpu)) * -0.7 + 0.4));
         let _ = base.log_std.shallow_clone().fill_(-0.5);
     });
-    let model = LayerModel { layers, base: Box::new(base), family: "test" };
+    let model = LayerModel { layers, base: Box::new(base), family: crate::model::Family::Survae };
     let n = 400;
     let h = 12.0 / (n - 1) as f64;
     let xs = Tensor::linspace(-6.0, 6.0, n, (Kind::Float, Device::Cpu));

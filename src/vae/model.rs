@@ -102,7 +102,7 @@ impl Vae {
         let decoder = Decoder::new(&path.sub("decoder"), shape, p.arch, &p.hidden, p.latent, per_dim, p.activation)?;
         let layer = Rc::new(VaeLayer { encoder, decoder, likelihood: p.likelihood, sample_mean: p.sample_mean });
         let base = Box::new(StandardNormal { shape: vec![p.latent], device: path.device() });
-        let model = LayerModel { layers: vec![Box::new(layer.clone())], base, family: "vae" };
+        let model = LayerModel { layers: vec![Box::new(layer.clone())], base, family: crate::model::Family::Vae };
         Ok(Vae { model, layer, p: p.clone() })
     }
 
@@ -159,8 +159,8 @@ impl Model for Vae {
         self.model.sampling_cost()
     }
 
-    fn family(&self) -> &'static str {
-        "vae"
+    fn family(&self) -> crate::model::Family {
+        crate::model::Family::Vae
     }
 
     fn estimator(&self) -> serde_json::Value {
