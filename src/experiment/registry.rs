@@ -23,39 +23,49 @@ pub struct Entry {
     pub family: Family,
     pub about: &'static str,
     pub build: Build,
+    /// Overrides that make any experiment of this kind a few-second smoke test (`tests/experiments.rs`), and the
+    /// further ones on image data.
+    pub smoke: &'static [&'static str],
+    pub smoke_image: &'static [&'static str],
 }
 
 /// Every registered model kind.
 pub fn entries() -> Vec<Entry> {
     vec![
-        Entry { kind: "realnvp", family: Family::Flow, about: "affine coupling flow (RealNVP); multi-scale with ResNet couplings on images", build: build_realnvp },
-        Entry { kind: "glow", family: Family::Flow, about: "Glow on images: ActNorm, invertible 1x1 convolution, affine coupling, multi-scale", build: build_glow },
-        Entry { kind: "maf", family: Family::Flow, about: "masked autoregressive flow (MAF), or IAF with direction = \"iaf\"", build: build_maf },
-        Entry { kind: "nsf", family: Family::Flow, about: "rational-quadratic spline coupling flow (NSF)", build: build_nsf },
-        Entry { kind: "planar", family: Family::Flow, about: "planar or radial flow (Rezende & Mohamed), density direction closed-form", build: build_planar },
-        Entry { kind: "nice", family: Family::Flow, about: "additive coupling flow with diagonal scaling (NICE)", build: build_nice },
-        Entry { kind: "survae", family: Family::Survae, about: "SurVAE flow: abs / sort / stochastic permutation / augment layer + RealNVP; exact or IWBO(k)", build: build_survae },
-        Entry { kind: "vae", family: Family::Vae, about: "VAE (ELBO) or IWAE(k): MLP/conv encoder-decoder, Bernoulli/Gaussian/discretized-logistic decoder", build: build_vae },
+        Entry { kind: "realnvp", family: Family::Flow, about: "affine coupling flow (RealNVP); multi-scale with ResNet couplings on images", build: build_realnvp, smoke: &[], smoke_image: &["model.hidden_channels=4", "model.steps=1"] },
+        Entry { kind: "glow", family: Family::Flow, about: "Glow on images: ActNorm, invertible 1x1 convolution, affine coupling, multi-scale", build: build_glow, smoke: &[], smoke_image: &["model.hidden_channels=4", "model.steps=1"] },
+        Entry { kind: "maf", family: Family::Flow, about: "masked autoregressive flow (MAF), or IAF with direction = \"iaf\"", build: build_maf, smoke: &[], smoke_image: &["model.hidden=[16]", "model.n_layers=2"] },
+        Entry { kind: "nsf", family: Family::Flow, about: "rational-quadratic spline coupling flow (NSF)", build: build_nsf, smoke: &[], smoke_image: &[] },
+        Entry { kind: "planar", family: Family::Flow, about: "planar or radial flow (Rezende & Mohamed), density direction closed-form", build: build_planar, smoke: &[], smoke_image: &[] },
+        Entry { kind: "nice", family: Family::Flow, about: "additive coupling flow with diagonal scaling (NICE)", build: build_nice, smoke: &[], smoke_image: &[] },
+        Entry { kind: "survae", family: Family::Survae, about: "SurVAE flow: abs / sort / stochastic permutation / augment layer + RealNVP; exact or IWBO(k)", build: build_survae, smoke: &["model.eval_k=5"], smoke_image: &[] },
+        Entry { kind: "vae", family: Family::Vae, about: "VAE (ELBO) or IWAE(k): MLP/conv encoder-decoder, Bernoulli/Gaussian/discretized-logistic decoder", build: build_vae, smoke: &["model.eval_k=10", "model.hidden=[16]"], smoke_image: &[] },
         Entry {
             kind: "snf",
             family: Family::Snf,
             about: "stochastic normalizing flow: RealNVP blocks + Langevin/MH/HMC layers on an energy (or none: a flow)",
             build: build_snf,
+            smoke: &[],
+            smoke_image: &[],
         },
-        Entry { kind: "ddpm", family: Family::Diffusion, about: "denoising diffusion (DDPM): L_simple, ancestral/DDIM, VLB", build: build_ddpm },
-        Entry { kind: "score", family: Family::Score, about: "score SDE (VP / sub-VP / VE): DSM, EM/PC/ODE samplers, PF-ODE likelihood", build: build_score },
+        Entry { kind: "ddpm", family: Family::Diffusion, about: "denoising diffusion (DDPM): L_simple, ancestral/DDIM, VLB", build: build_ddpm, smoke: &["model.timesteps=20"], smoke_image: &["model.unet_ch=8", "model.unet_groups=4"] },
+        Entry { kind: "score", family: Family::Score, about: "score SDE (VP / sub-VP / VE): DSM, EM/PC/ODE samplers, PF-ODE likelihood", build: build_score, smoke: &["model.sample_steps=5", "model.ode_rtol=1e-2"], smoke_image: &["model.unet_ch=8", "model.unet_groups=4"] },
         Entry {
             kind: "diffflow",
             family: Family::Diffflow,
             about: "diffusion normalizing flow: trainable drift + score, KL of path measures, PF-ODE likelihood",
             build: build_diffflow,
+            smoke: &["model.steps=3", "model.steps_schedule=[[0, 2], [2, 3]]", "model.ode_rtol=1e-2", "train.batch_size=64"],
+            smoke_image: &["model.unet_ch=8", "model.unet_groups=4"],
         },
-        Entry { kind: "ncsn", family: Family::Score, about: "NCSN: VE score model sampled by annealed Langevin dynamics", build: build_ncsn },
+        Entry { kind: "ncsn", family: Family::Score, about: "NCSN: VE score model sampled by annealed Langevin dynamics", build: build_ncsn, smoke: &["model.sample_steps=5", "model.ode_rtol=1e-2"], smoke_image: &["model.unet_ch=8", "model.unet_groups=4"] },
         Entry {
             kind: "classifier",
             family: Family::Classifier,
             about: "CNN classifier of MNIST / Fashion-MNIST whose features score image samples (not a generative model)",
             build: build_classifier,
+            smoke: &["model.channels=[4]", "model.feature_dim=8"],
+            smoke_image: &[],
         },
     ]
 }
