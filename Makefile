@@ -44,7 +44,7 @@ figure-double-well: build
 	$(BIN) figure double-well $$NF $$SNF --out runs/figure-double-well.png
 
 # The survey's comparison, measured: runs, noise ablations and notebooks-export/survey-comparison.{md,ipynb}.
-# PROFILE=cpu (default, about 2 hours on 2 cores, the SNF paper table included) or PROFILE=full (the shipped, paper-sized experiments: a GPU's hours).
+# PROFILE=cpu (default, about 1.5 hours on 2 cores, the SNF paper table included) or PROFILE=full (the shipped, paper-sized experiments: a GPU's hours).
 PROFILE ?= cpu
 reproduce: build data
 	bash scripts/reproduce.sh $(PROFILE)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The survey's comparison, measured: `make reproduce` (PROFILE=cpu, about 2 hours on 2 CPU cores with the SNF paper table) or
+# The survey's comparison, measured: `make reproduce` (PROFILE=cpu, about 1.5 hours on 2 CPU cores with the SNF paper table) or
 # `make reproduce PROFILE=full` (the experiments as shipped, paper-sized: hours, meant for a GPU).
 #
 # Writes runs/reproduce/$PROFILE/{runs/<experiment>, sweeps/<name>, ablations.json, commands.sh}, then
