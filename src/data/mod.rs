@@ -60,6 +60,19 @@ pub struct DataConfig {
     /// Where `make data` put the IDX files.
     #[serde(default = "default_dir")]
     pub dir: PathBuf,
+    /// Energy targets: how the training points are drawn. Unset: exact samples. `"chain"`: the SNF paper's data
+    /// (Wu et al. 2020, experiment 1): one random-walk Metropolis chain from (-2, 0, ...) with proposal std 1.5,
+    /// 10 x n_train steps, every 10th state kept. The test points stay exact samples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_sampler: Option<TrainSampler>,
+}
+
+/// How an energy target's training points are drawn (`data.train_sampler`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrainSampler {
+    Exact,
+    Chain,
 }
 
 /// Train and test sets held on the CPU, plus what evaluation needs to know about them.
@@ -155,10 +168,37 @@ fn load_energy(cfg: &DataConfig, name: &str) -> Result<Dataset> {
     let dim = cfg.dim.unwrap_or(2);
     let energy = crate::dist::energy::by_name(name, dim)?;
     tch::manual_seed(cfg.seed * 2 + 1);
-    let train = energy.sample(cfg.n_train);
+    let train = match cfg.train_sampler {
+        Some(TrainSampler::Chain) => metropolis_chain(&*energy, cfg.n_train, 10, 1.5),
+        _ => energy.sample(cfg.n_train),
+    };
     tch::manual_seed(cfg.seed * 2 + 2);
     let test = energy.sample(cfg.n_test);
     Ok(Dataset { name: name.into(), train, test, shape: vec![dim], dequantized_8bit: false, binarized: false, true_entropy: Some(energy.entropy()) })
+}
+
+/// `n` points from one random-walk Metropolis chain on `energy` started at (-2, 0, ...): proposal N(0, std² I),
+/// `stride * n` steps, every `stride`-th state kept (bgtorch's `GaussianMCMCSampler`, as the SNF paper made its data).
+fn metropolis_chain(energy: &dyn crate::dist::energy::Energy, n: i64, stride: i64, std: f64) -> Tensor {
+    let dim = energy.dim();
+    let mut start = vec![0.0f64; dim as usize];
+    start[0] = -2.0;
+    let mut x = Tensor::from_slice(&start).view([1, dim]);
+    let mut u = energy.energy(&x.to_kind(tch::Kind::Float)).to_kind(tch::Kind::Double);
+    let noise = Tensor::randn([stride * n, dim], (tch::Kind::Double, tch::Device::Cpu)) * std;
+    let log_u: Vec<f64> = Vec::try_from(-Tensor::rand([stride * n], (tch::Kind::Double, tch::Device::Cpu)).log()).unwrap_or_default();
+    let mut kept = Vec::with_capacity(n as usize);
+    for step in 0..stride * n {
+        let proposal = &x + noise.narrow(0, step, 1);
+        let u_p = energy.energy(&proposal.to_kind(tch::Kind::Float)).to_kind(tch::Kind::Double);
+        if log_u[step as usize] > (&u_p - &u).double_value(&[0]) {
+            (x, u) = (proposal, u_p);
+        }
+        if (step + 1) % stride == 0 {
+            kept.push(x.shallow_clone());
+        }
+    }
+    Tensor::cat(&kept, 0).to_kind(tch::Kind::Float)
 }
 
 /// `exchangeable` (dimension `data.dim`, default 4): i.i.d. mixture coordinates, true entropy by quadrature.
@@ -251,6 +291,24 @@ pub fn bits_per_dim(nll_nats: f64, dim: i64, dequantized_8bit: bool) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_papers_chain_visits_both_wells_and_keeps_every_tenth_state() {
+        let dw = crate::dist::energy::DoubleWell::new(2);
+        tch::manual_seed(0);
+        let x = metropolis_chain(&dw, 3000, 10, 1.5);
+        assert_eq!(x.size(), vec![3000, 2]);
+        // The exact weight of x1 < 0 is 0.156; a 30,000-step chain with σ = 1.5 crosses the barrier often.
+        let left = x.select(1, 0).lt(0.0).to_kind(Kind::Double).mean(None).double_value(&[]);
+        assert!(left > 0.05 && left < 0.35, "left-well fraction {left}");
+        // Kept states are 10 steps apart: most consecutive rows differ, a few repeat (10 rejections in a row).
+        let moved = (x.narrow(0, 1, 2999) - x.narrow(0, 0, 2999)).abs().sum_dim_intlist(1, false, None).gt(0.0);
+        let moved = moved.to_kind(Kind::Double).mean(None).double_value(&[]);
+        assert!(moved > 0.5 && moved < 1.0, "rows that moved: {moved}");
+        let cfg: DataConfig = toml::from_str("name = \"doublewell\"\nn_train = 500\nn_test = 100\ntrain_sampler = \"chain\"").unwrap();
+        let d = load(&cfg, Path::new(".")).unwrap();
+        assert_eq!((d.train.size(), d.test.size()), (vec![500, 2], vec![100, 2]));
+    }
 
     #[test]
     fn bits_per_dim_of_the_uniform_density_is_eight() {
