@@ -28,7 +28,7 @@ impl LayerKind {
 
 /// One layer of a flow, SurVAE flow, VAE or SNF.
 pub trait Layer: std::fmt::Debug {
-    /// Data -> latent: returns z and V(x, z) per example (shape [batch]).
+    /// Data -> latent: returns z and V(x, z) per example (shape \[batch]).
     fn forward(&self, x: &Tensor) -> (Tensor, Tensor);
     /// Latent -> data: returns x and the generative direction's contribution per example; for a bijection this is
     /// log|det dx/dz| = -V(x, z). Energy training and SNF path weights use it.

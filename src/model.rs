@@ -82,7 +82,7 @@ impl std::fmt::Display for Family {
 /// Per-example log-likelihood (nats) together with its kind.
 #[derive(Debug)]
 pub struct LogProb {
-    /// Shape [batch], in nats.
+    /// Shape \[batch], in nats.
     pub value: Tensor,
     pub kind: Kind,
 }
@@ -93,7 +93,7 @@ pub struct LogitSpace {
     pub alpha: f64,
     /// [batch, event shape...].
     pub y: Tensor,
-    /// [batch], nats.
+    /// \[batch], nats.
     pub log_prob_y: Tensor,
 }
 

@@ -14,7 +14,7 @@ pub const DATASETS: [&str; 2] = ["mnist", "fashion-mnist"];
 pub struct Labelled {
     /// Pixel values 0..=255 as f32, [N, 1, 28, 28].
     pub pixels: Tensor,
-    /// Class labels 0..10 as i64, [N].
+    /// Class labels 0..10 as i64, \[N].
     pub labels: Tensor,
 }
 

@@ -23,7 +23,7 @@ pub fn frechet_distance(a: &Tensor, b: &Tensor) -> f64 {
     gaussian_frechet(&mu_a, &cov_a, &mu_b, &cov_b)
 }
 
-/// Mean [d] and unbiased covariance [d, d] of the rows of `x` [n, d], in f64 on the CPU.
+/// Mean \[d] and unbiased covariance [d, d] of the rows of `x` [n, d], in f64 on the CPU.
 pub fn moments(x: &Tensor) -> (Tensor, Tensor) {
     let x = x.to_device(Device::Cpu).to_kind(Kind::Double);
     let mu = x.mean_dim(0, false, Kind::Double);
@@ -32,7 +32,7 @@ pub fn moments(x: &Tensor) -> (Tensor, Tensor) {
     (mu, cov)
 }
 
-/// ||μ_a - μ_b||² + Tr S_a + Tr S_b - 2 Σ sqrt(λ(S_a^{1/2} S_b S_a^{1/2})) for means [d] and covariances [d, d].
+/// ||μ_a - μ_b||² + Tr S_a + Tr S_b - 2 Σ sqrt(λ(S_a^{1/2} S_b S_a^{1/2})) for means \[d] and covariances [d, d].
 pub fn gaussian_frechet(mu_a: &Tensor, cov_a: &Tensor, mu_b: &Tensor, cov_b: &Tensor) -> f64 {
     let f64_cpu = |t: &Tensor| t.to_device(Device::Cpu).to_kind(Kind::Double);
     let (mu_a, cov_a, mu_b, cov_b) = (f64_cpu(mu_a), f64_cpu(cov_a), f64_cpu(mu_b), f64_cpu(cov_b));

@@ -104,7 +104,7 @@ pub struct Trained {
     pub test_accuracy: f64,
 }
 
-/// (accuracy, mean cross-entropy in nats) of `net` on images [N, 1, 28, 28] in [0, 1] with labels [N], in batches.
+/// (accuracy, mean cross-entropy in nats) of `net` on images [N, 1, 28, 28] in [0, 1] with labels \[N], in batches.
 pub fn evaluate(net: &Classifier, images: &Tensor, labels: &Tensor, batch_size: i64, device: tch::Device) -> (f64, f64) {
     let n = labels.size()[0];
     let (mut correct, mut nll) = (0i64, 0.0);

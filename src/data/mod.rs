@@ -47,7 +47,7 @@ pub struct DataConfig {
     /// Seed of the data, apart from the training seed, so every experiment sees the same points.
     #[serde(default)]
     pub seed: i64,
-    /// Images: flatten [1, 28, 28] to [784] for vector models.
+    /// Images: flatten [1, 28, 28] to \[784] for vector models.
     #[serde(default)]
     pub flatten: bool,
     /// Images: dynamic binarization, each pixel ~ Bernoulli(pixel/255) drawn afresh per training batch (the test set
@@ -83,9 +83,9 @@ pub struct Dataset {
     pub train: Tensor,
     /// Test set, already dequantized with a fixed draw for images.
     pub test: Tensor,
-    /// Event shape, e.g. [2] or [1, 28, 28].
+    /// Event shape, e.g. \[2] or [1, 28, 28].
     pub shape: Vec<i64>,
-    /// 8-bit data modelled as (pixel + u)/256 on [0,1]^D: bits/dim = nll / (D ln 2) + 8.
+    /// 8-bit data modelled as (pixel + u)/256 on \[0,1]^D: bits/dim = nll / (D ln 2) + 8.
     pub dequantized_8bit: bool,
     /// Dynamically binarized images: the train set holds pixels 0..255, each batch draws Bernoulli(pixel/255).
     pub binarized: bool,
@@ -277,7 +277,7 @@ pub fn binarize(pixels: &Tensor) -> Tensor {
     (pixels / 255.0).bernoulli()
 }
 
-/// Bits per dimension of a negative log-likelihood in nats. For 8-bit data modelled on [0,1]^D as (pixel + u)/256,
+/// Bits per dimension of a negative log-likelihood in nats. For 8-bit data modelled on \[0,1]^D as (pixel + u)/256,
 /// the discrete NLL is nll + D ln 256, so bits/dim = nll / (D ln 2) + 8 (REFERENCES.md); else nll / (D ln 2).
 pub fn bits_per_dim(nll_nats: f64, dim: i64, dequantized_8bit: bool) -> f64 {
     let bpd = nll_nats / (dim as f64 * std::f64::consts::LN_2);

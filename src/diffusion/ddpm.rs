@@ -211,7 +211,7 @@ impl Model for Ddpm {
     }
 
     /// The variational bound (one noise draw per term): a lower bound on log p. For images it is log P(pixels)
-    /// + D ln 256, the density of the uniformly dequantized data on [0,1]^D, so bits/dim = -bound/(D ln 2) + 8
+    /// + D ln 256, the density of the uniformly dequantized data on \[0,1]^D, so bits/dim = -bound/(D ln 2) + 8
     /// equals the discrete bound in bits/dim.
     fn log_prob(&self, x: &Tensor) -> LogProb {
         let y0 = self.to_model_space(x);

@@ -63,7 +63,7 @@ impl Schedule {
         (c0, ct)
     }
 
-    /// A per-example table value gathered at step indices `t` ([B] int64), as f32 on `device`.
+    /// A per-example table value gathered at step indices `t` (\[B] int64), as f32 on `device`.
     pub fn gather(&self, table: &[f64], t: &Tensor, device: Device) -> Tensor {
         Tensor::from_slice(table).to_kind(Kind::Float).to_device(device).index_select(0, t)
     }

@@ -8,7 +8,7 @@ use tch::{Device, Kind, Tensor};
 /// An unnormalised log-density -u(x) on R^D.
 pub trait Energy: std::fmt::Debug {
     fn dim(&self) -> i64;
-    /// u(x) per example, shape [batch].
+    /// u(x) per example, shape \[batch].
     fn energy(&self, x: &Tensor) -> Tensor;
     /// ∇u(x), shape [batch, D] (analytic; tested against autograd).
     fn grad(&self, x: &Tensor) -> Tensor;
@@ -16,7 +16,7 @@ pub trait Energy: std::fmt::Debug {
     fn log_z(&self) -> f64;
     /// P(x1 < 0) under the target.
     fn mode_weight(&self) -> f64;
-    /// Differential entropy H = E[u] + log Z (nats), by quadrature.
+    /// Differential entropy H = E\[u] + log Z (nats), by quadrature.
     fn entropy(&self) -> f64;
     /// `n` exact (up to grid resolution) samples, drawn from torch's RNG, on the CPU.
     fn sample(&self, n: i64) -> Tensor;

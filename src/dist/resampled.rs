@@ -1,6 +1,6 @@
 //! The resampled base distribution of Stimper et al. 2022 ("Resampling base distributions of normalizing flows",
 //! §3): a Gaussian proposal π reweighted by a learned acceptance a(z) = σ(MLP(z)) in [0, 1] through rejection sampling
-//! truncated after T proposals, so its density is known up to Z = E_π[a]:
+//! truncated after T proposals, so its density is known up to Z = E_π\[a]:
 //!   p(z) = [(1 - α_T) a(z) / Z + α_T] π(z),  α_T = (1 - Z)^{T-1}   (eq. 4).
 //! It lets a flow put (almost) no mass between separated modes without stretching its bijection (the survey's
 //! Figure 1). Z is a Monte Carlo estimate: fresh from `z_samples` proposals per training batch (with gradient), and
@@ -70,7 +70,7 @@ impl ResampledGaussian {
         Ok(ResampledGaussian { net, dim, p: p.clone(), training: Cell::new(false), eval_log_z: RefCell::new(None), device: path.device() })
     }
 
-    /// a(z) in (0, 1), shape [batch].
+    /// a(z) in (0, 1), shape \[batch].
     pub fn acceptance(&self, z: &Tensor) -> Tensor {
         self.net.forward(z).sigmoid().squeeze_dim(-1)
     }

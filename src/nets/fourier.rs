@@ -40,7 +40,7 @@ impl FourierMlp {
         self.time2.forward(&self.time1.forward(&feats).gelu("none"))
     }
 
-    /// `t` of shape [batch] (or [1]), in [0, 1].
+    /// `t` of shape \[batch] (or \[1]), in [0, 1].
     pub fn forward(&self, x: &Tensor, t: &Tensor) -> Tensor {
         self.body(x, &self.embed(&t.to_kind(x.kind())))
     }

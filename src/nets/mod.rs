@@ -14,7 +14,7 @@ pub use unet::UNet;
 
 /// A network of (x, t) with output shaped like x: time-conditioned MLPs for vectors, U-Nets for images.
 pub trait TimeNet: std::fmt::Debug {
-    /// `t` of shape [batch], in [0, 1].
+    /// `t` of shape \[batch], in [0, 1].
     fn forward_t(&self, x: &tch::Tensor, t: &tch::Tensor) -> tch::Tensor;
     /// The same with one time for the whole batch (samplers and DiffFlow's grids): a network may embed it once.
     fn forward_at(&self, x: &tch::Tensor, t: f64) -> tch::Tensor {

@@ -68,7 +68,7 @@ pub fn default_unet_groups() -> i64 {
     8
 }
 
-/// A TimeMlp for event shape [D], a U-Net for [C, H, W].
+/// A TimeMlp for event shape \[D], a U-Net for [C, H, W].
 pub fn time_net(path: &nn::Path, shape: &[i64], spec: &NetSpec) -> Result<Box<dyn TimeNet>> {
     match shape {
         [d] if spec.arch == Arch::Fourier => {

@@ -4,7 +4,7 @@ use super::{Activation, Mlp};
 use anyhow::Result;
 use tch::{nn, Kind, Tensor};
 
-/// [sin(t·ω_k), cos(t·ω_k)] with ω_k = max_freq^(k/(half-1)), k = 0..half: shape [batch, dim] for t of shape [batch].
+/// [sin(t·ω_k), cos(t·ω_k)] with ω_k = max_freq^(k/(half-1)), k = 0..half: shape [batch, dim] for t of shape \[batch].
 /// Time is expected in [0, 1] (continuous models) or scaled to it (discrete steps t/T); `max_freq` sets the finest
 /// resolution (1000 resolves 1000 steps).
 pub fn sinusoidal(t: &Tensor, dim: i64, max_freq: f64) -> Tensor {
@@ -27,7 +27,7 @@ impl TimeMlp {
         Ok(TimeMlp { mlp: Mlp::new(path, d_in + emb_dim, hidden, d_out, act, false)?, emb_dim })
     }
 
-    /// `t` of shape [batch] in [0, 1].
+    /// `t` of shape \[batch] in [0, 1].
     pub fn forward(&self, x: &Tensor, t: &Tensor) -> Tensor {
         let emb = sinusoidal(t, self.emb_dim, 1000.0).to_kind(x.kind());
         self.mlp.forward(&Tensor::cat(&[x.shallow_clone(), emb], 1))

@@ -189,7 +189,7 @@ impl UNet {
         })
     }
 
-    /// x: [B, in_ch, H, W] with H, W divisible by 2^(mults.len()-1); t: [B] float time in [0, 1]. Output: same
+    /// x: [B, in_ch, H, W] with H, W divisible by 2^(mults.len()-1); t: \[B] float time in [0, 1]. Output: same
     /// shape as x.
     pub fn forward(&self, x: &Tensor, t: &Tensor) -> Tensor {
         let temb_act = self.time.forward(t, x.kind()).silu();

@@ -264,7 +264,7 @@ impl Bounds {
     }
 }
 
-/// Viridis-like colormap for t in [0,1] (clamped; NaN -> black).
+/// Viridis-like colormap for t in \[0,1] (clamped; NaN -> black).
 pub fn colormap(t: f64) -> [u8; 3] {
     const STOPS: [[f64; 3]; 9] = [
         [68.0, 1.0, 84.0],
@@ -391,7 +391,7 @@ pub fn titled_row(panels: &[(&str, Canvas)]) -> Canvas {
     out
 }
 
-/// Grayscale images (n images of h x w, values in [0,1], clamped) tiled row by row into a grid with
+/// Grayscale images (n images of h x w, values in \[0,1], clamped) tiled row by row into a grid with
 /// `cols` columns and a 1-px grey gap between tiles (none around the outside). Panics if `images`
 /// holds fewer than n*h*w values.
 pub fn image_grid(images: &[f32], n: usize, h: usize, w: usize, cols: usize) -> Canvas {

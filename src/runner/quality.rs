@@ -72,7 +72,7 @@ pub fn mode_coverage(s: &Session, samples: &Tensor) -> Option<ModeCoverage> {
 }
 
 /// Image runs (8-bit MNIST / Fashion-MNIST, not binarized): sample quality in the feature space of relaxflow's own
-/// classifier (`eval.classifier`, else the newest finished runs/<dataset>-classifier run) on `eval.quality_samples`
+/// classifier (`eval.classifier`, else the newest finished runs/\<dataset>-classifier run) on `eval.quality_samples`
 /// samples (`samples` topped up with fresh draws in chunks when it has fewer). None, with a warning, when there is no
 /// classifier; a failure (a wrong classifier run, say) is reported in the value's `error`.
 pub fn image_quality(s: &Session, samples: &Tensor) -> Option<serde_json::Value> {

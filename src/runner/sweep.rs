@@ -27,7 +27,7 @@ pub struct SweepRun {
     pub seed: i64,
     /// Relative to the sweep folder.
     pub dir: PathBuf,
-    /// "done" or "failed: <error>".
+    /// "done" or "failed: \<error>".
     pub status: String,
 }
 

@@ -30,7 +30,7 @@ pub struct TrainOptions {
     pub steps: Option<i64>,
     pub seed: Option<i64>,
     pub device: Option<String>,
-    /// The run folder to write (default runs/NAME/<timestamp>).
+    /// The run folder to write (default runs/NAME/\<timestamp>).
     pub out: Option<PathBuf>,
     /// A run folder to continue from its last checkpoint.
     pub resume: Option<PathBuf>,

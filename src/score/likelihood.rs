@@ -58,18 +58,18 @@ pub fn pf_drift(sde: &Sde, score: &ScoreFn, x: &Tensor, t: &Tensor) -> Tensor {
     sde.drift(x, t) - score(x, t) * bcast(&(g2 * 0.5), x)
 }
 
-/// log p_ε(x) per example [B] (f64) and the number of drift evaluations.
+/// log p_ε(x) per example \[B] (f64) and the number of drift evaluations.
 pub fn log_prob(sde: &Sde, score: &ScoreFn, x: &Tensor, eps: f64, div: Divergence, tol: Tolerance) -> (Tensor, usize) {
     let drift = |y: &Tensor, t: &Tensor| pf_drift(sde, score, y, t);
     ode_log_prob(&drift, &|z: &Tensor| sde.prior_log_prob(z), x, eps, 1.0, div, tol)
 }
 
-/// A velocity field v(x, t) for a batch at one time (t of shape [batch]).
+/// A velocity field v(x, t) for a batch at one time (t of shape \[batch]).
 pub type DriftFn<'a> = dyn Fn(&Tensor, &Tensor) -> Tensor + 'a;
 
 /// log p_{t0}(x) of the continuous normalizing flow dx/dt = v(x, t) whose density at `t1` is `prior_log_prob`:
 /// log p_{t0}(x) = log p_{t1}(x(t1)) + ∫_{t0}^{t1} ∇·v(x(t), t) dt (Chen et al. 2018, Thm. 1), integrated jointly by
-/// RK45 in f64. Returns log p per example [B] (f64) and the number of velocity evaluations.
+/// RK45 in f64. Returns log p per example \[B] (f64) and the number of velocity evaluations.
 pub fn ode_log_prob(
     v: &DriftFn,
     prior_log_prob: &dyn Fn(&Tensor) -> Tensor,

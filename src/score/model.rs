@@ -99,8 +99,8 @@ impl ScoreParams {
     }
 }
 
-/// Score model on vectors or images. Images are modelled in y = 2x - 1 (x ∈ [0,1] dequantized), and log p_x(x) =
-/// log p_y(y) + D ln 2, so the usual bits/dim offset (+8 on [0,1], i.e. +7 on [-1,1]) applies.
+/// Score model on vectors or images. Images are modelled in y = 2x - 1 (x ∈ \[0,1] dequantized), and log p_x(x) =
+/// log p_y(y) + D ln 2, so the usual bits/dim offset (+8 on \[0,1], i.e. +7 on [-1,1]) applies.
 #[derive(Debug)]
 pub struct ScoreModel {
     pub net: Box<dyn TimeNet>,

@@ -24,7 +24,7 @@ pub struct Sde {
     pub sigma_max: f64,
 }
 
-/// Reshapes a per-example coefficient [B] to broadcast against x [B, ...].
+/// Reshapes a per-example coefficient \[B] to broadcast against x [B, ...].
 pub fn bcast(c: &Tensor, x: &Tensor) -> Tensor {
     let mut shape = vec![1i64; x.dim()];
     shape[0] = -1;
@@ -46,7 +46,7 @@ impl Sde {
         (t * (self.sigma_max / self.sigma_min).ln()).exp() * self.sigma_min
     }
 
-    /// (m(t), s(t)) of the perturbation kernel, each [B].
+    /// (m(t), s(t)) of the perturbation kernel, each \[B].
     pub fn mean_std(&self, t: &Tensor) -> (Tensor, Tensor) {
         match self.kind {
             SdeKind::Vp => {
@@ -71,7 +71,7 @@ impl Sde {
         }
     }
 
-    /// Diffusion g(t), [B].
+    /// Diffusion g(t), \[B].
     pub fn diffusion(&self, t: &Tensor) -> Tensor {
         match self.kind {
             SdeKind::Vp => self.beta(t).sqrt(),

@@ -1,4 +1,4 @@
-//! Where continuous-time models (score SDEs, DiffFlow) work: images as y = 2x - 1 of the dequantized data in [0,1]^D,
+//! Where continuous-time models (score SDEs, DiffFlow) work: images as y = 2x - 1 of the dequantized data in \[0,1]^D,
 //! vectors as y = x / data_scale; log p_x(x) = log p_y(y) + log|dy/dx|.
 use tch::Tensor;
 

@@ -205,7 +205,7 @@ impl Snf {
     }
 
     /// Generative samples with their path log-weights log w = -u(x) - log p_Z(z) + Σ ΔS (Wu et al., eq. 9, with the
-    /// prior normalised), so E[w] = Z of the target.
+    /// prior normalised), so E\[w] = Z of the target.
     pub fn log_weights(&self, n: i64) -> (Tensor, Tensor) {
         let z = self.flow.base.sample(n);
         let (x, delta_s) = self.flow.inverse(&z);

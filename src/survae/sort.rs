@@ -1,7 +1,7 @@
 //! Sorting and stochastic permutations for exchangeable data (Nielsen et al. 2020, §3.2 and §4.2).
 //! - `Sort`: z = sort(x) (ascending along the features), an inference surjection; its inverse draws a uniformly random
 //!   permutation, so V = log q(π | z) = -log D! (ties have measure zero).
-//! - `StochasticPermutation`: z = x[π] with a fresh uniform π each pass; V = log p(x|z) - log q(z|x) = 0, a stochastic
+//! - `StochasticPermutation`: z = x\[π] with a fresh uniform π each pass; V = log p(x|z) - log q(z|x) = 0, a stochastic
 //!   layer whose single-sample log-likelihood is a lower bound (exact when everything after it is exchangeable).
 use crate::layer::{Layer, LayerKind};
 use tch::Tensor;
