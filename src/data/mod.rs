@@ -130,6 +130,11 @@ impl DataConfig {
 
 /// Loads (or generates) the dataset a config names. `root` resolves relative paths (the experiment's working dir).
 pub fn load(cfg: &DataConfig, root: &Path) -> Result<Dataset> {
+    let energy_target = cfg.path.is_none() && matches!(cfg.name.as_deref(), Some("doublewell" | "gmm"));
+    if cfg.train_sampler == Some(TrainSampler::Chain) && !energy_target {
+        let what = cfg.path.as_ref().map_or_else(|| format!("`{}`", cfg.name.as_deref().unwrap_or("?")), |p| p.display().to_string());
+        bail!("data.train_sampler = \"chain\" draws training points from an energy target (doublewell, gmm), not from {what}");
+    }
     if let Some(path) = &cfg.path {
         return load_user(cfg, &root.join(path));
     }
@@ -186,7 +191,7 @@ fn metropolis_chain(energy: &dyn crate::dist::energy::Energy, n: i64, stride: i6
     let mut x = Tensor::from_slice(&start).view([1, dim]);
     let mut u = energy.energy(&x.to_kind(tch::Kind::Float)).to_kind(tch::Kind::Double);
     let noise = Tensor::randn([stride * n, dim], (tch::Kind::Double, tch::Device::Cpu)) * std;
-    let log_u: Vec<f64> = Vec::try_from(-Tensor::rand([stride * n], (tch::Kind::Double, tch::Device::Cpu)).log()).unwrap_or_default();
+    let log_u: Vec<f64> = Vec::try_from(-Tensor::rand([stride * n], (tch::Kind::Double, tch::Device::Cpu)).log()).expect("a 1-d f64 tensor");
     let mut kept = Vec::with_capacity(n as usize);
     for step in 0..stride * n {
         let proposal = &x + noise.narrow(0, step, 1);
@@ -308,6 +313,9 @@ mod tests {
         let cfg: DataConfig = toml::from_str("name = \"doublewell\"\nn_train = 500\nn_test = 100\ntrain_sampler = \"chain\"").unwrap();
         let d = load(&cfg, Path::new(".")).unwrap();
         assert_eq!((d.train.size(), d.test.size()), (vec![500, 2], vec![100, 2]));
+        let moons: DataConfig = toml::from_str("name = \"moons\"\ntrain_sampler = \"chain\"").unwrap();
+        let err = load(&moons, Path::new(".")).err().unwrap().to_string();
+        assert!(err.contains("data.train_sampler") && err.contains("`moons`"), "{err}");
     }
 
     #[test]

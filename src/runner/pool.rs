@@ -71,9 +71,9 @@ pub fn run(jobs: Vec<Job>, n: usize, mut done: impl FnMut(usize, Outcome)) -> st
                     let outcome = match status.code() {
                         Some(0) => Outcome::Done,
                         Some(130) | Some(143) => Outcome::Stopped,
-                        code => {
+                        _ => {
                             let line = r.last_error.lock().map(|s| s.clone()).unwrap_or_default();
-                            let why = if line.is_empty() { format!("exited with {code:?}") } else { line };
+                            let why = if line.is_empty() { format!("the training process ended without an error line ({status})") } else { line };
                             Outcome::Failed(why)
                         }
                     };

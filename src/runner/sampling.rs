@@ -46,8 +46,9 @@ pub fn measure(s: &Session, setting: &str, samples: &Tensor, ms_per_1000: f64, i
 pub fn alternatives(s: &Session, run: &Path, device: Device) -> Result<Vec<SamplerResult>> {
     let mut out = Vec::new();
     for overrides in &s.exp.eval.sampler_settings {
-        let alt = session::open_run_with(run, device, overrides)
+        let mut alt = session::open_run_with(run, device, overrides)
             .with_context(|| format!("eval.sampler_settings: {overrides:?} does not re-open the run"))?;
+        alt.runs = s.runs.clone(); // the same workspace: image quality finds the same classifier
         tch::manual_seed(s.exp.train.seed);
         let (x, ms) = tch::no_grad(|| timed_samples(&*alt.model, s.exp.eval.n_samples.max(2), device));
         let iq = quality::image_quality(&alt, &x);

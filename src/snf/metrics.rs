@@ -151,8 +151,9 @@ pub fn paper_profile_error(target: &dyn crate::dist::energy::Energy, dim: i64, x
     json!({"bias_kT": bias, "uncertainty_kT": uncertainty, "combined_kT": (bias * bias + uncertainty * uncertainty).sqrt(), "bins_used": used.len()})
 }
 
-/// `snf.log_weights(n)` drawn in blocks of at most `EVAL_BLOCK` samples: the same distribution, but every intermediate
-/// tensor stays in cache (one 100,000-sample pass through 80 Metropolis steps spends most of its time in page faults).
+/// `snf.log_weights(n)` drawn in blocks of at most `EVAL_BLOCK` samples: the same distribution with the intermediate
+/// tensors of one block at a time (bounded memory whatever `eval.diag_samples`; measured no faster on 2 CPU cores).
+/// The committed SNF table was drawn this way, so changing the block size changes its random draws.
 fn log_weights_in_blocks(snf: &Snf, n: i64) -> (Tensor, Tensor) {
     let parts: Vec<(Tensor, Tensor)> = (0..n).step_by(EVAL_BLOCK as usize).map(|i| snf.log_weights(EVAL_BLOCK.min(n - i))).collect();
     let (xs, ws): (Vec<Tensor>, Vec<Tensor>) = parts.into_iter().unzip();
