@@ -106,6 +106,22 @@ pub struct SamplingCost {
     pub steps: usize,
 }
 
+/// A model kind's hyper-parameters: the `[model]` table of an experiment (every key has a default, unknown keys are
+/// errors), and how they become a model for data of a given event shape. The registry needs one line per kind:
+/// `registry::build_kind::<MyParams>`.
+pub trait ModelParams: serde::de::DeserializeOwned + Serialize + Default {
+    /// The model for data of event `shape` (\[D] for vectors, [C, H, W] for images), its variables under `path`.
+    fn build(&self, path: &tch::nn::Path, shape: &[i64]) -> anyhow::Result<Box<dyn Model>>;
+}
+
+/// The single dimension of vector data, or an error telling how to get it.
+pub fn vector_dim(kind: &str, shape: &[i64]) -> anyhow::Result<i64> {
+    match shape {
+        [d] => Ok(*d),
+        _ => anyhow::bail!("model `{kind}` needs vector data, but the dataset has shape {shape:?} (set data.flatten = true)"),
+    }
+}
+
 /// What the runner, eval, compare and report see, for every family.
 pub trait Model {
     /// Scalar to minimise for one batch (maximum likelihood, ELBO, DSM, KL, ...); `step` lets schedules vary.
