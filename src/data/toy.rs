@@ -9,6 +9,18 @@ use std::f64::consts::PI;
 use tch::{Device, Kind, Tensor};
 
 /// A 2D toy set.
+///
+/// ```
+/// use relaxflow::data::toy::Toy;
+/// use relaxflow::dist::law::KnownLaw;
+///
+/// tch::manual_seed(0);
+/// let x = Toy::Checkerboard.generate(1000);
+/// assert_eq!(x.size(), vec![1000, 2]);
+/// // Every point lies on the eight squares, where the density is 1/32.
+/// assert!(Toy::Checkerboard.sharp_support(&x).unwrap().all().int64_value(&[]) == 1);
+/// assert_eq!(Toy::from_name("moons"), Some(Toy::Moons));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Toy {
     Moons,

@@ -196,8 +196,9 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<Experiment> {
 /// Moves the old flat spelling of nested model keys to the nested tables (`super::legacy`), saying so on stderr.
 fn migrate_model(table: &mut toml::Table, origin: &str) {
     if let Some(toml::Value::Table(model)) = table.get_mut("model") {
-        for line in super::legacy::migrate(model) {
-            eprintln!("note: {origin}: {line} (the nested layout; the old spelling still loads)");
+        let moved = super::legacy::migrate(model);
+        if !moved.is_empty() {
+            eprintln!("note: {origin}: read in the older flat layout ({}); it still loads", moved.join(", "));
         }
     }
 }
@@ -317,6 +318,18 @@ fn check_finite(v: &toml::Value, key: &str) -> Result<()> {
 }
 
 /// `a.b.c=value`: the value is read as TOML (number, bool, array, quoted string), else taken as a bare string.
+///
+/// ```
+/// use relaxflow::experiment::config::apply_override;
+///
+/// let mut t: toml::Table = "[model]\nkind = \"ddpm\"".parse()?;
+/// apply_override(&mut t, "model.net.hidden=[64,64]")?;
+/// apply_override(&mut t, "model.sampler=ddim")?;
+/// assert_eq!(t["model"]["net"]["hidden"].as_array().unwrap().len(), 2);
+/// assert_eq!(t["model"]["sampler"].as_str(), Some("ddim"));
+/// assert!(apply_override(&mut t, "model..x=1").is_err());
+/// # anyhow::Ok(())
+/// ```
 pub fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<()> {
     let (key, raw) = assignment.split_once('=').ok_or_else(|| anyhow!("expected key=value"))?;
     let parts: Vec<&str> = key.trim().split('.').collect();

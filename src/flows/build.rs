@@ -346,6 +346,19 @@ pub fn spline_layers(path: &nn::Path, dim: i64, n_layers: usize, hidden: &[i64],
 }
 
 /// A RealNVP model on [batch, dim] data.
+///
+/// ```
+/// use relaxflow::{realnvp, Kind, Model, RealNvpParams};
+/// use tch::{nn, Device, Tensor};
+///
+/// let vs = nn::VarStore::new(Device::Cpu);
+/// let flow = realnvp(&vs.root(), 2, &RealNvpParams { n_layers: 4, hidden: vec![16], ..Default::default() })?;
+/// let x = Tensor::randn([8, 2], (tch::Kind::Float, Device::Cpu));
+/// let lp = flow.log_prob(&x);
+/// assert_eq!(lp.kind, Kind::Exact); // a flow's log-likelihood is exact (change of variables)
+/// assert_eq!(lp.value.size(), vec![8]);
+/// # anyhow::Ok(())
+/// ```
 pub fn realnvp(path: &nn::Path, dim: i64, p: &RealNvpParams) -> Result<LayerModel> {
     let layers = realnvp_layers(&path.sub("flow"), dim, p)?;
     Ok(LayerModel { layers, base: base(path, dim, &p.base)?, family: crate::model::Family::Flow })
