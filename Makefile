@@ -9,7 +9,7 @@ ARGS ?=
 export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: train test data bench build venv clean-runs figure-double-well reproduce report
+.PHONY: train test data bench build venv nccl-headers clean-runs figure-double-well reproduce report
 
 # PyTorch 2.11.0 wheel (its libtorch is what tch 0.24 links against), plus numpy for the benchmark's reference.
 $(TORCH_STAMP):
@@ -19,6 +19,10 @@ $(TORCH_STAMP):
 	touch $@
 
 venv: $(TORCH_STAMP)
+
+# Only for `cargo build --features nccl`: the CUDA headers ProcessGroupNCCL.hpp needs that the wheel lacks.
+nccl-headers: $(TORCH_STAMP)
+	$(PY) -m pip install --quiet "nvidia-cuda-crt==13.0.*" "nvidia-cuda-cccl==13.0.*"
 
 build: $(TORCH_STAMP)
 	cargo build --release
