@@ -15,6 +15,7 @@ pub mod layer;
 pub mod model;
 pub mod multiscale;
 pub mod nets;
+pub mod parallel;
 pub mod report;
 pub mod runner;
 pub mod score;

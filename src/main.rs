@@ -132,6 +132,17 @@ enum Command {
         #[arg(long, default_value = "runs/compare")]
         out: PathBuf,
     },
+    /// Testing aid: join the job the environment describes (torchrun, Slurm, RANK/WORLD_SIZE), check each
+    /// collective on known tensors, print one JSON line.
+    #[command(hide = true)]
+    DistSelftest {
+        /// This rank stops answering after the checks while the others enter an allreduce.
+        #[arg(long)]
+        stall_rank: Option<usize>,
+        /// Time this many allreduces per buffer size.
+        #[arg(long, default_value_t = 0)]
+        bench: usize,
+    },
 }
 
 /// Where the last panic happened (for internal errors; libtorch errors are reported by their message alone).
@@ -191,6 +202,9 @@ fn run(cli: Cli) -> Result<()> {
             print!("{}", relaxflow::report::sweep::write(&dir)?);
             eprintln!("wrote {}/sweep.{{md,csv,png,json}}", dir.display());
             Ok(())
+        }
+        Command::DistSelftest { stall_rank, bench } => {
+            relaxflow::parallel::selftest::run(&relaxflow::parallel::selftest::Options { stall_rank, bench }, &mut std::io::stdout().lock())
         }
         Command::Report { dir, out } => {
             let (md, nb) = relaxflow::report::survey::report(&dir, &out)?;

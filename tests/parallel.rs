@@ -1,0 +1,246 @@
+//! Several processes, one job (issue 16, phase 1): `relaxflow dist-selftest` started as two ranks — meeting through
+//! a FileStore, through a TCPStore on a free port, and through torchrun when it is in the venv — gives the exact
+//! collective results on both; a killed rank makes the other fail cleanly within seconds; a missing one times out.
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Every variable that describes a launch, so that one inherited from the shell (e.g. inside a Slurm job) cannot
+/// leak into a test.
+const LAUNCH_VARS: [&str; 16] = [
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "TORCHELASTIC_USE_AGENT_STORE",
+    "TORCHELASTIC_RESTART_COUNT",
+    "SLURM_PROCID",
+    "SLURM_NTASKS",
+    "SLURM_LOCALID",
+    "SLURM_JOB_NODELIST",
+    "SLURM_NODELIST",
+    "SLURM_JOB_ID",
+    "RELAXFLOW_DIST_FILE",
+    "RELAXFLOW_DIST_TIMEOUT",
+    "RELAXFLOW_DIST_BACKEND",
+];
+
+fn selftest(env: &[(&str, String)], args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_relaxflow"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR")).arg("dist-selftest").args(args);
+    for v in LAUNCH_VARS {
+        c.env_remove(v);
+    }
+    c.env("OMP_NUM_THREADS", "1").envs(env.iter().map(|(k, v)| (k, v)));
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    c
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The child's output, or a panic (after killing it) when it runs past `limit`: a hang fails the test instead of
+/// stalling the suite.
+fn finish(mut child: Child, limit: Duration, what: &str) -> Output {
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("{what} still running after {limit:?}; stderr:\n{}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Start `world` ranks with `env` plus each rank's RANK/WORLD_SIZE/LOCAL_RANK; their JSON lines, by rank.
+fn two_ranks(env: &[(&str, String)]) -> Vec<Value> {
+    let world = 2;
+    let children: Vec<Child> = (0..world)
+        .map(|r| {
+            let mut e = env.to_vec();
+            e.extend([("RANK", r.to_string()), ("WORLD_SIZE", world.to_string()), ("LOCAL_RANK", r.to_string())]);
+            selftest(&e, &[]).spawn().unwrap()
+        })
+        .collect();
+    children
+        .into_iter()
+        .enumerate()
+        .map(|(r, c)| {
+            let out = finish(c, Duration::from_secs(60), &format!("rank {r}"));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "rank {r} failed: {stderr}");
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("rank {r}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+        })
+        .collect()
+}
+
+/// Rank 0's vector before the broadcast (the selftest seeds 1000 + rank).
+fn rank0_vector() -> Vec<f64> {
+    tch::manual_seed(1000);
+    let t = tch::Tensor::randn([16], (tch::Kind::Float, tch::Device::Cpu));
+    Vec::<f32>::try_from(&t).unwrap().into_iter().map(f64::from).collect()
+}
+
+fn floats(v: &Value) -> Vec<f64> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+}
+
+/// Both ranks report the exact sums (1+2, 1+4, -0.5-1), the mean 1.5, and rank 0's random vector.
+fn check_two(lines: &[Value], backend: &str, launcher: &str) {
+    assert_eq!(lines.len(), 2);
+    for (r, l) in lines.iter().enumerate() {
+        assert_eq!(l["rank"], r as i64, "{l}");
+        assert_eq!(l["world_size"], 2, "{l}");
+        assert_eq!(l["backend"], backend, "{l}");
+        assert_eq!(l["launcher"], launcher, "{l}");
+        assert_eq!(l["ok"], true, "{l}");
+        assert_eq!(floats(&l["sum_f64"]), vec![3.0, 5.0, -1.5], "{l}");
+        assert_eq!(l["mean_f32"], 1.5, "{l}");
+        assert_eq!(l["sum_i64"], serde_json::json!([1, 7, 2]), "{l}");
+        assert_eq!(l["broadcast_last"], 1.0, "{l}");
+        assert_eq!(floats(&l["broadcast"]), rank0_vector(), "rank {r} holds rank 0's vector after the broadcast");
+    }
+}
+
+#[test]
+fn two_ranks_through_a_file_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = two_ranks(&[("RELAXFLOW_DIST_FILE", dir.path().join("store").display().to_string())]);
+    check_two(&lines, "gloo", "Torchrun");
+}
+
+#[test]
+fn two_ranks_through_a_tcp_store() {
+    let lines = two_ranks(&[("MASTER_ADDR", "127.0.0.1".into()), ("MASTER_PORT", free_port().to_string())]);
+    check_two(&lines, "gloo", "Torchrun");
+}
+
+#[test]
+fn two_slurm_tasks() {
+    let port = free_port().to_string();
+    let children: Vec<Child> = (0..2)
+        .map(|r| {
+            let env = [
+                ("SLURM_PROCID", r.to_string()),
+                ("SLURM_NTASKS", "2".into()),
+                ("SLURM_LOCALID", r.to_string()),
+                ("SLURM_JOB_NODELIST", "localhost,elsewhere[1-4]".into()),
+                ("MASTER_PORT", port.clone()),
+            ];
+            selftest(&env, &[]).spawn().unwrap()
+        })
+        .collect();
+    let lines: Vec<Value> = children
+        .into_iter()
+        .map(|c| {
+            let out = finish(c, Duration::from_secs(60), "slurm task");
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            serde_json::from_slice(&out.stdout).unwrap()
+        })
+        .collect();
+    check_two(&lines, "gloo", "Slurm");
+}
+
+#[test]
+fn a_single_process_needs_no_group() {
+    let out = finish(selftest(&[], &[]).spawn().unwrap(), Duration::from_secs(30), "single process");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let l: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((l["world_size"].as_i64(), l["backend"].is_null(), l["ok"].as_bool()), (Some(1), true, Some(true)), "{l}");
+    assert_eq!(floats(&l["sum_f64"]), vec![1.0, 1.0, -0.5]);
+}
+
+/// Rank 1 stops answering while rank 0 waits in an allreduce; killing it makes rank 0 exit with exit code 1 and one
+/// clear line within seconds (the store timeout, a minute here, is not what ends it).
+#[test]
+fn a_killed_rank_ends_the_other_with_a_clear_error() {
+    let port = free_port().to_string();
+    let spawn = |r: usize| {
+        let env = [
+            ("RANK", r.to_string()),
+            ("WORLD_SIZE", "2".into()),
+            ("MASTER_ADDR", "127.0.0.1".into()),
+            ("MASTER_PORT", port.clone()),
+            ("RELAXFLOW_DIST_TIMEOUT", "60".into()),
+        ];
+        selftest(&env, &["--stall-rank", "1"]).spawn().unwrap()
+    };
+    let rank0 = spawn(0);
+    let mut rank1 = spawn(1);
+    let mut lines = BufReader::new(rank1.stdout.take().unwrap()).lines();
+    let start = Instant::now();
+    loop {
+        match lines.next() {
+            Some(Ok(l)) if l == "stalling" => break,
+            Some(Ok(_)) => {}
+            other => panic!("rank 1 ended before stalling: {other:?}"),
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "rank 1 never reached the stall");
+    }
+    std::thread::sleep(Duration::from_millis(300)); // rank 0 is inside its allreduce by now
+    rank1.kill().unwrap();
+    let killed = Instant::now();
+    rank1.wait().unwrap();
+    let out = finish(rank0, Duration::from_secs(30), "rank 0 after its peer was killed");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(killed.elapsed() < Duration::from_secs(15), "rank 0 took {:?} to notice", killed.elapsed());
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with("error: ") && stderr.contains("rank 1 stopped answering") && stderr.contains("allreduce on rank 0 of 2"), "{stderr}");
+    assert!(!stderr.contains("frame #") && !stderr.contains("panicked"), "{stderr}");
+}
+
+/// A rank whose peer never comes gives up after RELAXFLOW_DIST_TIMEOUT with a message that names the setting.
+#[test]
+fn a_missing_rank_times_out() {
+    let env = [
+        ("RANK", "0".to_string()),
+        ("WORLD_SIZE", "2".into()),
+        ("MASTER_ADDR", "127.0.0.1".into()),
+        ("MASTER_PORT", free_port().to_string()),
+        ("RELAXFLOW_DIST_TIMEOUT", "2".into()),
+    ];
+    let start = Instant::now();
+    let out = finish(selftest(&env, &[]).spawn().unwrap(), Duration::from_secs(30), "a lone rank");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(start.elapsed() < Duration::from_secs(20), "took {:?}", start.elapsed());
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("joining the gloo group as rank 0 of 2") && stderr.contains("RELAXFLOW_DIST_TIMEOUT"), "{stderr}");
+    assert!(!stderr.contains("frame #"), "{stderr}");
+}
+
+/// `torchrun --nproc_per_node 2 --no-python relaxflow ...`: the agent serves the store, every rank is a client.
+#[test]
+fn two_ranks_under_torchrun() {
+    let torchrun = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/torchrun");
+    if !torchrun.exists() {
+        eprintln!("note: {} is absent; the torchrun launch is not tested", torchrun.display());
+        return;
+    }
+    let mut c = Command::new(&torchrun);
+    for v in LAUNCH_VARS {
+        c.env_remove(v);
+    }
+    let port = free_port().to_string();
+    c.args(["--nproc_per_node", "2", "--no-python", "--master_addr", "127.0.0.1", "--master_port", &port])
+        .arg(env!("CARGO_BIN_EXE_relaxflow"))
+        .arg("dist-selftest")
+        .env("OMP_NUM_THREADS", "1")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = finish(c.spawn().unwrap(), Duration::from_secs(120), "torchrun");
+    assert!(out.status.success(), "torchrun failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let mut lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
+        .filter(|v| v.is_object())
+        .collect();
+    lines.sort_by_key(|l| l["rank"].as_i64());
+    check_two(&lines, "gloo", "Torchrun");
+}
