@@ -8,6 +8,7 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/csrc/distributed/c10d/exception.h>
+#include <c10/util/Logging.h>
 #ifdef RELAXFLOW_NCCL
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
@@ -75,6 +76,20 @@ rf_dist_status guarded(char **err, F &&f) {
     return fail(err, RF_DIST_ERROR, "unknown C++ exception in the c10d shim");
   }
 }
+
+// While the ranks meet, c10d logs each retry of a client that came before the server (normal at start-up) as a
+// warning carrying a full C++ backtrace; the outcome comes back as an error anyway. Those logs are hidden for the
+// rendezvous unless the user chose a level with TORCH_CPP_LOG_LEVEL.
+struct QuietRendezvous {
+  int saved = FLAGS_caffe2_log_level;
+  bool active = std::getenv("TORCH_CPP_LOG_LEVEL") == nullptr;
+  QuietRendezvous() {
+    if (active) FLAGS_caffe2_log_level = 3;  // FATAL only
+  }
+  ~QuietRendezvous() {
+    if (active) FLAGS_caffe2_log_level = saved;
+  }
+};
 
 void check(bool ok, const std::string &msg) {
   if (!ok) throw Invalid{msg};
@@ -152,6 +167,7 @@ rf_dist_status rf_dist_group_new(const rf_dist_options *opts, rf_dist_group **ou
           "rank " + std::to_string(o.rank) + " outside 0.." + std::to_string(o.world_size - 1));
     check(o.timeout_ms > 0, "timeout must be positive");
     const std::chrono::milliseconds timeout(o.timeout_ms);
+    QuietRendezvous quiet;
     auto g = std::make_unique<rf_dist_group>();
     g->store = make_store(o, timeout);
     g->backend = make_backend(o, g->store, timeout);

@@ -81,10 +81,9 @@ fn two_ranks(env: &[(&str, String)]) -> Vec<Value> {
 }
 
 /// Rank 0's vector before the broadcast (the selftest seeds 1000 + rank).
-fn rank0_vector() -> Vec<f64> {
+fn rank0_vector() -> Vec<f32> {
     tch::manual_seed(1000);
-    let t = tch::Tensor::randn([16], (tch::Kind::Float, tch::Device::Cpu));
-    Vec::<f32>::try_from(&t).unwrap().into_iter().map(f64::from).collect()
+    Vec::<f32>::try_from(&tch::Tensor::randn([16], (tch::Kind::Float, tch::Device::Cpu))).unwrap()
 }
 
 fn floats(v: &Value) -> Vec<f64> {
@@ -104,7 +103,9 @@ fn check_two(lines: &[Value], backend: &str, launcher: &str) {
         assert_eq!(l["mean_f32"], 1.5, "{l}");
         assert_eq!(l["sum_i64"], serde_json::json!([1, 7, 2]), "{l}");
         assert_eq!(l["broadcast_last"], 1.0, "{l}");
-        assert_eq!(floats(&l["broadcast"]), rank0_vector(), "rank {r} holds rank 0's vector after the broadcast");
+        // f32 through JSON's decimal and back is exact.
+        let got: Vec<f32> = floats(&l["broadcast"]).into_iter().map(|x| x as f32).collect();
+        assert_eq!(got, rank0_vector(), "rank {r} holds rank 0's vector after the broadcast");
     }
 }
 
@@ -192,26 +193,36 @@ fn a_killed_rank_ends_the_other_with_a_clear_error() {
     assert!(killed.elapsed() < Duration::from_secs(15), "rank 0 took {:?} to notice", killed.elapsed());
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.starts_with("error: ") && stderr.contains("rank 1 stopped answering") && stderr.contains("allreduce on rank 0 of 2"), "{stderr}");
-    assert!(!stderr.contains("frame #") && !stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.contains("frame #") && !stderr.contains("panicked") && stderr.lines().count() == 1, "{stderr}");
 }
 
-/// A rank whose peer never comes gives up after RELAXFLOW_DIST_TIMEOUT with a message that names the setting.
+/// A rank whose peer never comes gives up after RELAXFLOW_DIST_TIMEOUT with one line that names the setting: rank 0
+/// serving the store waits for its client, rank 1 for a server; c10d's retry logs (with C++ backtraces) stay hidden.
 #[test]
 fn a_missing_rank_times_out() {
-    let env = [
-        ("RANK", "0".to_string()),
-        ("WORLD_SIZE", "2".into()),
-        ("MASTER_ADDR", "127.0.0.1".into()),
-        ("MASTER_PORT", free_port().to_string()),
-        ("RELAXFLOW_DIST_TIMEOUT", "2".into()),
-    ];
+    let port = free_port().to_string();
+    let lone = |rank: usize, port: &str| {
+        let env = [
+            ("RANK", rank.to_string()),
+            ("WORLD_SIZE", "2".into()),
+            ("MASTER_ADDR", "127.0.0.1".into()),
+            ("MASTER_PORT", port.to_string()),
+            ("RELAXFLOW_DIST_TIMEOUT", "2".into()),
+        ];
+        selftest(&env, &[]).spawn().unwrap()
+    };
     let start = Instant::now();
-    let out = finish(selftest(&env, &[]).spawn().unwrap(), Duration::from_secs(30), "a lone rank");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Rank 1's port has no server: a port just freed by the listener, not the one rank 0 serves on.
+    let children = [(0, lone(0, &port)), (1, lone(1, &free_port().to_string()))];
+    for (rank, child) in children {
+        let out = finish(child, Duration::from_secs(30), &format!("lone rank {rank}"));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.starts_with(&format!("error: starting rank {rank} of 2")), "{stderr}");
+        assert!(stderr.contains(&format!("joining the gloo group as rank {rank} of 2")) && stderr.contains("RELAXFLOW_DIST_TIMEOUT"), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    }
     assert!(start.elapsed() < Duration::from_secs(20), "took {:?}", start.elapsed());
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("joining the gloo group as rank 0 of 2") && stderr.contains("RELAXFLOW_DIST_TIMEOUT"), "{stderr}");
-    assert!(!stderr.contains("frame #"), "{stderr}");
 }
 
 /// `torchrun --nproc_per_node 2 --no-python relaxflow ...`: the agent serves the store, every rank is a client.

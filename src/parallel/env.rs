@@ -26,6 +26,15 @@ pub enum Launcher {
     Slurm,
 }
 
+impl std::fmt::Display for Launcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Launcher::Torchrun => "launched through RANK/WORLD_SIZE",
+            Launcher::Slurm => "launched by Slurm",
+        })
+    }
+}
+
 /// One rank's place in a multi-process job, before any connection is made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Launch {

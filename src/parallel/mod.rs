@@ -49,7 +49,7 @@ impl World {
     pub fn join(launch: &Launch, device: Device) -> Result<Self> {
         let backend = launch.backend.unwrap_or(if device.is_cuda() && Backend::Nccl.available() { Backend::Nccl } else { Backend::Gloo });
         let group = ProcessGroup::new(&launch.group_options(backend))
-            .with_context(|| format!("starting rank {} of {} ({:?} launch)", launch.rank, launch.world_size, launch.launcher))?;
+            .with_context(|| format!("starting rank {} of {} ({})", launch.rank, launch.world_size, launch.launcher))?;
         Ok(World {
             rank: launch.rank,
             world_size: launch.world_size,
