@@ -10,6 +10,7 @@ pub mod diffusion;
 pub mod dist;
 pub mod errors;
 pub mod experiment;
+pub mod files;
 pub mod flows;
 pub mod layer;
 pub mod model;

@@ -4,7 +4,7 @@ pub mod checkpoint;
 pub mod classifier_run;
 pub mod classifier_summary;
 pub mod convergence;
-pub mod files;
+pub use crate::files;
 pub mod generative;
 pub mod evaluate;
 pub mod metrics;
