@@ -122,7 +122,7 @@ mod tests {
     fn markdown_and_notebook_carry_the_same_images() {
         let dir = tempfile::tempdir().unwrap();
         let png = dir.path().join("a.png");
-        crate::runner::plot::Canvas::new(4, 3, [255, 0, 0]).save_png(&png).unwrap();
+        crate::plot::save_png(&crate::plot::Canvas::from_pixel(4, 3, image::Rgb([255, 0, 0])), &png).unwrap();
         let blocks = vec![Block::Markdown("# title\nline two".into()), Block::Image { path: png, caption: "a picture".into() }];
         let (md, nb) = write(&blocks, dir.path(), "doc").unwrap();
         let md = std::fs::read_to_string(md).unwrap();

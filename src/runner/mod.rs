@@ -14,7 +14,6 @@ pub mod quality;
 pub mod rundir;
 pub mod interrupt;
 pub mod sampling;
-pub mod plot;
 pub mod pool;
 pub mod session;
 pub mod summary;
