@@ -189,7 +189,7 @@ fn run(cli: Cli) -> Result<()> {
             let opts = runner::sweep::SweepOptions { experiment: name, grid: set, seeds, steps, device, out, jobs, workspace };
             let dir = runner::sweep::sweep(&opts)?;
             print!("{}", relaxflow::report::sweep::write(&dir)?);
-            eprintln!("wrote {}/sweep.{{md,csv,png,json}}", dir.display());
+            eprintln!("wrote {}/sweep.{{md,csv,png,svg,json}}", dir.display());
             Ok(())
         }
         Command::Report { dir, out } => {

@@ -1,14 +1,21 @@
 //! Pictures made of pictures: grids of image samples and rows of titled panels (data | samples | density, contact
 //! sheets).
+use super::axes::{drawing, fmt_num};
+use super::bitmap::Bitmap;
 use super::canvas::{blank, paste, Canvas};
+use super::density::Bounds;
 use super::font;
 use anyhow::Result;
 use image::Rgb;
+use plotters::prelude::*;
 
 /// Colour of the gaps between tiles in [`image_grid`].
 pub const GAP: Rgb<u8> = Rgb([128, 128, 128]);
 /// Space around and between titled panels, in pixels.
 const PAD: u32 = 6;
+/// Room for the y tick labels left of a framed panel, and for the x ones under it.
+const FRAME_LEFT: u32 = 46;
+const FRAME_BOTTOM: u32 = 38;
 /// Title sizes tried in turn, the first one at which every title fits its panel.
 const TITLE_SIZES: [f64; 3] = [18.0, 14.0, 11.0];
 
@@ -55,6 +62,40 @@ pub fn titled_row(panels: &[(&str, Canvas)]) -> Result<Canvas> {
     Ok(out)
 }
 
+/// A 2D picture over `bounds` (a heat map or scatter density) inside axes: ticks and tick labels on the left and
+/// bottom, axis labels `x1` and `x2`. The picture keeps its pixels; the frame adds room around it.
+pub fn framed(picture: &Canvas, bounds: Bounds) -> Result<Canvas> {
+    let (w, h) = picture.dimensions();
+    let size = (w + FRAME_LEFT + PAD, h + FRAME_BOTTOM + PAD);
+    let mut page = blank(size.0, size.1);
+    paste(&mut page, picture, FRAME_LEFT, PAD);
+    let root = Bitmap::new(page.as_mut(), size).into_drawing_area();
+    let mut chart = ChartBuilder::on(&root)
+        .margin_top(PAD)
+        .margin_right(PAD)
+        .x_label_area_size(FRAME_BOTTOM)
+        .y_label_area_size(FRAME_LEFT)
+        .build_cartesian_2d(bounds.xmin..bounds.xmax, bounds.ymin..bounds.ymax)
+        .map_err(drawing)?;
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_desc("x1")
+        .y_desc("x2")
+        .x_labels(5)
+        .y_labels(5)
+        .x_label_formatter(&|v| fmt_num(*v))
+        .y_label_formatter(&|v| fmt_num(*v))
+        .label_style(font::style(12.0))
+        .axis_desc_style(font::style(13.0))
+        .draw()
+        .map_err(drawing)?;
+    root.present().map_err(drawing)?;
+    drop(chart);
+    drop(root);
+    Ok(page)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,5 +136,19 @@ mod tests {
         // A title too wide for its panel makes every title smaller.
         let c = titled_row(&[("a long title", blank(60, 4))]).unwrap();
         assert!(c.height() < 18 + 2 * PAD + 4 + PAD, "{}", c.height());
+    }
+
+    #[test]
+    fn framed_panel_keeps_its_pixels_and_gains_ticks() {
+        let red = Canvas::from_pixel(100, 80, Rgb([255, 0, 0]));
+        let c = framed(&red, Bounds::square(4.0)).unwrap();
+        assert_eq!(c.dimensions(), (100 + FRAME_LEFT + PAD, 80 + FRAME_BOTTOM + PAD));
+        // The picture's inside is untouched (its edges carry the axis lines).
+        assert_eq!(c.get_pixel(FRAME_LEFT + 50, PAD + 40), &Rgb([255, 0, 0]));
+        assert_eq!(c.get_pixel(FRAME_LEFT + 98, PAD + 2), &Rgb([255, 0, 0]));
+        // Dark tick labels left of it and under it.
+        let dark = |x0: u32, x1: u32, y0: u32, y1: u32| (x0..x1).any(|x| (y0..y1).any(|y| c.get_pixel(x, y).0.iter().all(|&v| v < 90)));
+        assert!(dark(0, FRAME_LEFT - 2, PAD, PAD + 80), "no y tick labels");
+        assert!(dark(FRAME_LEFT, FRAME_LEFT + 100, PAD + 82, c.height()), "no x tick labels");
     }
 }

@@ -60,7 +60,7 @@ pub fn double_well(runs: &[PathBuf], out: &Path) -> Result<String> {
     }
     let (xs, ys) = columns(&runs[0].join("reference.npy"))?;
     panels.push(("exact".into(), plot::scatter_density(&xs, &ys, bounds, 256)));
-    let named: Vec<(&str, Canvas)> = panels.iter().map(|(n, c)| (n.as_str(), c.clone())).collect();
+    let named = panels.iter().map(|(n, c)| Ok((n.as_str(), plot::panels::framed(c, bounds)?))).collect::<Result<Vec<(&str, Canvas)>>>()?;
     let row = plot::titled_row(&named)?;
     let profiles = curves.iter().fold(LinePlot::new("Free energy along x1", "x1", "free energy (kT)", (row.width().max(480), 380)), |p, (n, x, y)| p.series(n, x, y));
     plot::save_png(&canvas::stacked(&[row, profiles.png()?]), out)?;

@@ -78,7 +78,8 @@ pub fn draw_with(model: &dyn Model, data: &Dataset, eval: &EvalConfig, device: D
             };
             panels.push((title, canvas::upscaled(&map, (size / grid) as u32)));
         }
-        plot::titled_row(&panels)?
+        let framed = panels.iter().map(|(t, c)| Ok((*t, plot::panels::framed(c, bounds)?))).collect::<Result<Vec<_>>>()?;
+        plot::titled_row(&framed)?
     };
     plot::save_png(&picture, path)
 }
