@@ -50,7 +50,7 @@ CLF_FASHION=$DIR/runs/fashion-classifier
 # Periodic test NLL (on 1000 points) for the families whose shipped configs only evaluate at the end, so that
 # "steps to within 0.05 nats of the best" is measured for every family.
 EVERY=$(cpu --set eval.every=500 --set eval.n_eval=1000)
-DF_CPU=$(cpu --set model.hidden=[64,64] --set model.steps=30 --set train.batch_size=512 --set train.lr=5e-3 --steps 1500 --set eval.every=250 --set eval.n_eval=1000)
+DF_CPU=$(cpu --set model.net.hidden=[64,64] --set model.steps=30 --set train.batch_size=512 --set train.lr=5e-3 --steps 1500 --set eval.every=250 --set eval.n_eval=1000)
 train realnvp-checkerboard $(cpu --steps 5000)
 train nsf-checkerboard $(cpu --steps 3000)
 train augmented-flow-checkerboard $(cpu --steps 3000)

@@ -106,6 +106,37 @@ pub struct SamplingCost {
     pub steps: usize,
 }
 
+/// A model kind's hyper-parameters: the `[model]` table of an experiment (every key has a default, unknown keys are
+/// errors), and how they become a model for data of a given event shape. The registry needs one line per kind:
+/// `registry::build_kind::<MyParams>`.
+///
+/// ```
+/// use relaxflow::model::ModelParams;
+/// use relaxflow::NsfParams;
+/// use tch::{nn, Device};
+///
+/// // The same struct a TOML `[model]` table parses into; keys left out take their defaults.
+/// let p: NsfParams = toml::from_str("n_layers = 2\nbins = 4\n[base]\nkind = \"diag_normal\"")?;
+/// assert_eq!(p.hidden, NsfParams::default().hidden);
+/// let vs = nn::VarStore::new(Device::Cpu);
+/// let model = p.build(&vs.root(), &[3])?;
+/// assert_eq!(model.sample(5).size(), vec![5, 3]);
+/// assert!(toml::from_str::<NsfParams>("bins = 4\nbinz = 5").is_err(), "unknown keys are errors");
+/// # anyhow::Ok(())
+/// ```
+pub trait ModelParams: serde::de::DeserializeOwned + Serialize + Default {
+    /// The model for data of event `shape` (\[D] for vectors, [C, H, W] for images), its variables under `path`.
+    fn build(&self, path: &tch::nn::Path, shape: &[i64]) -> anyhow::Result<Box<dyn Model>>;
+}
+
+/// The single dimension of vector data, or an error telling how to get it.
+pub fn vector_dim(kind: &str, shape: &[i64]) -> anyhow::Result<i64> {
+    match shape {
+        [d] => Ok(*d),
+        _ => anyhow::bail!("model `{kind}` needs vector data, but the dataset has shape {shape:?} (set data.flatten = true)"),
+    }
+}
+
 /// What the runner, eval, compare and report see, for every family.
 pub trait Model {
     /// Scalar to minimise for one batch (maximum likelihood, ELBO, DSM, KL, ...); `step` lets schedules vary.

@@ -6,7 +6,7 @@
 //! inference surjection), so log p(x) is exact, in [0, 1] space, logit Jacobian included.
 use crate::flows::build::{Base, Mixing};
 use crate::flows::image_coupling::{ImageCoupling, ImageTransform, Mask};
-use crate::flows::{ActNorm, Permutation, Reverse, ScaleBound};
+use crate::flows::{ActNorm, ScaleBound};
 use crate::dist::{DiagNormal, Distribution, StandardNormal};
 use crate::layer::{Layer, LayerModel};
 use crate::survae::max::{Blocks, Max};
@@ -45,16 +45,6 @@ pub enum Dequantization {
     Variational,
 }
 
-fn default_downsample() -> Downsample {
-    Downsample::Slice
-}
-fn default_dequantization() -> Dequantization {
-    Dequantization::Uniform
-}
-fn default_eval_k() -> i64 {
-    1
-}
-
 /// Affine or additive (NICE-style) couplings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -63,85 +53,58 @@ pub enum CouplingKind {
     Additive,
 }
 
-fn default_levels() -> usize {
-    2
-}
-fn default_steps() -> usize {
-    8
-}
-fn default_hidden_channels() -> i64 {
-    128
-}
-fn default_blocks() -> usize {
-    1
-}
-fn default_coupling() -> CouplingKind {
-    CouplingKind::Affine
-}
-fn default_scale_bound() -> ScaleBound {
-    ScaleBound::Sigmoid
-}
-fn default_mixing() -> Mixing {
-    Mixing::Lu
-}
-fn default_true() -> bool {
-    true
-}
-fn default_logit_alpha() -> f64 {
-    0.05
-}
-fn default_split_prior() -> SplitPrior {
-    SplitPrior::Learned
-}
-fn default_base() -> Base {
-    Base::StandardNormal
-}
-
 /// `kind = "glow"` (these defaults) or `kind = "realnvp"` on images (see `realnvp_defaults`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct MultiscaleParams {
     /// Scales L; each squeezes once, so H and W must be divisible by 2^L.
-    #[serde(default = "default_levels")]
     pub levels: usize,
     /// Flow steps K per level after its squeeze (channel couplings).
-    #[serde(default = "default_steps")]
     pub steps: usize,
     /// Checkerboard couplings per level before its squeeze (RealNVP uses 3; Glow 0).
-    #[serde(default)]
     pub checkerboard: usize,
     /// Width of each coupling's ResNet.
-    #[serde(default = "default_hidden_channels")]
     pub hidden_channels: i64,
     /// Residual blocks per ResNet.
-    #[serde(default = "default_blocks")]
     pub blocks: usize,
-    #[serde(default = "default_coupling")]
     pub coupling: CouplingKind,
-    #[serde(default = "default_scale_bound")]
     pub scale_bound: ScaleBound,
     /// Between channel couplings: `lu` (invertible 1x1 convolution), `reverse`, `random` (channel permutation) or
     /// `alternate` (no layer; couplings alternate halves).
-    #[serde(default = "default_mixing")]
     pub mixing: Mixing,
     /// ActNorm before every coupling.
-    #[serde(default = "default_true")]
     pub actnorm: bool,
     /// α of the logit preprocessing y = logit(α + (1 - 2α)x).
-    #[serde(default = "default_logit_alpha")]
     pub logit_alpha: f64,
-    #[serde(default = "default_split_prior")]
     pub split_prior: SplitPrior,
     /// `standard_normal` or `diag_normal` (learned mean and scale per latent coordinate).
-    #[serde(default = "default_base")]
-    pub base: Base,
-    #[serde(default = "default_downsample")]
+    pub base: crate::flows::build::BaseParams,
     pub downsample: Downsample,
-    #[serde(default = "default_dequantization")]
     pub dequantization: Dequantization,
     /// IWBO samples for the test likelihood when it is a bound (variational dequantization).
-    #[serde(default = "default_eval_k")]
     pub eval_k: i64,
+}
+
+impl Default for MultiscaleParams {
+    fn default() -> Self {
+        MultiscaleParams {
+            levels: 2,
+            steps: 8,
+            checkerboard: Default::default(),
+            hidden_channels: 128,
+            blocks: 1,
+            coupling: CouplingKind::Affine,
+            scale_bound: ScaleBound::Sigmoid,
+            mixing: Mixing::Lu,
+            actnorm: true,
+            logit_alpha: 0.05,
+            split_prior: SplitPrior::Learned,
+            base: Default::default(),
+            downsample: Downsample::Slice,
+            dequantization: Dequantization::Uniform,
+            eval_k: 1,
+        }
+    }
 }
 
 /// What `kind = "realnvp"` changes from the Glow defaults on images: 3 checkerboard and 3 channel couplings per
@@ -194,13 +157,8 @@ pub fn multiscale(path: &nn::Path, shape: &[i64], p: &MultiscaleParams) -> Resul
             if p.actnorm {
                 layers.push(Box::new(ActNorm::new(&sp.sub("actnorm"), shape[0])));
             }
-            match p.mixing {
-                Mixing::Alternate => {}
-                Mixing::Reverse => layers.push(Box::new(Reverse)),
-                Mixing::Random => layers.push(Box::new(Permutation::new(&sp.sub("perm"), shape[0]))),
-                Mixing::Lu => layers.push(Box::new(crate::flows::lu::LuLinear::new(&sp.sub("conv1x1"), shape[0]))),
-            }
-            let mask = Mask::Channel { parity: p.mixing == Mixing::Alternate && k % 2 == 1 };
+            layers.extend(p.mixing.between(shape[0], &sp.sub("perm"), &sp.sub("conv1x1")));
+            let mask = Mask::Channel { parity: p.mixing.parity(k) };
             layers.push(Box::new(ImageCoupling::new(&sp.sub("coupling"), &shape, mask, transform, p.hidden_channels, p.blocks)?));
         }
         if level + 1 < p.levels {
@@ -217,14 +175,26 @@ pub fn multiscale(path: &nn::Path, shape: &[i64], p: &MultiscaleParams) -> Resul
             }
         }
     }
-    let base: Box<dyn Distribution> = match p.base {
+    let base: Box<dyn Distribution> = match p.base.kind {
         Base::StandardNormal => Box::new(StandardNormal { shape: shape.clone(), device: path.device() }),
         Base::DiagNormal => Box::new(DiagNormal::new(&path.sub("base"), &shape)),
-        Base::Gmm | Base::Resampled => bail!("model.base = {:?} is for vector data; use standard_normal or diag_normal on images", p.base),
+        Base::Gmm | Base::Resampled => bail!("model.base.kind = {:?} is for vector data; use standard_normal or diag_normal on images", p.base.kind),
     };
     // Max pooling and variational dequantization make it a SurVAE flow (the slice alone keeps Glow a flow).
     let surjective = p.downsample == Downsample::MaxPool || p.dequantization == Dequantization::Variational;
     Ok(LayerModel { layers, base, family: if surjective { crate::model::Family::Survae } else { crate::model::Family::Flow } })
+}
+
+impl crate::model::ModelParams for MultiscaleParams {
+    /// Glow (and RealNVP on images); a model with a surjective layer is evaluated by IWBO(eval_k).
+    fn build(&self, path: &nn::Path, shape: &[i64]) -> Result<Box<dyn crate::model::Model>> {
+        ensure!(self.eval_k >= 1, "model.eval_k must be at least 1");
+        let m = multiscale(path, shape, self)?;
+        if m.kind() == crate::model::Kind::Exact {
+            return Ok(Box::new(m));
+        }
+        Ok(Box::new(crate::survae::model::Survae::wrap(m, self.eval_k)))
+    }
 }
 
 #[cfg(test)]
@@ -247,7 +217,7 @@ mod tests {
 
     #[test]
     fn glow_and_realnvp_are_exact_invertible_and_normalised_by_their_parts() {
-        for extra in ["", "checkerboard = 2\nmixing = \"alternate\"\nsplit_prior = \"standard\"\nbase = \"diag_normal\""] {
+        for extra in ["", "checkerboard = 2\nmixing = \"alternate\"\nsplit_prior = \"standard\"\n[base]\nkind = \"diag_normal\""] {
             tch::manual_seed(0);
             let vs = nn::VarStore::new(Device::Cpu);
             let model = multiscale(&vs.root(), &[1, 8, 8], &small(extra)).unwrap();

@@ -191,10 +191,10 @@ fn diffflow_resumes_exactly_and_evaluates_with_other_settings() {
     let train = |out: &Path, extra: &[&str]| {
         let mut args = vec![
             "train", "diffflow-checkerboard", "--steps", "20", "--out", out.to_str().unwrap(), "--set", "data.name=moons",
-            "--set", "model.hidden=[16,16]", "--set", "model.steps=4", "--set", "model.steps_schedule=[[0, 2], [10, 4]]",
+            "--set", "model.net.hidden=[16,16]", "--set", "model.steps=4", "--set", "model.steps_schedule=[[0, 2], [10, 4]]",
             "--set", "model.grid=\"random\"", "--set", "model.backprop=\"recompute\"", "--set", "train.batch_size=64",
             "--set", "data.n_train=1000", "--set", "data.n_test=200", "--set", "eval.n_samples=300", "--set", "eval.grid=16",
-            "--set", "train.checkpoint_every=5", "--set", "train.log_every=5", "--set", "model.ode_rtol=1e-4",
+            "--set", "train.checkpoint_every=5", "--set", "train.log_every=5", "--set", "model.ode.rtol=1e-4",
         ];
         args.extend(extra);
         relaxflow(&args)

@@ -60,7 +60,7 @@ fn trained_flows_are_normalised_and_sample_their_density() {
     check(&trained("realnvp-moons", &["model.n_layers=6", "model.hidden=[32,32]"], dir.path()));
     check(&trained(
         "realnvp-8gaussians",
-        &["model.n_layers=4", "model.hidden=[32,32]", "model.actnorm=true", "model.mixing=\"random\"", "model.base=\"diag_normal\"", "model.scale_bound=\"softplus\""],
+        &["model.n_layers=4", "model.hidden=[32,32]", "model.actnorm=true", "model.mixing=\"random\"", "model.base.kind=\"diag_normal\"", "model.scale_bound=\"softplus\""],
         dir.path(),
     ));
     check(&trained("nice-moons", &["model.n_layers=4", "model.hidden=[32,32]", "model.mixing=\"reverse\""], dir.path()));
@@ -86,7 +86,7 @@ fn planar_radial_batchnorm_and_resampled_base_are_normalised_and_sample_their_de
     check(&trained("planar-8gaussians", &["data.name=\"moons\"", "model.n_layers=16"], dir.path()));
     check(&trained("planar-8gaussians", &["data.name=\"moons\"", "model.n_layers=8", "model.transform=\"radial\""], &dir.path().join("radial")));
     check(&trained("realnvp-moons", &["model.n_layers=4", "model.hidden=[32,32]", "model.batchnorm=true"], &dir.path().join("bn")));
-    let s = trained("realnvp-resampled-rings", &["data.name=\"moons\"", "model.n_layers=4", "model.hidden=[32,32]", "model.resampled.eval_samples=262144"], dir.path());
+    let s = trained("realnvp-resampled-rings", &["data.name=\"moons\"", "model.n_layers=4", "model.hidden=[32,32]", "model.base.resampled.eval_samples=262144"], dir.path());
     assert_eq!(s.model.log_prob(&s.data.test.narrow(0, 0, 4)).kind, relaxflow::model::Kind::Estimate);
     check(&s);
 }

@@ -14,28 +14,22 @@ pub const SIDE: i64 = 28;
 /// Number of classes (digits or Fashion-MNIST's garment kinds).
 pub const CLASSES: i64 = 10;
 
-fn default_channels() -> Vec<i64> {
-    vec![32, 64]
-}
-fn default_feature_dim() -> i64 {
-    128
-}
-
 /// The `[model]` table of a `kind = "classifier"` experiment (without `kind`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ClassifierParams {
     /// Output channels of each conv3x3 -> ReLU -> maxpool2 block.
-    #[serde(default = "default_channels")]
     pub channels: Vec<i64>,
     /// Width of the penultimate (feature) layer.
-    #[serde(default = "default_feature_dim")]
     pub feature_dim: i64,
 }
 
 impl Default for ClassifierParams {
     fn default() -> Self {
-        ClassifierParams { channels: default_channels(), feature_dim: default_feature_dim() }
+        ClassifierParams {
+            channels: vec![32, 64],
+            feature_dim: 128,
+        }
     }
 }
 

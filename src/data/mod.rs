@@ -11,60 +11,55 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
 
-fn default_n_train() -> i64 {
-    100_000
-}
-fn default_n_test() -> i64 {
-    20_000
-}
-fn default_test_fraction() -> f64 {
-    0.1
-}
-fn default_dir() -> PathBuf {
-    PathBuf::from("data")
-}
-
 /// The `[data]` section of an experiment.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct DataConfig {
     /// A 2D toy set (moons, checkerboard, ...), `mnist` or `fashion-mnist`. Ignored when `path` is set.
-    #[serde(default)]
     pub name: Option<String>,
     /// A user's own points, .npy or .csv of shape [N, D].
-    #[serde(default)]
     pub path: Option<PathBuf>,
     /// Their test points; without it, `test_fraction` of `path` is held out (a seeded split).
-    #[serde(default)]
     pub test_path: Option<PathBuf>,
-    #[serde(default = "default_test_fraction")]
     pub test_fraction: f64,
     /// Training and test points drawn from a toy generator (separate draws).
-    #[serde(default = "default_n_train")]
     pub n_train: i64,
-    #[serde(default = "default_n_test")]
     pub n_test: i64,
     /// Seed of the data, apart from the training seed, so every experiment sees the same points.
-    #[serde(default)]
     pub seed: i64,
     /// Images: flatten [1, 28, 28] to \[784] for vector models.
-    #[serde(default)]
     pub flatten: bool,
     /// Images: dynamic binarization, each pixel ~ Bernoulli(pixel/255) drawn afresh per training batch (the test set
     /// once, with a fixed seed); likelihoods are then in nats of binary images, not bits/dim.
-    #[serde(default)]
     pub binarize: bool,
     /// Dimension of samples from an energy target (doublewell has a D-dimensional form; gmm is 2D).
-    #[serde(default)]
     pub dim: Option<i64>,
     /// Where `make data` put the IDX files.
-    #[serde(default = "default_dir")]
     pub dir: PathBuf,
     /// Energy targets: how the training points are drawn. Unset: exact samples. `"chain"`: the SNF paper's data
     /// (Wu et al. 2020, experiment 1): one random-walk Metropolis chain from (-2, 0, ...) with proposal std 1.5,
     /// 10 x n_train steps, every 10th state kept. The test points stay exact samples.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub train_sampler: Option<TrainSampler>,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            name: Default::default(),
+            path: Default::default(),
+            test_path: Default::default(),
+            test_fraction: 0.1,
+            n_train: 100_000,
+            n_test: 20_000,
+            seed: Default::default(),
+            flatten: Default::default(),
+            binarize: Default::default(),
+            dim: Default::default(),
+            dir: PathBuf::from("data"),
+            train_sampler: Default::default(),
+        }
+    }
 }
 
 /// How an energy target's training points are drawn (`data.train_sampler`).
@@ -91,12 +86,19 @@ pub struct Dataset {
     pub binarized: bool,
     /// The data's true differential entropy (nats), where known.
     pub true_entropy: Option<f64>,
+    /// The true law of a synthetic set (a toy set or an energy target's samples), as far as it is known.
+    pub truth: Option<truth::Truth>,
 }
 
 impl Dataset {
     /// MNIST-like images (8-bit or binarized), drawn as image grids.
     pub fn is_image(&self) -> bool {
         self.dequantized_8bit || self.binarized
+    }
+
+    /// A synthetic set (toy or energy target): its scale is known, so pictures use a fixed window.
+    pub fn is_synthetic(&self) -> bool {
+        self.truth.is_some()
     }
 
     /// Number of dimensions D of one example.
@@ -146,23 +148,27 @@ pub fn load(cfg: &DataConfig, root: &Path) -> Result<Dataset> {
         "mnist" | "fashion-mnist" => load_images(cfg, name, &root.join(&cfg.dir).join(name)),
         "doublewell" | "gmm" => load_energy(cfg, name),
         "exchangeable" => load_exchangeable(cfg),
-        _ if toy::NAMES.contains(&name) => load_toy(cfg, name),
-        _ => bail!(
-            "unknown dataset `{name}` in data.name; known: {}, exchangeable, doublewell, gmm, mnist, fashion-mnist (or data.path = a .npy/.csv file)",
-            toy::NAMES.join(", ")
-        ),
+        _ => match toy::Toy::from_name(name) {
+            Some(t) => load_toy(cfg, t),
+            None => bail!(
+                "unknown dataset `{name}` in data.name; known: {}, exchangeable, doublewell, gmm, mnist, fashion-mnist (or data.path = a .npy/.csv file)",
+                toy::names().join(", ")
+            ),
+        },
     }
 }
 
-fn load_toy(cfg: &DataConfig, name: &str) -> Result<Dataset> {
+fn load_toy(cfg: &DataConfig, toy: toy::Toy) -> Result<Dataset> {
     if cfg.n_train < 1 || cfg.n_test < 1 {
         bail!("data.n_train and data.n_test must be positive");
     }
     tch::manual_seed(cfg.seed * 2 + 1);
-    let train = toy::generate(name, cfg.n_train)?;
+    let train = toy.generate(cfg.n_train);
     tch::manual_seed(cfg.seed * 2 + 2);
-    let test = toy::generate(name, cfg.n_test)?;
-    Ok(Dataset { name: name.into(), train, test, shape: vec![2], dequantized_8bit: false, binarized: false, true_entropy: toy::true_entropy(name) })
+    let test = toy.generate(cfg.n_test);
+    let truth = truth::Truth::new(std::rc::Rc::new(toy));
+    let true_entropy = truth.entropy();
+    Ok(Dataset { name: toy.name().into(), train, test, shape: vec![2], dequantized_8bit: false, binarized: false, true_entropy, truth: Some(truth) })
 }
 
 /// Exact samples of an energy target (see `dist::energy`); the true entropy comes from quadrature.
@@ -171,7 +177,7 @@ fn load_energy(cfg: &DataConfig, name: &str) -> Result<Dataset> {
         bail!("data.n_train and data.n_test must be positive");
     }
     let dim = cfg.dim.unwrap_or(2);
-    let energy = crate::dist::energy::by_name(name, dim)?;
+    let energy: std::rc::Rc<dyn crate::dist::energy::Energy> = crate::dist::energy::by_name(name, dim)?.into();
     tch::manual_seed(cfg.seed * 2 + 1);
     let train = match cfg.train_sampler {
         Some(TrainSampler::Chain) => metropolis_chain(&*energy, cfg.n_train, 10, 1.5),
@@ -179,7 +185,7 @@ fn load_energy(cfg: &DataConfig, name: &str) -> Result<Dataset> {
     };
     tch::manual_seed(cfg.seed * 2 + 2);
     let test = energy.sample(cfg.n_test);
-    Ok(Dataset { name: name.into(), train, test, shape: vec![dim], dequantized_8bit: false, binarized: false, true_entropy: Some(energy.entropy()) })
+    Ok(Dataset { name: name.into(), train, test, shape: vec![dim], dequantized_8bit: false, binarized: false, true_entropy: Some(energy.entropy()), truth: Some(truth::Truth::new(energy)) })
 }
 
 /// `n` points from one random-walk Metropolis chain on `energy` started at (-2, 0, ...): proposal N(0, std² I),
@@ -220,7 +226,7 @@ fn load_exchangeable(cfg: &DataConfig) -> Result<Dataset> {
     tch::manual_seed(cfg.seed * 2 + 2);
     let test = toy::exchangeable(cfg.n_test, dim);
     let h = toy::exchangeable_entropy(dim);
-    Ok(Dataset { name: "exchangeable".into(), train, test, shape: vec![dim], dequantized_8bit: false, binarized: false, true_entropy: Some(h) })
+    Ok(Dataset { name: "exchangeable".into(), train, test, shape: vec![dim], dequantized_8bit: false, binarized: false, true_entropy: Some(h), truth: None })
 }
 
 fn load_user(cfg: &DataConfig, path: &Path) -> Result<Dataset> {
@@ -248,7 +254,7 @@ fn load_user(cfg: &DataConfig, path: &Path) -> Result<Dataset> {
     };
     let name = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
     let shape = vec![train.size()[1]];
-    Ok(Dataset { name, train, test, shape, dequantized_8bit: false, binarized: false, true_entropy: None })
+    Ok(Dataset { name, train, test, shape, dequantized_8bit: false, binarized: false, true_entropy: None, truth: None })
 }
 
 fn load_images(cfg: &DataConfig, name: &str, dir: &Path) -> Result<Dataset> {
@@ -264,7 +270,7 @@ fn load_images(cfg: &DataConfig, name: &str, dir: &Path) -> Result<Dataset> {
     } else {
         (train, test)
     };
-    Ok(Dataset { name: name.into(), train, test, shape, dequantized_8bit: !cfg.binarize, binarized: cfg.binarize, true_entropy: None })
+    Ok(Dataset { name: name.into(), train, test, shape, dequantized_8bit: !cfg.binarize, binarized: cfg.binarize, true_entropy: None, truth: None })
 }
 
 /// The largest f32 below 1.
@@ -284,6 +290,14 @@ pub fn binarize(pixels: &Tensor) -> Tensor {
 
 /// Bits per dimension of a negative log-likelihood in nats. For 8-bit data modelled on \[0,1]^D as (pixel + u)/256,
 /// the discrete NLL is nll + D ln 256, so bits/dim = nll / (D ln 2) + 8 (REFERENCES.md); else nll / (D ln 2).
+///
+/// ```
+/// use relaxflow::data::bits_per_dim;
+/// // A density of 1 on [0,1]^784 (NLL 0 nats) is 8 bits per 8-bit pixel: the uniform code.
+/// assert_eq!(bits_per_dim(0.0, 784, true), 8.0);
+/// // Continuous data: nats to bits per dimension only.
+/// assert!((bits_per_dim(2.0 * std::f64::consts::LN_2, 2, false) - 1.0).abs() < 1e-12);
+/// ```
 pub fn bits_per_dim(nll_nats: f64, dim: i64, dequantized_8bit: bool) -> f64 {
     let bpd = nll_nats / (dim as f64 * std::f64::consts::LN_2);
     if dequantized_8bit {

@@ -1,11 +1,85 @@
 //! Seeded 2D toy sets following FFJORD's `toy_data.py` definitions (see docs/ARCHITECTURE.md for the two places we
 //! draw angles at random where sklearn uses an even grid).
+//!
+//! Each set is a `Toy`: its generator and, where known in closed form, its law (`KnownLaw`: density, sharp support,
+//! modes) live together here.
+use crate::dist::law::{nearest_centre, KnownLaw};
 use anyhow::{bail, Result};
 use std::f64::consts::PI;
 use tch::{Device, Kind, Tensor};
 
+/// A 2D toy set.
+///
+/// ```
+/// use relaxflow::data::toy::Toy;
+/// use relaxflow::dist::law::KnownLaw;
+///
+/// tch::manual_seed(0);
+/// let x = Toy::Checkerboard.generate(1000);
+/// assert_eq!(x.size(), vec![1000, 2]);
+/// // Every point lies on the eight squares, where the density is 1/32.
+/// assert!(Toy::Checkerboard.sharp_support(&x).unwrap().all().int64_value(&[]) == 1);
+/// assert_eq!(Toy::from_name("moons"), Some(Toy::Moons));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Toy {
+    Moons,
+    Circles,
+    EightGaussians,
+    Checkerboard,
+    Rings,
+    Pinwheel,
+    TwoSpirals,
+    Swissroll,
+    Corners,
+}
+
+impl Toy {
+    /// Every toy set.
+    pub const ALL: [Toy; 9] =
+        [Toy::Moons, Toy::Circles, Toy::EightGaussians, Toy::Checkerboard, Toy::Rings, Toy::Pinwheel, Toy::TwoSpirals, Toy::Swissroll, Toy::Corners];
+
+    /// The set's name in `data.name`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Toy::Moons => "moons",
+            Toy::Circles => "circles",
+            Toy::EightGaussians => "8gaussians",
+            Toy::Checkerboard => "checkerboard",
+            Toy::Rings => "rings",
+            Toy::Pinwheel => "pinwheel",
+            Toy::TwoSpirals => "2spirals",
+            Toy::Swissroll => "swissroll",
+            Toy::Corners => "corners",
+        }
+    }
+
+    /// The set called `name`, if there is one.
+    pub fn from_name(name: &str) -> Option<Toy> {
+        Toy::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// `n` points as a [n, 2] float tensor, drawn from torch's global RNG (seed it first).
+    pub fn generate(self, n: i64) -> Tensor {
+        let x = match self {
+            Toy::Moons => moons(n),
+            Toy::Circles => circles(n),
+            Toy::EightGaussians => eight_gaussians(n),
+            Toy::Checkerboard => checkerboard(n),
+            Toy::Rings => rings(n),
+            Toy::Pinwheel => pinwheel(n),
+            Toy::TwoSpirals => two_spirals(n),
+            Toy::Swissroll => swissroll(n),
+            Toy::Corners => corners(n),
+        };
+        x.to_kind(Kind::Float)
+    }
+}
+
 /// Names of every 2D generator.
-pub const NAMES: [&str; 9] = ["moons", "circles", "8gaussians", "checkerboard", "rings", "pinwheel", "2spirals", "swissroll", "corners"];
+pub fn names() -> Vec<&'static str> {
+    Toy::ALL.iter().map(|t| t.name()).collect()
+}
 
 fn opts() -> (Kind, Device) {
     (Kind::Double, Device::Cpu)
@@ -30,19 +104,10 @@ fn stack(a: Tensor, b: Tensor) -> Tensor {
 
 /// `n` points of the named set as a [n, 2] float tensor, drawn from torch's global RNG (seed it first).
 pub fn generate(name: &str, n: i64) -> Result<Tensor> {
-    let x = match name {
-        "moons" => moons(n),
-        "circles" => circles(n),
-        "8gaussians" => eight_gaussians(n),
-        "checkerboard" => checkerboard(n),
-        "rings" => rings(n),
-        "pinwheel" => pinwheel(n),
-        "2spirals" => two_spirals(n),
-        "swissroll" => swissroll(n),
-        "corners" => corners(n),
-        _ => bail!("unknown 2D dataset `{name}`; known: {}", NAMES.join(", ")),
-    };
-    Ok(x.to_kind(Kind::Float))
+    match Toy::from_name(name) {
+        Some(toy) => Ok(toy.generate(n)),
+        None => bail!("unknown 2D dataset `{name}`; known: {}", names().join(", ")),
+    }
 }
 
 /// sklearn `make_moons(noise=0.1)`, then ·2 + (-1, -0.2).
@@ -158,18 +223,83 @@ fn swissroll(n: i64) -> Tensor {
     x / 5.0
 }
 
-/// Whether each row lies in the support of the set, where the support has a sharp edge (the checkerboard:
-/// u = x/2 in [-2, 2]² with floor(u1) + floor(u2) even). The fraction of model samples outside it measures smearing.
-pub fn in_support(name: &str, x: &Tensor) -> Option<Tensor> {
-    match name {
-        "checkerboard" => {
-            let u = x.to_kind(Kind::Double) / 2.0;
-            let (u1, u2) = (u.select(1, 0), u.select(1, 1));
-            let inside = u1.abs().le(2.0).logical_and(&u2.abs().le(2.0));
-            let parity = (u1.floor() + u2.floor()).remainder(2.0).eq(0.0);
-            Some(inside.logical_and(&parity))
+/// Centres of the 8 gaussians after the final scale.
+fn eight_centres() -> Vec<[f64; 2]> {
+    EIGHT_DIRECTIONS.iter().map(|d| [EIGHT_RADIUS * d[0] / EIGHT_SCALE, EIGHT_RADIUS * d[1] / EIGHT_SCALE]).collect()
+}
+
+/// Radii of the rings after the scale.
+fn ring_radii() -> Vec<f64> {
+    RING_RADII.iter().map(|r| r * RING_SCALE).collect()
+}
+
+/// log N(x; μ_k, σ² I) + log w_k for isotropic 2D Gaussians, shape [n, K].
+fn gaussian_terms(x: &Tensor, centres: &[[f64; 2]], weights: &[f64], sigma: f64) -> Tensor {
+    let mu = Tensor::from_slice(&centres.concat()).view([-1, 2]);
+    let w = Tensor::from_slice(weights).log();
+    let d2 = (x.unsqueeze(1) - mu.unsqueeze(0)).square().sum_dim_intlist(2, false, Kind::Double);
+    d2 * (-0.5 / (sigma * sigma)) + w.unsqueeze(0) - (2.0 * PI * sigma * sigma).ln()
+}
+
+/// log p(x) of the rings set: a point uniform on a circle of radius R plus N(0, σ² I) noise has density
+/// (2πσ²)⁻¹ exp(-(ρ² + R²)/(2σ²)) I₀(ρR/σ²) at radius ρ (integrate the noise over the angle); equal-weight mixture.
+/// I₀ through torch's exponentially scaled i0e, so large ρR/σ² does not overflow.
+fn rings_log_density(x: &Tensor) -> Tensor {
+    let radii = ring_radii();
+    let rho = x.square().sum_dim_intlist(1, false, Kind::Double).sqrt().unsqueeze(1);
+    let r = Tensor::from_slice(&radii).unsqueeze(0);
+    let s2 = RING_NOISE * RING_NOISE;
+    let z = &rho * &r / s2;
+    let log_i0 = z.special_i0e().log() + &z;
+    let terms = -(rho.square() + r.square()) / (2.0 * s2) + log_i0 - (2.0 * PI * s2).ln() - (radii.len() as f64).ln();
+    terms.logsumexp([1], false)
+}
+
+/// The laws known in closed form: checkerboard (1/32 on its eight 2x2 squares, a sharp support), rings and
+/// 8 gaussians (densities above; modes: the ring whose radius is within 3σ of |x|, the nearest centre within 3σ).
+impl KnownLaw for Toy {
+    fn log_density(&self, x: &Tensor) -> Option<Tensor> {
+        let x = x.to_kind(Kind::Double).to_device(Device::Cpu);
+        match self {
+            Toy::Checkerboard => {
+                let inside = self.sharp_support(&x)?;
+                Some(Tensor::full([x.size()[0]], -(32f64.ln()), (Kind::Double, Device::Cpu)).where_self(&inside, &Tensor::from(f64::NEG_INFINITY)))
+            }
+            Toy::Rings => Some(rings_log_density(&x)),
+            Toy::EightGaussians => Some(gaussian_terms(&x, &eight_centres(), &[1.0 / 8.0; 8], EIGHT_STD / EIGHT_SCALE).logsumexp([1], false)),
+            _ => None,
         }
-        _ => None,
+    }
+
+    /// The checkerboard is uniform on area 32.
+    fn closed_form_entropy(&self) -> Option<f64> {
+        (*self == Toy::Checkerboard).then(|| 32f64.ln())
+    }
+
+    /// The checkerboard: u = x/2 in [-2, 2]² with floor(u1) + floor(u2) even.
+    fn sharp_support(&self, x: &Tensor) -> Option<Tensor> {
+        if *self != Toy::Checkerboard {
+            return None;
+        }
+        let u = x.to_kind(Kind::Double) / 2.0;
+        let (u1, u2) = (u.select(1, 0), u.select(1, 1));
+        let inside = u1.abs().le(2.0).logical_and(&u2.abs().le(2.0));
+        let parity = (u1.floor() + u2.floor()).remainder(2.0).eq(0.0);
+        Some(inside.logical_and(&parity))
+    }
+
+    fn modes(&self, x: &Tensor) -> Option<(Tensor, Vec<f64>)> {
+        let x = x.to_kind(Kind::Double).to_device(Device::Cpu);
+        match self {
+            Toy::EightGaussians => Some((nearest_centre(&x, &eight_centres(), 3.0 * EIGHT_STD / EIGHT_SCALE), vec![1.0 / 8.0; 8])),
+            Toy::Rings => {
+                let rho = x.square().sum_dim_intlist(1, false, Kind::Double).sqrt().unsqueeze(1);
+                let d = (rho - Tensor::from_slice(&ring_radii()).unsqueeze(0)).abs();
+                let (dmin, k) = d.min_dim(1, false);
+                Some((k.where_self(&dmin.le(3.0 * RING_NOISE), &Tensor::from(-1i64)), vec![0.25; 4]))
+            }
+            _ => None,
+        }
     }
 }
 
@@ -195,10 +325,6 @@ pub fn exchangeable_entropy(dim: i64) -> f64 {
     dim as f64 * one
 }
 
-/// The true differential entropy (nats) where the density is known (see `data::truth`).
-pub fn true_entropy(name: &str) -> Option<f64> {
-    super::truth::true_entropy(name)
-}
 
 #[cfg(test)]
 mod tests {
@@ -207,7 +333,7 @@ mod tests {
     #[test]
     fn every_set_has_the_requested_shape_and_is_finite() {
         tch::manual_seed(0);
-        for name in NAMES {
+        for name in names() {
             let x = generate(name, 1001).unwrap();
             assert_eq!(x.size(), vec![1001, 2], "{name}");
             assert!(bool::try_from(x.isfinite().all()).unwrap(), "{name}");
@@ -245,12 +371,12 @@ mod tests {
     fn checkerboard_support_holds_the_data_and_half_of_the_square() {
         tch::manual_seed(3);
         let x = generate("checkerboard", 10_000).unwrap();
-        let inside = in_support("checkerboard", &x).unwrap().to_kind(Kind::Double).mean(None).double_value(&[]);
+        let inside = Toy::Checkerboard.sharp_support(&x).unwrap().to_kind(Kind::Double).mean(None).double_value(&[]);
         assert_eq!(inside, 1.0);
         let u = Tensor::rand([100_000, 2], opts()) * 8.0 - 4.0;
-        let frac = in_support("checkerboard", &u).unwrap().to_kind(Kind::Double).mean(None).double_value(&[]);
+        let frac = Toy::Checkerboard.sharp_support(&u).unwrap().to_kind(Kind::Double).mean(None).double_value(&[]);
         assert!((frac - 0.5).abs() < 0.01, "uniform points inside: {frac}");
-        assert!(in_support("moons", &x).is_none());
+        assert!(Toy::Moons.sharp_support(&x).is_none());
     }
 
     #[test]
@@ -272,6 +398,14 @@ mod tests {
             let near = (&r - radius).abs().lt(0.25).sum(Kind::Int64).int64_value(&[]);
             assert!((near - 10_000).abs() < 600, "radius {radius}: {near} points");
         }
+    }
+
+    #[test]
+    fn every_toy_is_found_by_its_name() {
+        for toy in Toy::ALL {
+            assert_eq!(Toy::from_name(toy.name()), Some(toy));
+        }
+        assert_eq!(Toy::from_name("moon"), None);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::dist::{Distribution, StandardNormal};
 use crate::model::{Kind as LikKind, LogProb, Model, SamplingCost};
 use crate::nets::TimeNet;
 use crate::score::likelihood::{ode_log_prob, Divergence};
-use crate::score::ode::{rk45, Tolerance};
+use crate::score::ode::rk45;
 use crate::score::space::ModelSpace;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -49,7 +49,7 @@ pub enum GridKind {
 pub enum Sampler {
     /// The backward SDE on the fixed grid: 2 network evaluations per step.
     Sde,
-    /// The probability-flow ODE by RK45 at `ode_rtol`.
+    /// The probability-flow ODE by RK45 at `ode.rtol`.
     Ode,
 }
 
@@ -62,89 +62,62 @@ pub enum Likelihood {
     Elbo,
 }
 
-fn d_steps() -> usize {
-    30
-}
-fn d_t_start() -> f64 {
-    1e-3
-}
-fn d_t_end() -> f64 {
-    0.05
-}
-fn d_beta() -> f64 {
-    0.9
-}
-fn d_g() -> f64 {
-    0.2
-}
-fn d_true() -> bool {
-    true
-}
-fn d_scale() -> f64 {
-    1.0
-}
-fn d_backprop() -> Backprop {
-    Backprop::Full
-}
-fn d_grid() -> GridKind {
-    GridKind::Fixed
-}
-fn d_sampler() -> Sampler {
-    Sampler::Sde
-}
-fn d_likelihood() -> Likelihood {
-    Likelihood::Ode
-}
-
 /// `kind = "diffflow"`: the grid, diffusion, gradient, sampler and likelihood settings (network keys are NetSpec's;
 /// drift and score networks share them).
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct DiffFlowParams {
     /// N, the number of steps for sampling and the ELBO (and for training unless `steps_schedule` is given).
-    #[serde(default = "d_steps")]
     pub steps: usize,
     /// Progressive N during training: [[first step, N], ...], e.g. [[0, 5], [3000, 10], [5000, 20], [8000, 30]].
-    #[serde(default)]
     pub steps_schedule: Vec<(i64, usize)>,
     /// t_0 (data) and T (noise) of the grid.
-    #[serde(default = "d_t_start")]
     pub t_start: f64,
-    #[serde(default = "d_t_end")]
     pub t_end: f64,
     /// β of the grid t_i = (t_0^β + i/N (T^β - t_0^β))^{1/β}.
-    #[serde(default = "d_beta")]
     pub grid_exp: f64,
     /// Training grid: fixed, or randomized interior times.
-    #[serde(default = "d_grid")]
     pub grid: GridKind,
     /// g(t): constant `g`, or linear from `g` at t_0 to `g_end` at T.
-    #[serde(default = "d_g")]
     pub g: f64,
-    #[serde(default)]
     pub g_end: Option<f64>,
-    #[serde(default = "d_backprop")]
     pub backprop: Backprop,
-    #[serde(default = "d_sampler")]
     pub sampler: Sampler,
     /// Sampler steps (default `steps`): the networks are continuous in t, so any grid can be sampled.
-    #[serde(default)]
     pub sample_steps: Option<usize>,
     /// Return the mean of the last backward step (no noise): Tweedie's estimate E[x_0 | x_1] for that step's
     /// Gaussian increment, as the official code's sampler does.
-    #[serde(default = "d_true")]
     pub denoise: bool,
-    #[serde(default = "d_likelihood")]
     pub likelihood: Likelihood,
-    #[serde(default = "crate::score::likelihood::default_rtol")]
-    pub ode_rtol: f64,
-    #[serde(default = "crate::score::likelihood::default_exact_max_dim")]
-    pub exact_divergence_max_dim: i64,
-    #[serde(default = "crate::score::likelihood::default_probes")]
-    pub hutchinson_probes: usize,
+    /// `[model.ode]`: the probability-flow ODE of the likelihood (and of the ODE sampler).
+    pub ode: crate::score::likelihood::OdeParams,
     /// Vectors are modelled as y = x / data_scale; log p_x adds -D ln scale.
-    #[serde(default = "d_scale")]
     pub data_scale: f64,
+    /// `[model.net]`: the time-conditioned network (an MLP on vectors, a U-Net on images).
+    pub net: crate::nets::spec::NetSpec,
+}
+
+impl Default for DiffFlowParams {
+    fn default() -> Self {
+        DiffFlowParams {
+            steps: 30,
+            steps_schedule: Default::default(),
+            t_start: 1e-3,
+            t_end: 0.05,
+            grid_exp: 0.9,
+            grid: GridKind::Fixed,
+            g: 0.2,
+            g_end: Default::default(),
+            backprop: Backprop::Full,
+            sampler: Sampler::Sde,
+            sample_steps: Default::default(),
+            denoise: true,
+            likelihood: Likelihood::Ode,
+            ode: Default::default(),
+            data_scale: 1.0,
+            net: Default::default(),
+        }
+    }
 }
 
 impl DiffFlowParams {
@@ -342,21 +315,21 @@ impl DiffFlow {
 
     fn pf_ode_sample(&self, z: &Tensor) -> Tensor {
         let mut rhs = |t: f64, y: &Tensor| self.pf_velocity(&y.to_kind(Kind::Float), t).to_kind(Kind::Double);
-        let tol = Tolerance { rtol: self.p.ode_rtol, atol: self.p.ode_rtol };
+        let tol = self.p.ode.tolerance();
         let (x, nfe) = rk45(&mut rhs, &z.to_kind(Kind::Double), self.p.t_end, self.p.t_start, tol);
         self.sample_nfe.set(nfe);
         x.to_kind(Kind::Float)
     }
 
     fn divergence(&self) -> Divergence {
-        Divergence::for_dim(self.dim(), self.p.exact_divergence_max_dim, self.p.hutchinson_probes)
+        self.p.ode.divergence(self.dim())
     }
 
     /// log p(y) at t_0 of the ODE dy = [f - ½ g² s] dt with y(T) ~ N(0, I), and its kind.
     pub fn ode_log_prob(&self, y: &Tensor) -> (Tensor, LikKind) {
         let v = |x: &Tensor, t: &Tensor| self.pf_velocity(x, t.double_value(&[0]));
         let prior = |z: &Tensor| self.prior().log_prob(z);
-        let tol = Tolerance { rtol: self.p.ode_rtol, atol: self.p.ode_rtol };
+        let tol = self.p.ode.tolerance();
         let div = self.divergence();
         let (lp, nfe) = ode_log_prob(&v, &prior, y, self.p.t_start, self.p.t_end, div, tol);
         self.likelihood_nfe.set(nfe);
@@ -429,7 +402,7 @@ impl Model for DiffFlow {
                 let div = self.divergence().describe();
                 serde_json::json!({
                     "likelihood": "probability-flow ODE dx = [f - g^2 s / 2] dt from t_start to T, prior N(0, I) at T",
-                    "solver": format!("RK45 (Dormand-Prince), rtol = atol = {}", self.p.ode_rtol),
+                    "solver": format!("RK45 (Dormand-Prince), rtol = atol = {}", self.p.ode.rtol),
                     "divergence": div,
                 })
             }
@@ -443,6 +416,15 @@ impl Model for DiffFlow {
             "g": self.p.g, "g_end": self.p.g_end, "nfe_last_evaluation": self.likelihood_nfe.get(),
             "sampler": format!("{:?}", self.p.sampler).to_lowercase(), "sample_steps": self.sample_steps(),
         })
+    }
+}
+
+impl crate::model::ModelParams for DiffFlowParams {
+    /// Two networks of the same `[model.net]`: the drift at `drift`, the score at `score`.
+    fn build(&self, path: &tch::nn::Path, shape: &[i64]) -> Result<Box<dyn Model>> {
+        let drift = crate::nets::spec::time_net(&path.sub("drift"), shape, &self.net)?;
+        let score = crate::nets::spec::time_net(&path.sub("score"), shape, &self.net)?;
+        Ok(Box::new(DiffFlow::new(drift, score, self.clone(), shape.to_vec(), shape.len() == 3, path.device())?))
     }
 }
 
@@ -562,7 +544,7 @@ mod tests {
     #[test]
     fn ode_likelihood_with_the_exact_score_is_the_closed_form() {
         let (a, g, v0, t0, t1) = (-1.0, 1.0, 0.3, 1e-3, 1.0);
-        let p = params(&format!("t_start = {t0}\nt_end = {t1}\ng = {g}\node_rtol = 1e-7"));
+        let p = params(&format!("t_start = {t0}\nt_end = {t1}\ng = {g}\n[ode]\nrtol = 1e-7"));
         let sc = GaussScore { a, g, v0, t0, t_end: t1 };
         let ratio = sc.var(t1) / v0;
         let m = model(Box::new(Affine { a, b: 0.0 }), Box::new(sc), p, 3);
@@ -590,7 +572,7 @@ mod tests {
         let mut errors = Vec::new();
         for (k, g) in [0.5, 0.05, 0.005].into_iter().enumerate() {
             let score = TimeMlp::new(&(vs.root() / format!("score{k}")), 2, &[16], 2, 8, Activation::Tanh).unwrap();
-            let p = params(&format!("t_start = {t0}\nt_end = {t1}\ng = {g}\node_rtol = 1e-7"));
+            let p = params(&format!("t_start = {t0}\nt_end = {t1}\ng = {g}\n[ode]\nrtol = 1e-7"));
             let m = model(Box::new(Affine { a, b: 0.0 }), Box::new(score), p, 2);
             errors.push((m.ode_log_prob(&x).0 - &cnf).abs().max().double_value(&[]));
         }

@@ -23,44 +23,34 @@ pub enum DdpmSampler {
     Ddim,
 }
 
-fn d_steps() -> usize {
-    1000
-}
-fn d_schedule() -> ScheduleKind {
-    ScheduleKind::Linear
-}
-fn d_variance() -> Variance {
-    Variance::Beta
-}
-fn d_sampler() -> DdpmSampler {
-    DdpmSampler::Ancestral
-}
-fn d_ddim() -> usize {
-    50
-}
-fn d_scale() -> f64 {
-    1.0
-}
-
-/// `kind = "ddpm"`: the diffusion settings (the network's keys are `nets::spec::NetSpec`'s).
+/// `kind = "ddpm"`: the diffusion settings and `[model.net]`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct DdpmParams {
-    #[serde(default = "d_steps")]
     pub timesteps: usize,
-    #[serde(default = "d_schedule")]
     pub schedule: ScheduleKind,
-    #[serde(default = "d_variance")]
     pub variance: Variance,
-    #[serde(default = "d_sampler")]
     pub sampler: DdpmSampler,
-    #[serde(default = "d_ddim")]
     pub ddim_steps: usize,
     /// Vectors are modelled as y = x / data_scale (choose ≈ the data's standard deviation); log p_x adds -D ln scale.
-    #[serde(default = "d_scale")]
     pub data_scale: f64,
+    /// `[model.net]`: the time-conditioned network (an MLP on vectors, a U-Net on images).
+    pub net: crate::nets::spec::NetSpec,
 }
 
+impl Default for DdpmParams {
+    fn default() -> Self {
+        DdpmParams {
+            timesteps: 1000,
+            schedule: ScheduleKind::Linear,
+            variance: Variance::Beta,
+            sampler: DdpmSampler::Ancestral,
+            ddim_steps: 50,
+            data_scale: 1.0,
+            net: Default::default(),
+        }
+    }
+}
 
 /// A DDPM on vectors, or on 8-bit images modelled in y = pixel/127.5 - 1 with a discretized decoder.
 #[derive(Debug)]
@@ -256,6 +246,13 @@ impl Model for Ddpm {
             "decoder": if self.images { "discretized Gaussian over 8-bit bins (Ho et al. 2020)" } else { "Gaussian N(mu_theta(x_1, 1), beta_1)" },
             "reverse_variance": self.p.variance,
         })
+    }
+}
+
+impl crate::model::ModelParams for DdpmParams {
+    fn build(&self, path: &tch::nn::Path, shape: &[i64]) -> anyhow::Result<Box<dyn Model>> {
+        let net = crate::nets::spec::time_net(&path.sub("net"), shape, &self.net)?;
+        Ok(Box::new(Ddpm::new(net, self.clone(), shape.to_vec(), shape.len() == 3, path.device())))
     }
 }
 

@@ -3,10 +3,11 @@
 //! normaliser, mode weight and reference samples computed numerically.
 use anyhow::{bail, Result};
 use std::f64::consts::PI;
+use super::law::{nearest_centre, KnownLaw};
 use tch::{Device, Kind, Tensor};
 
-/// An unnormalised log-density -u(x) on R^D.
-pub trait Energy: std::fmt::Debug {
+/// An unnormalised log-density -u(x) on R^D; as a data set's law (`KnownLaw`) it says what else it knows.
+pub trait Energy: KnownLaw + std::fmt::Debug {
     fn dim(&self) -> i64;
     /// u(x) per example, shape \[batch].
     fn energy(&self, x: &Tensor) -> Tensor;
@@ -108,6 +109,9 @@ impl DoubleWell {
         DoubleWell { dim, x1: Grid1d::new(-4.0, 4.0, 400_000, u1) }
     }
 }
+
+/// Not used as a known law by the expressivity measures (its data sets report free energies and log Z instead).
+impl KnownLaw for DoubleWell {}
 
 impl Energy for DoubleWell {
     fn dim(&self) -> i64 {
@@ -231,6 +235,19 @@ impl GaussianMixture {
     }
 }
 
+/// The `gmm` data set's law: p = exp(-u - log Z); its modes are the components, a point belonging to the nearest
+/// centre within 3 of the widest standard deviations.
+impl KnownLaw for GaussianMixture {
+    fn log_density(&self, x: &Tensor) -> Option<Tensor> {
+        let x = x.to_kind(Kind::Double).to_device(Device::Cpu);
+        Some(-self.energy(&x) - self.log_z())
+    }
+    fn modes(&self, x: &Tensor) -> Option<(Tensor, Vec<f64>)> {
+        let widest = self.stds.iter().cloned().fold(0.0, f64::max);
+        Some((nearest_centre(x, &self.means, 3.0 * widest), self.weights.clone()))
+    }
+}
+
 impl Energy for GaussianMixture {
     fn dim(&self) -> i64 {
         2
@@ -308,6 +325,9 @@ impl Rings {
     }
 }
 
+/// An SNF target; the `rings` data set's own law (uniform angle + isotropic noise) is `data::toy::Toy::Rings`.
+impl KnownLaw for Rings {}
+
 impl Energy for Rings {
     fn dim(&self) -> i64 {
         2
@@ -348,6 +368,8 @@ pub struct Gaussian {
     pub mean: Vec<f64>,
     pub std: f64,
 }
+
+impl KnownLaw for Gaussian {}
 
 impl Energy for Gaussian {
     fn dim(&self) -> i64 {

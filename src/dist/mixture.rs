@@ -15,7 +15,7 @@ pub struct GaussianMixture {
 impl GaussianMixture {
     /// `k` components over vectors of size `dim`.
     pub fn new(path: &nn::Path, k: i64, dim: i64) -> Result<Self> {
-        ensure!(k >= 1, "model.base_components must be at least 1, got {k}");
+        ensure!(k >= 1, "model.base.components must be at least 1, got {k}");
         Ok(GaussianMixture {
             logits: path.zeros("logits", &[k]),
             means: path.var("means", &[k, dim], nn::Init::Randn { mean: 0.0, stdev: 1.0 }),

@@ -1,5 +1,6 @@
-//! Base distributions and, later, energy targets.
+//! Base distributions, energy targets and the known laws of data sets.
 pub mod energy;
+pub mod law;
 pub mod mixture;
 pub mod normal;
 pub mod resampled;

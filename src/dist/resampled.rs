@@ -14,40 +14,28 @@ use serde::{Deserialize, Serialize};
 use std::cell::{Cell, RefCell};
 use tch::{nn, Kind, Tensor};
 
-fn default_hidden() -> Vec<i64> {
-    vec![64, 64]
-}
-fn default_truncation() -> i64 {
-    100
-}
-fn default_z_samples() -> i64 {
-    1024
-}
-fn default_eval_samples() -> i64 {
-    1 << 20
-}
-
-/// `[model.resampled]`: settings of `base = "resampled"`.
+/// `[model.base.resampled]`: settings of the `resampled` base (`[model.base] kind = "resampled"`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ResampledParams {
     /// Hidden widths of the acceptance network.
-    #[serde(default = "default_hidden")]
     pub hidden: Vec<i64>,
     /// T: proposals before the last one is accepted whatever a(z).
-    #[serde(default = "default_truncation")]
     pub truncation: i64,
     /// Proposals estimating Z per training batch.
-    #[serde(default = "default_z_samples")]
     pub z_samples: i64,
     /// Proposals estimating Z for evaluation.
-    #[serde(default = "default_eval_samples")]
     pub eval_samples: i64,
 }
 
 impl Default for ResampledParams {
     fn default() -> Self {
-        toml::from_str("").expect("defaults")
+        ResampledParams {
+            hidden: vec![64, 64],
+            truncation: 100,
+            z_samples: 1024,
+            eval_samples: 1 << 20,
+        }
     }
 }
 
@@ -64,8 +52,8 @@ pub struct ResampledGaussian {
 
 impl ResampledGaussian {
     pub fn new(path: &nn::Path, dim: i64, p: &ResampledParams) -> Result<Self> {
-        ensure!(p.truncation >= 1, "model.resampled.truncation must be at least 1, got {}", p.truncation);
-        ensure!(p.z_samples >= 2 && p.eval_samples >= 2, "model.resampled.z_samples and eval_samples must be at least 2");
+        ensure!(p.truncation >= 1, "model.base.resampled.truncation must be at least 1, got {}", p.truncation);
+        ensure!(p.z_samples >= 2 && p.eval_samples >= 2, "model.base.resampled.z_samples and eval_samples must be at least 2");
         let net = Mlp::new(&path.sub("acceptance"), dim, &p.hidden, 1, Activation::Tanh, false)?;
         Ok(ResampledGaussian { net, dim, p: p.clone(), training: Cell::new(false), eval_log_z: RefCell::new(None), device: path.device() })
     }

@@ -88,77 +88,52 @@ pub struct TrainConfig {
     pub sample_every: i64,
 }
 
-fn default_eval_every() -> i64 {
-    500
-}
-fn default_eval_n() -> i64 {
-    5000
-}
-fn default_eval_batch() -> i64 {
-    10_000
-}
-fn default_n_samples() -> i64 {
-    20_000
-}
-fn default_diag_samples() -> i64 {
-    100_000
-}
-fn default_diag_repeats() -> i64 {
-    20
-}
-fn default_grid() -> i64 {
-    256
-}
-
 /// The `[eval]` section.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct EvalConfig {
     /// Steps between test-NLL evaluations during training, on `n_eval` test points (0: only at the end).
-    #[serde(default = "default_eval_every")]
     pub every: i64,
-    #[serde(default = "default_eval_n")]
     pub n_eval: i64,
     /// Test points of the final evaluation (default: the whole test set; expensive likelihoods cap it and the
     /// summary says how many were used).
-    #[serde(default)]
     pub n_final: Option<i64>,
     /// Test points per evaluation batch.
-    #[serde(default = "default_eval_batch")]
     pub batch_size: i64,
     /// Samples drawn for pictures and for timing the sampler.
-    #[serde(default = "default_n_samples")]
     pub n_samples: i64,
     /// Resolution of 2D density heat maps.
-    #[serde(default = "default_grid")]
     pub grid: i64,
     /// Family diagnostics (e.g. importance weights against an energy): samples per repeat, and repeats.
-    #[serde(default = "default_diag_samples")]
     pub diag_samples: i64,
-    #[serde(default = "default_diag_repeats")]
     pub diag_repeats: i64,
     /// Plot window [xmin, xmax, ymin, ymax] for 2D pictures (default [-4, 4]² for toy sets, else from the data).
-    #[serde(default)]
     pub bounds: Option<[f64; 4]>,
     /// Other sampler settings to time and score at the end, each a list of `--set` overrides of keys that keep the
     /// weights, e.g. `[["model.sample_steps=10"], ["model.sampler=\"ddim\"", "model.ddim_steps=20"]]`.
-    #[serde(default)]
     pub sampler_settings: Vec<Vec<String>>,
     /// Images: the classifier run whose features score sample quality (default: the newest finished
     /// runs/mnist-classifier or runs/fashion-classifier run), and how many samples it scores.
-    #[serde(default)]
     pub classifier: Option<PathBuf>,
-    #[serde(default = "default_quality_samples")]
     pub quality_samples: i64,
-}
-
-fn default_quality_samples() -> i64 {
-    1000
 }
 
 impl Default for EvalConfig {
     fn default() -> Self {
-        toml::from_str("").expect("every eval key has a default")
+        EvalConfig {
+            every: 500,
+            n_eval: 5000,
+            n_final: Default::default(),
+            batch_size: 10_000,
+            n_samples: 20_000,
+            grid: 256,
+            diag_samples: 100_000,
+            diag_repeats: 20,
+            bounds: Default::default(),
+            sampler_settings: Default::default(),
+            classifier: Default::default(),
+            quality_samples: 1000,
+        }
     }
 }
 
@@ -209,11 +184,23 @@ fn check_name(name: &str) -> Result<()> {
 pub fn load(path: &Path, overrides: &[String]) -> Result<Experiment> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut table: toml::Table = text.parse().map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    migrate_model(&mut table, &path.display().to_string());
     for o in overrides {
         apply_override(&mut table, o).with_context(|| format!("--set {o}"))?;
     }
+    migrate_model(&mut table, "--set");
     let origin = if overrides.is_empty() { path.display().to_string() } else { format!("{} (with --set)", path.display()) };
     from_table(table, &origin)
+}
+
+/// Moves the old flat spelling of nested model keys to the nested tables (`super::legacy`), saying so on stderr.
+fn migrate_model(table: &mut toml::Table, origin: &str) {
+    if let Some(toml::Value::Table(model)) = table.get_mut("model") {
+        let moved = super::legacy::migrate(model);
+        if !moved.is_empty() {
+            eprintln!("note: {origin}: read in the older flat layout ({}); it still loads", moved.join(", "));
+        }
+    }
 }
 
 /// Parses a whole config table; `origin` names it in errors.
@@ -309,7 +296,7 @@ fn validate(e: &Experiment) -> Result<()> {
 /// Model keys that are sizes or counts (layers, widths, steps, samples): at least 1, at most a million.
 const SIZE_KEYS: &[&str] = &[
     "hidden", "n_layers", "bins", "latent", "k", "eval_k", "steps", "sample_steps", "ddim_steps", "timesteps", "blocks",
-    "levels", "hidden_channels", "unet_ch", "emb_dim", "n_blocks", "leapfrog", "couplings_per_block", "base_components",
+    "levels", "hidden_channels", "unet_ch", "emb_dim", "n_blocks", "leapfrog", "couplings_per_block", "components",
     "hutchinson_probes", "sign_hidden", "unet_groups", "unet_mults", "channels",
     "feature_dim",
 ];
@@ -331,6 +318,18 @@ fn check_finite(v: &toml::Value, key: &str) -> Result<()> {
 }
 
 /// `a.b.c=value`: the value is read as TOML (number, bool, array, quoted string), else taken as a bare string.
+///
+/// ```
+/// use relaxflow::experiment::config::apply_override;
+///
+/// let mut t: toml::Table = "[model]\nkind = \"ddpm\"".parse()?;
+/// apply_override(&mut t, "model.net.hidden=[64,64]")?;
+/// apply_override(&mut t, "model.sampler=ddim")?;
+/// assert_eq!(t["model"]["net"]["hidden"].as_array().unwrap().len(), 2);
+/// assert_eq!(t["model"]["sampler"].as_str(), Some("ddim"));
+/// assert!(apply_override(&mut t, "model..x=1").is_err());
+/// # anyhow::Ok(())
+/// ```
 pub fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<()> {
     let (key, raw) = assignment.split_once('=').ok_or_else(|| anyhow!("expected key=value"))?;
     let parts: Vec<&str> = key.trim().split('.').collect();

@@ -1,13 +1,16 @@
 //! The registry: model kind -> family, description and constructor. Adding an experiment needs only a TOML file;
 //! adding a model kind needs one entry here.
 use super::config::parse_value;
-use crate::flows::build::{maf, nice, nsf, planar, realnvp, MafParams, NiceParams, NsfParams, PlanarParams, RealNvpParams};
+use crate::diffflow::DiffFlowParams;
+use crate::diffusion::DdpmParams;
+use crate::flows::build::{MafParams, NiceParams, NsfParams, PlanarParams, RealNvpParams};
+use crate::flows::sinh_arcsinh::SinhArcsinhParams;
+use crate::model::{Family, Model, ModelParams};
 use crate::multiscale;
-use crate::model::{Family, Model};
-use crate::diffflow::{DiffFlow, DiffFlowParams};
-use crate::diffusion::{Ddpm, DdpmParams};
-use crate::score::{ScoreModel, ScoreParams};
-use crate::snf::{Snf, SnfParams};
+use crate::score::ScoreParams;
+use crate::snf::SnfParams;
+use crate::survae::model::SurvaeParams;
+use crate::vae::VaeParams;
 use anyhow::{bail, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -33,32 +36,33 @@ pub struct Entry {
 pub fn entries() -> Vec<Entry> {
     vec![
         Entry { kind: "realnvp", family: Family::Flow, about: "affine coupling flow (RealNVP); multi-scale with ResNet couplings on images", build: build_realnvp, smoke: &[], smoke_image: &["model.hidden_channels=4", "model.steps=1"] },
-        Entry { kind: "glow", family: Family::Flow, about: "Glow on images: ActNorm, invertible 1x1 convolution, affine coupling, multi-scale", build: build_glow, smoke: &[], smoke_image: &["model.hidden_channels=4", "model.steps=1"] },
-        Entry { kind: "maf", family: Family::Flow, about: "masked autoregressive flow (MAF), or IAF with direction = \"iaf\"", build: build_maf, smoke: &[], smoke_image: &["model.hidden=[16]", "model.n_layers=2"] },
-        Entry { kind: "nsf", family: Family::Flow, about: "rational-quadratic spline coupling flow (NSF)", build: build_nsf, smoke: &[], smoke_image: &[] },
-        Entry { kind: "planar", family: Family::Flow, about: "planar or radial flow (Rezende & Mohamed), density direction closed-form", build: build_planar, smoke: &[], smoke_image: &[] },
-        Entry { kind: "nice", family: Family::Flow, about: "additive coupling flow with diagonal scaling (NICE)", build: build_nice, smoke: &[], smoke_image: &[] },
-        Entry { kind: "survae", family: Family::Survae, about: "SurVAE flow: abs / sort / stochastic permutation / augment layer + RealNVP; exact or IWBO(k)", build: build_survae, smoke: &["model.eval_k=5"], smoke_image: &[] },
-        Entry { kind: "vae", family: Family::Vae, about: "VAE (ELBO) or IWAE(k): MLP/conv encoder-decoder, Bernoulli/Gaussian/discretized-logistic decoder", build: build_vae, smoke: &["model.eval_k=10", "model.hidden=[16]"], smoke_image: &[] },
+        Entry { kind: "glow", family: Family::Flow, about: "Glow on images: ActNorm, invertible 1x1 convolution, affine coupling, multi-scale", build: build_kind::<multiscale::MultiscaleParams>, smoke: &[], smoke_image: &["model.hidden_channels=4", "model.steps=1"] },
+        Entry { kind: "maf", family: Family::Flow, about: "masked autoregressive flow (MAF), or IAF with direction = \"iaf\"", build: build_kind::<MafParams>, smoke: &[], smoke_image: &["model.hidden=[16]", "model.n_layers=2"] },
+        Entry { kind: "nsf", family: Family::Flow, about: "rational-quadratic spline coupling flow (NSF)", build: build_kind::<NsfParams>, smoke: &[], smoke_image: &[] },
+        Entry { kind: "planar", family: Family::Flow, about: "planar or radial flow (Rezende & Mohamed), density direction closed-form", build: build_kind::<PlanarParams>, smoke: &[], smoke_image: &[] },
+        Entry { kind: "sinh_arcsinh", family: Family::Flow, about: "RealNVP with a sinh-arcsinh layer (learned skew and tails) before each coupling", build: build_kind::<SinhArcsinhParams>, smoke: &[], smoke_image: &[] },
+        Entry { kind: "nice", family: Family::Flow, about: "additive coupling flow with diagonal scaling (NICE)", build: build_kind::<NiceParams>, smoke: &[], smoke_image: &[] },
+        Entry { kind: "survae", family: Family::Survae, about: "SurVAE flow: abs / sort / stochastic permutation / augment layer + RealNVP; exact or IWBO(k)", build: build_kind::<SurvaeParams>, smoke: &["model.eval_k=5"], smoke_image: &[] },
+        Entry { kind: "vae", family: Family::Vae, about: "VAE (ELBO) or IWAE(k): MLP/conv encoder-decoder, Bernoulli/Gaussian/discretized-logistic decoder", build: build_kind::<VaeParams>, smoke: &["model.eval_k=10", "model.hidden=[16]"], smoke_image: &[] },
         Entry {
             kind: "snf",
             family: Family::Snf,
             about: "stochastic normalizing flow: RealNVP blocks + Langevin/MH/HMC layers on an energy (or none: a flow)",
-            build: build_snf,
+            build: build_kind::<SnfParams>,
             smoke: &[],
             smoke_image: &[],
         },
-        Entry { kind: "ddpm", family: Family::Diffusion, about: "denoising diffusion (DDPM): L_simple, ancestral/DDIM, VLB", build: build_ddpm, smoke: &["model.timesteps=20"], smoke_image: &["model.unet_ch=8", "model.unet_groups=4"] },
-        Entry { kind: "score", family: Family::Score, about: "score SDE (VP / sub-VP / VE): DSM, EM/PC/ODE samplers, PF-ODE likelihood", build: build_score, smoke: &["model.sample_steps=5", "model.ode_rtol=1e-2"], smoke_image: &["model.unet_ch=8", "model.unet_groups=4"] },
+        Entry { kind: "ddpm", family: Family::Diffusion, about: "denoising diffusion (DDPM): L_simple, ancestral/DDIM, VLB", build: build_kind::<DdpmParams>, smoke: &["model.timesteps=20"], smoke_image: &["model.net.unet_ch=8", "model.net.unet_groups=4"] },
+        Entry { kind: "score", family: Family::Score, about: "score SDE (VP / sub-VP / VE): DSM, EM/PC/ODE samplers, PF-ODE likelihood", build: build_kind::<ScoreParams>, smoke: &["model.sample_steps=5", "model.ode.rtol=1e-2"], smoke_image: &["model.net.unet_ch=8", "model.net.unet_groups=4"] },
         Entry {
             kind: "diffflow",
             family: Family::Diffflow,
             about: "diffusion normalizing flow: trainable drift + score, KL of path measures, PF-ODE likelihood",
-            build: build_diffflow,
-            smoke: &["model.steps=3", "model.steps_schedule=[[0, 2], [2, 3]]", "model.ode_rtol=1e-2", "train.batch_size=64"],
-            smoke_image: &["model.unet_ch=8", "model.unet_groups=4"],
+            build: build_kind::<DiffFlowParams>,
+            smoke: &["model.steps=3", "model.steps_schedule=[[0, 2], [2, 3]]", "model.ode.rtol=1e-2", "train.batch_size=64"],
+            smoke_image: &["model.net.unet_ch=8", "model.net.unet_groups=4"],
         },
-        Entry { kind: "ncsn", family: Family::Score, about: "NCSN: VE score model sampled by annealed Langevin dynamics", build: build_ncsn, smoke: &["model.sample_steps=5", "model.ode_rtol=1e-2"], smoke_image: &["model.unet_ch=8", "model.unet_groups=4"] },
+        Entry { kind: "ncsn", family: Family::Score, about: "NCSN: VE score model sampled by annealed Langevin dynamics", build: build_ncsn, smoke: &["model.sample_steps=5", "model.ode.rtol=1e-2"], smoke_image: &["model.net.unet_ch=8", "model.net.unet_groups=4"] },
         Entry {
             kind: "classifier",
             family: Family::Classifier,
@@ -70,14 +74,14 @@ pub fn entries() -> Vec<Entry> {
     ]
 }
 
-/// The `[model]` keys of `kind` that may change on a trained run (eval, sample, sampler settings): they choose how
+/// The `[model]` keys (or tables, e.g. `ode`) of `kind` that may change on a trained run (eval, sample, sampler settings): they choose how
 /// the trained model is sampled or how its likelihood is computed, never what it is. Any other model key changes the
 /// model the weights belong to, and is refused there.
 pub fn inference_keys(kind: &str) -> &'static [&'static str] {
     match kind {
         "ddpm" => &["sampler", "ddim_steps"],
-        "score" | "ncsn" => &["sampler", "sample_steps", "snr", "langevin_steps", "ald_eps", "ode_rtol", "hutchinson_probes", "exact_divergence_max_dim"],
-        "diffflow" => &["sampler", "sample_steps", "denoise", "likelihood", "ode_rtol", "hutchinson_probes", "exact_divergence_max_dim"],
+        "score" | "ncsn" => &["sampler", "sample_steps", "snr", "langevin_steps", "ald_eps", "ode"],
+        "diffflow" => &["sampler", "sample_steps", "denoise", "likelihood", "ode"],
         "vae" => &["eval_k", "sample_mean"],
         "survae" | "glow" | "realnvp" => &["eval_k"],
         _ => &[],
@@ -116,112 +120,23 @@ fn params<T: DeserializeOwned + Serialize>(table: &toml::Table, origin: &str) ->
     Ok((p, resolved))
 }
 
-/// The single dimension of vector data, or an error telling how to get it.
-fn vector_dim(kind: &str, shape: &[i64]) -> Result<i64> {
-    match shape {
-        [d] => Ok(*d),
-        _ => bail!("model `{kind}` needs vector data, but the dataset has shape {shape:?} (set data.flatten = true)"),
-    }
+/// The one constructor of every kind: parse `P` from the `[model]` table, build it for the data's shape.
+pub fn build_kind<P: ModelParams>(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
+    let (p, resolved) = params::<P>(t, origin)?;
+    let model = p.build(path, shape).map_err(|e| anyhow::anyhow!("{origin}: {e:#}"))?;
+    Ok((model, resolved))
 }
 
+/// RealNVP on images is the multi-scale flow with RealNVP's defaults (Dinh et al. 2017, §4.1).
 fn build_realnvp(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
-    if is_image(shape) {
-        let mut t = t.clone();
-        for (k, v) in multiscale::realnvp_defaults() {
-            t.entry(k).or_insert(v);
-        }
-        return build_glow(&t, path, shape, origin);
+    if shape.len() != 3 {
+        return build_kind::<RealNvpParams>(t, path, shape, origin);
     }
-    let (p, resolved) = params::<RealNvpParams>(t, origin)?;
-    Ok((Box::new(realnvp(path, vector_dim("realnvp", shape)?, &p)?), resolved))
-}
-
-/// Glow (and RealNVP on images): the multi-scale flow.
-fn build_glow(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
-    let (p, resolved) = params::<multiscale::MultiscaleParams>(t, origin)?;
-    anyhow::ensure!(p.eval_k >= 1, "{origin}: model.eval_k must be at least 1");
-    let m = multiscale::multiscale(path, shape, &p).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
-    if m.kind() == crate::model::Kind::Exact {
-        return Ok((Box::new(m), resolved));
+    let mut t = t.clone();
+    for (k, v) in multiscale::realnvp_defaults() {
+        t.entry(k).or_insert(v);
     }
-    Ok((Box::new(crate::survae::model::Survae::wrap(m, p.eval_k)), resolved))
-}
-
-fn build_maf(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
-    let (p, resolved) = params::<MafParams>(t, origin)?;
-    Ok((Box::new(maf(path, vector_dim("maf", shape)?, &p)?), resolved))
-}
-
-fn build_nsf(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
-    let (p, resolved) = params::<NsfParams>(t, origin)?;
-    Ok((Box::new(nsf(path, vector_dim("nsf", shape)?, &p)?), resolved))
-}
-
-fn build_planar(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
-    let (p, resolved) = params::<PlanarParams>(t, origin)?;
-    Ok((Box::new(planar(path, vector_dim("planar", shape)?, &p)?), resolved))
-}
-
-fn build_nice(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
-    let (p, resolved) = params::<NiceParams>(t, origin)?;
-    Ok((Box::new(nice(path, vector_dim("nice", shape)?, &p)?), resolved))
-}
-
-fn build_survae(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
-    let (p, resolved) = params::<crate::survae::model::SurvaeParams>(t, origin)?;
-    Ok((crate::survae::model::Survae::new(path, vector_dim("survae", shape)?, &p)?, resolved))
-}
-
-fn build_vae(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
-    let (p, resolved) = params::<crate::vae::VaeParams>(t, origin)?;
-    let m = crate::vae::Vae::new(path, shape, &p).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
-    Ok((Box::new(m), resolved))
-}
-
-fn build_snf(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
-    let (p, resolved) = params::<SnfParams>(t, origin)?;
-    Ok((Box::new(Snf::new(path, vector_dim("snf", shape)?, &p)?), resolved))
-}
-
-/// Images are [C, H, W] shapes; the diffusion and score families model them in [-1, 1].
-fn is_image(shape: &[i64]) -> bool {
-    shape.len() == 3
-}
-
-/// A family's parameters plus its time-conditioned network, from one `[model]` table; the resolved table holds both.
-fn with_net<T: DeserializeOwned + Serialize>(
-    t: &toml::Table,
-    path: &nn::Path,
-    shape: &[i64],
-    origin: &str,
-) -> Result<(T, Box<dyn crate::nets::TimeNet>, toml::Table)> {
-    let (net_keys, own) = crate::nets::spec::split(t);
-    let (p, mut resolved) = params::<T>(&own, origin)?;
-    let (spec, net_resolved) = params::<crate::nets::spec::NetSpec>(&net_keys, origin)?;
-    resolved.extend(net_resolved);
-    Ok((p, crate::nets::spec::time_net(&path.sub("net"), shape, &spec)?, resolved))
-}
-
-fn build_ddpm(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
-    let (p, net, resolved) = with_net::<DdpmParams>(t, path, shape, origin)?;
-    Ok((Box::new(Ddpm::new(net, p, shape.to_vec(), is_image(shape), path.device())), resolved))
-}
-
-fn build_score(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
-    let (p, net, resolved) = with_net::<ScoreParams>(t, path, shape, origin)?;
-    Ok((Box::new(ScoreModel::new(net, p, shape.to_vec(), is_image(shape), path.device())), resolved))
-}
-
-/// DiffFlow: one NetSpec for both networks, built at `drift` and `score`.
-fn build_diffflow(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
-    let (net_keys, own) = crate::nets::spec::split(t);
-    let (p, mut resolved) = params::<DiffFlowParams>(&own, origin)?;
-    let (spec, net_resolved) = params::<crate::nets::spec::NetSpec>(&net_keys, origin)?;
-    resolved.extend(net_resolved);
-    let drift = crate::nets::spec::time_net(&path.sub("drift"), shape, &spec)?;
-    let score = crate::nets::spec::time_net(&path.sub("score"), shape, &spec)?;
-    let m = DiffFlow::new(drift, score, p, shape.to_vec(), is_image(shape), path.device()).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
-    Ok((Box::new(m), resolved))
+    build_kind::<multiscale::MultiscaleParams>(&t, path, shape, origin)
 }
 
 /// NCSN = a VE score model with annealed Langevin sampling unless the table says otherwise.
@@ -229,7 +144,7 @@ fn build_ncsn(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> 
     let mut t = t.clone();
     t.entry("sde").or_insert_with(|| toml::Value::String("ve".into()));
     t.entry("sampler").or_insert_with(|| toml::Value::String("ald".into()));
-    build_score(&t, path, shape, origin)
+    build_kind::<ScoreParams>(&t, path, shape, origin)
 }
 
 /// Classifiers are trained by `relaxflow train` (see `classifier::train`) and are no `Model`: a clear error for
@@ -274,13 +189,13 @@ mod tests {
     }
 
     #[test]
-    fn network_keys_and_family_keys_resolve_together() {
+    fn network_table_and_family_keys_resolve_together() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let (_, resolved) = build(&table("kind = \"ddpm\"\ntimesteps = 10\nhidden = [8]"), &vs.root(), &[2], "f.toml").unwrap();
+        let (_, resolved) = build(&table("kind = \"ddpm\"\ntimesteps = 10\n[net]\nhidden = [8]"), &vs.root(), &[2], "f.toml").unwrap();
         assert_eq!(resolved["timesteps"].as_integer(), Some(10));
-        assert_eq!(resolved["hidden"].as_array().unwrap().len(), 1);
-        assert_eq!(resolved["unet_ch"].as_integer(), Some(32), "network defaults are filled in too");
-        let err = build(&table("kind = \"score\"\nsde = \"vp\"\nsampler = \"em\"\nhiden = [8]"), &vs.root(), &[2], "f.toml")
+        assert_eq!(resolved["net"]["hidden"].as_array().unwrap().len(), 1);
+        assert_eq!(resolved["net"]["unet_ch"].as_integer(), Some(32), "network defaults are filled in too");
+        let err = build(&table("kind = \"score\"\nsde = \"vp\"\nsampler = \"em\"\n[net]\nhiden = [8]"), &vs.root(), &[2], "f.toml")
             .err()
             .unwrap()
             .to_string();

@@ -22,6 +22,24 @@ pub enum Mixing {
     Lu,
 }
 
+impl Mixing {
+    /// The layer between two couplings on `features` features (channels, on images), or None for `alternate`, where
+    /// the couplings swap halves instead; `perm` and `lu` name the variables of the permutation and the LU layer.
+    pub fn between(self, features: i64, perm: &nn::Path, lu: &nn::Path) -> Option<Box<dyn Layer>> {
+        match self {
+            Mixing::Alternate => None,
+            Mixing::Reverse => Some(Box::new(Reverse)),
+            Mixing::Random => Some(Box::new(Permutation::new(perm, features))),
+            Mixing::Lu => Some(Box::new(super::lu::LuLinear::new(lu, features))),
+        }
+    }
+
+    /// Whether the `i`-th coupling transforms the other half (odd couplings, with `alternate` mixing).
+    pub fn parity(self, i: usize) -> bool {
+        self == Mixing::Alternate && i % 2 == 1
+    }
+}
+
 /// The base distribution p(z).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -30,143 +48,105 @@ pub enum Base {
     DiagNormal,
     /// A Gaussian mixture with learned weights, means and diagonal scales (`base_components` of them).
     Gmm,
-    /// N(0, I) resampled by a learned acceptance with truncation (Stimper et al.), set in `[model.resampled]`.
+    /// N(0, I) resampled by a learned acceptance with truncation (Stimper et al.), set in `[model.base.resampled]`.
     Resampled,
 }
 
-fn default_layers() -> usize {
-    8
+/// `[model.base]`: a vector flow's base distribution p(z).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BaseParams {
+    pub kind: Base,
+    /// Components of the `gmm` base.
+    pub components: i64,
+    /// `[model.base.resampled]`: settings of the `resampled` base.
+    pub resampled: ResampledParams,
 }
-fn default_hidden() -> Vec<i64> {
-    vec![64, 64]
-}
-fn default_activation() -> Activation {
-    Activation::Relu
-}
-fn default_scale_bound() -> ScaleBound {
-    ScaleBound::Tanh
-}
-fn default_mixing() -> Mixing {
-    Mixing::Alternate
-}
-pub fn default_components() -> i64 {
-    8
-}
-fn default_base() -> Base {
-    Base::StandardNormal
+
+impl Default for BaseParams {
+    fn default() -> Self {
+        BaseParams { kind: Base::StandardNormal, components: 8, resampled: ResampledParams::default() }
+    }
 }
 
 /// `kind = "realnvp"`: affine couplings (Dinh et al. 2017).
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RealNvpParams {
     /// Number of coupling layers.
-    #[serde(default = "default_layers")]
     pub n_layers: usize,
     /// Hidden widths of each coupling's MLP.
-    #[serde(default = "default_hidden")]
     pub hidden: Vec<i64>,
-    #[serde(default = "default_activation")]
     pub activation: Activation,
-    #[serde(default = "default_scale_bound")]
     pub scale_bound: ScaleBound,
     /// One MLP per coupling starting at the identity (`shared`), or the SNF paper's separate shift and scale MLPs.
-    #[serde(default)]
     pub conditioner: Conditioner,
     /// An ActNorm (data-initialised) before every coupling.
-    #[serde(default)]
     pub actnorm: bool,
     /// A BatchNorm bijection after every coupling but the last (RealNVP §3.7; running statistics in evaluation).
-    #[serde(default)]
     pub batchnorm: bool,
-    #[serde(default = "default_mixing")]
     pub mixing: Mixing,
-    #[serde(default = "default_base")]
-    pub base: Base,
-    /// Components of the `gmm` base.
-    #[serde(default = "default_components")]
-    pub base_components: i64,
-    /// Settings of the `resampled` base.
-    #[serde(default)]
-    pub resampled: ResampledParams,
+    pub base: BaseParams,
 }
 
 impl Default for RealNvpParams {
     /// The defaults of `kind = "realnvp"` (every key of an empty `[model]` table).
     fn default() -> Self {
-        toml::from_str("").expect("every realnvp key has a default")
+        RealNvpParams {
+            n_layers: 8,
+            hidden: vec![64, 64],
+            activation: Activation::Relu,
+            scale_bound: ScaleBound::Tanh,
+            conditioner: Conditioner::Shared,
+            actnorm: false,
+            batchnorm: false,
+            mixing: Mixing::Alternate,
+            base: BaseParams::default(),
+        }
     }
 }
 
 /// `kind = "nice"`: additive couplings followed by a diagonal scaling (Dinh et al. 2015, §3.3); the scaling is an
 /// ActNorm, so it is also data-initialised.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct NiceParams {
-    #[serde(default = "default_layers")]
     pub n_layers: usize,
-    #[serde(default = "default_hidden")]
     pub hidden: Vec<i64>,
-    #[serde(default = "default_activation")]
     pub activation: Activation,
-    #[serde(default = "default_mixing")]
     pub mixing: Mixing,
-    #[serde(default = "default_base")]
-    pub base: Base,
-    /// Components of the `gmm` base.
-    #[serde(default = "default_components")]
-    pub base_components: i64,
-    /// Settings of the `resampled` base.
-    #[serde(default)]
-    pub resampled: ResampledParams,
+    pub base: BaseParams,
 }
 
-fn default_bins() -> i64 {
-    8
-}
-fn default_bound() -> f64 {
-    4.0
-}
-
-impl Default for NsfParams {
-    /// The defaults of `kind = "nsf"`.
+impl Default for NiceParams {
     fn default() -> Self {
-        toml::from_str("").expect("every nsf key has a default")
+        let r = RealNvpParams::default();
+        NiceParams { n_layers: r.n_layers, hidden: r.hidden, activation: r.activation, mixing: r.mixing, base: r.base }
     }
 }
 
 /// `kind = "nsf"`: rational-quadratic spline couplings with linear tails (Durkan et al. 2019, RQ-NSF (C)).
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct NsfParams {
-    #[serde(default = "default_layers")]
     pub n_layers: usize,
-    #[serde(default = "default_hidden")]
     pub hidden: Vec<i64>,
-    #[serde(default = "default_activation")]
     pub activation: Activation,
     /// K, the number of spline bins.
-    #[serde(default = "default_bins")]
     pub bins: i64,
     /// B: the spline acts on [-B, B], the identity outside.
-    #[serde(default = "default_bound")]
     pub bound: f64,
-    #[serde(default)]
     pub actnorm: bool,
-    #[serde(default = "default_mixing")]
     pub mixing: Mixing,
-    #[serde(default = "default_base")]
-    pub base: Base,
-    /// Components of the `gmm` base.
-    #[serde(default = "default_components")]
-    pub base_components: i64,
-    /// Settings of the `resampled` base.
-    #[serde(default)]
-    pub resampled: ResampledParams,
+    pub base: BaseParams,
 }
 
-fn default_direction() -> Direction {
-    Direction::Maf
+impl Default for NsfParams {
+    /// The defaults of `kind = "nsf"`.
+    fn default() -> Self {
+        let r = RealNvpParams::default();
+        NsfParams { n_layers: r.n_layers, hidden: r.hidden, activation: r.activation, bins: 8, bound: 4.0, actnorm: false, mixing: r.mixing, base: r.base }
+    }
 }
 
 /// Which pass of an autoregressive flow is cheap.
@@ -188,46 +168,45 @@ pub enum ArTransformer {
     Spline,
 }
 
-fn default_ar_transformer() -> ArTransformer {
-    ArTransformer::Affine
-}
-
 /// `kind = "maf"`: affine or spline MADE layers with the order reversed between layers (Papamakarios et al. 2017), or IAF.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct MafParams {
-    #[serde(default = "default_layers")]
     pub n_layers: usize,
     /// Hidden widths of each MADE.
-    #[serde(default = "default_hidden")]
     pub hidden: Vec<i64>,
-    #[serde(default = "default_activation")]
     pub activation: Activation,
-    #[serde(default = "default_direction")]
     pub direction: Direction,
-    #[serde(default = "default_ar_transformer")]
     pub transformer: ArTransformer,
     /// A BatchNorm bijection between MADE layers (MAF §3.4; running statistics in evaluation).
-    #[serde(default)]
     pub batchnorm: bool,
     /// Spline bins K and bound B (with `transformer = "spline"`).
-    #[serde(default = "default_bins")]
     pub bins: i64,
-    #[serde(default = "default_bound")]
     pub bound: f64,
-    #[serde(default)]
     pub actnorm: bool,
-    #[serde(default = "default_base")]
-    pub base: Base,
-    /// Components of the `gmm` base.
-    #[serde(default = "default_components")]
-    pub base_components: i64,
-    /// Settings of the `resampled` base.
-    #[serde(default)]
-    pub resampled: ResampledParams,
+    pub base: BaseParams,
     /// Data in [0, 1] (flattened images): start with the logit preprocessing y = logit(α + (1 - 2α)x) with this α.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub logit_alpha: Option<f64>,
+}
+
+impl Default for MafParams {
+    fn default() -> Self {
+        let n = NsfParams::default();
+        MafParams {
+            n_layers: n.n_layers,
+            hidden: n.hidden,
+            activation: n.activation,
+            direction: Direction::Maf,
+            transformer: ArTransformer::Affine,
+            batchnorm: false,
+            bins: n.bins,
+            bound: n.bound,
+            actnorm: false,
+            base: n.base,
+            logit_alpha: None,
+        }
+    }
 }
 
 /// A MAF (or IAF) on [batch, dim] data.
@@ -259,7 +238,7 @@ pub fn maf(path: &nn::Path, dim: i64, p: &MafParams) -> Result<LayerModel> {
             layers.push(Box::new(Reverse));
         }
     }
-    Ok(LayerModel { layers, base: base(path, dim, p.base, p.base_components, &p.resampled)?, family: crate::model::Family::Flow })
+    Ok(LayerModel { layers, base: base(path, dim, &p.base)?, family: crate::model::Family::Flow })
 }
 
 /// The layer of `kind = "planar"`.
@@ -270,29 +249,19 @@ pub enum PlanarTransform {
     Radial,
 }
 
-fn default_planar_layers() -> usize {
-    32
-}
-fn default_planar_transform() -> PlanarTransform {
-    PlanarTransform::Planar
-}
-
 /// `kind = "planar"`: a stack of planar or radial layers (Rezende & Mohamed 2015) in the density direction.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct PlanarParams {
-    #[serde(default = "default_planar_layers")]
     pub n_layers: usize,
-    #[serde(default = "default_planar_transform")]
     pub transform: PlanarTransform,
-    #[serde(default = "default_base")]
-    pub base: Base,
-    /// Components of the `gmm` base.
-    #[serde(default = "default_components")]
-    pub base_components: i64,
-    /// Settings of the `resampled` base.
-    #[serde(default)]
-    pub resampled: ResampledParams,
+    pub base: BaseParams,
+}
+
+impl Default for PlanarParams {
+    fn default() -> Self {
+        PlanarParams { n_layers: 32, transform: PlanarTransform::Planar, base: BaseParams::default() }
+    }
 }
 
 /// A planar (or radial) flow on [batch, dim] data.
@@ -308,7 +277,7 @@ pub fn planar(path: &nn::Path, dim: i64, p: &PlanarParams) -> Result<LayerModel>
             }
         })
         .collect();
-    Ok(LayerModel { layers, base: base(path, dim, p.base, p.base_components, &p.resampled)?, family: crate::model::Family::Flow })
+    Ok(LayerModel { layers, base: base(path, dim, &p.base)?, family: crate::model::Family::Flow })
 }
 
 /// What a stack of couplings needs, whichever coupling it is.
@@ -331,28 +300,23 @@ fn couplings(path: &nn::Path, dim: i64, s: &Stack) -> Result<Vec<Box<dyn Layer>>
         if s.actnorm {
             layers.push(Box::new(ActNorm::new(&p.sub("actnorm"), dim)));
         }
-        let parity = s.mixing == Mixing::Alternate && i % 2 == 1;
+        let parity = s.mixing.parity(i);
         layers.push(Box::new(Coupling::new(&p.sub("coupling"), dim, s.hidden, s.activation, s.transformer, parity, s.conditioner)?));
         if i + 1 < s.n_layers {
             if s.batchnorm {
                 layers.push(Box::new(BatchNorm::new(&p.sub("batchnorm"), dim)));
             }
-            match s.mixing {
-                Mixing::Alternate => {}
-                Mixing::Reverse => layers.push(Box::new(Reverse)),
-                Mixing::Random => layers.push(Box::new(Permutation::new(&p.sub("perm"), dim))),
-                Mixing::Lu => layers.push(Box::new(super::lu::LuLinear::new(&p.sub("lu"), dim))),
-            }
+            layers.extend(s.mixing.between(dim, &p.sub("perm"), &p.sub("lu")));
         }
     }
     Ok(layers)
 }
 
 /// The base distribution a flow's parameters name.
-pub fn base(path: &nn::Path, dim: i64, base: Base, components: i64, resampled: &ResampledParams) -> Result<Box<dyn Distribution>> {
-    Ok(match base {
-        Base::Gmm => Box::new(crate::dist::MixtureBase::new(&path.sub("base"), components, dim)?),
-        Base::Resampled => Box::new(ResampledGaussian::new(&path.sub("base"), dim, resampled)?),
+pub fn base(path: &nn::Path, dim: i64, p: &BaseParams) -> Result<Box<dyn Distribution>> {
+    Ok(match p.kind {
+        Base::Gmm => Box::new(crate::dist::MixtureBase::new(&path.sub("base"), p.components, dim)?),
+        Base::Resampled => Box::new(ResampledGaussian::new(&path.sub("base"), dim, &p.resampled)?),
         Base::StandardNormal => Box::new(StandardNormal { shape: vec![dim], device: path.device() }),
         Base::DiagNormal => Box::new(DiagNormal::new(&path.sub("base"), &[dim])),
     })
@@ -382,9 +346,22 @@ pub fn spline_layers(path: &nn::Path, dim: i64, n_layers: usize, hidden: &[i64],
 }
 
 /// A RealNVP model on [batch, dim] data.
+///
+/// ```
+/// use relaxflow::{realnvp, Kind, Model, RealNvpParams};
+/// use tch::{nn, Device, Tensor};
+///
+/// let vs = nn::VarStore::new(Device::Cpu);
+/// let flow = realnvp(&vs.root(), 2, &RealNvpParams { n_layers: 4, hidden: vec![16], ..Default::default() })?;
+/// let x = Tensor::randn([8, 2], (tch::Kind::Float, Device::Cpu));
+/// let lp = flow.log_prob(&x);
+/// assert_eq!(lp.kind, Kind::Exact); // a flow's log-likelihood is exact (change of variables)
+/// assert_eq!(lp.value.size(), vec![8]);
+/// # anyhow::Ok(())
+/// ```
 pub fn realnvp(path: &nn::Path, dim: i64, p: &RealNvpParams) -> Result<LayerModel> {
     let layers = realnvp_layers(&path.sub("flow"), dim, p)?;
-    Ok(LayerModel { layers, base: base(path, dim, p.base, p.base_components, &p.resampled)?, family: crate::model::Family::Flow })
+    Ok(LayerModel { layers, base: base(path, dim, &p.base)?, family: crate::model::Family::Flow })
 }
 
 /// A neural spline flow (coupling) on [batch, dim] data.
@@ -401,7 +378,7 @@ pub fn nsf(path: &nn::Path, dim: i64, p: &NsfParams) -> Result<LayerModel> {
         conditioner: Conditioner::Shared,
     };
     let layers = couplings(&path.sub("flow"), dim, &stack)?;
-    Ok(LayerModel { layers, base: base(path, dim, p.base, p.base_components, &p.resampled)?, family: crate::model::Family::Flow })
+    Ok(LayerModel { layers, base: base(path, dim, &p.base)?, family: crate::model::Family::Flow })
 }
 
 /// A NICE model on [batch, dim] data.
@@ -418,7 +395,37 @@ pub fn nice(path: &nn::Path, dim: i64, p: &NiceParams) -> Result<LayerModel> {
     };
     let mut layers = couplings(&path.sub("flow"), dim, &stack)?;
     layers.push(Box::new(ActNorm::new(&path.sub("scaling"), dim)));
-    Ok(LayerModel { layers, base: base(path, dim, p.base, p.base_components, &p.resampled)?, family: crate::model::Family::Flow })
+    Ok(LayerModel { layers, base: base(path, dim, &p.base)?, family: crate::model::Family::Flow })
+}
+
+impl crate::model::ModelParams for RealNvpParams {
+    fn build(&self, path: &nn::Path, shape: &[i64]) -> Result<Box<dyn crate::model::Model>> {
+        Ok(Box::new(realnvp(path, crate::model::vector_dim("realnvp", shape)?, self)?))
+    }
+}
+
+impl crate::model::ModelParams for NiceParams {
+    fn build(&self, path: &nn::Path, shape: &[i64]) -> Result<Box<dyn crate::model::Model>> {
+        Ok(Box::new(nice(path, crate::model::vector_dim("nice", shape)?, self)?))
+    }
+}
+
+impl crate::model::ModelParams for NsfParams {
+    fn build(&self, path: &nn::Path, shape: &[i64]) -> Result<Box<dyn crate::model::Model>> {
+        Ok(Box::new(nsf(path, crate::model::vector_dim("nsf", shape)?, self)?))
+    }
+}
+
+impl crate::model::ModelParams for MafParams {
+    fn build(&self, path: &nn::Path, shape: &[i64]) -> Result<Box<dyn crate::model::Model>> {
+        Ok(Box::new(maf(path, crate::model::vector_dim("maf", shape)?, self)?))
+    }
+}
+
+impl crate::model::ModelParams for PlanarParams {
+    fn build(&self, path: &nn::Path, shape: &[i64]) -> Result<Box<dyn crate::model::Model>> {
+        Ok(Box::new(planar(path, crate::model::vector_dim("planar", shape)?, self)?))
+    }
 }
 
 #[cfg(test)]
@@ -428,7 +435,7 @@ mod tests {
     use tch::{Device, Kind, Tensor};
 
     fn params() -> RealNvpParams {
-        toml::from_str("hidden = [16]\nn_layers = 4\nactnorm = true\nmixing = \"random\"\nbase = \"diag_normal\"").unwrap()
+        toml::from_str("hidden = [16]\nn_layers = 4\nactnorm = true\nmixing = \"random\"\n[base]\nkind = \"diag_normal\"").unwrap()
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod lu;
 pub mod made;
 pub mod permutation;
 pub mod planar;
+pub mod sinh_arcsinh;
 pub mod slice;
 pub mod spline;
 pub mod squeeze;

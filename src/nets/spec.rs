@@ -4,30 +4,36 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use tch::nn;
 
-/// Network hyper-parameters shared by the time-conditioned families: these keys of a `[model]` section are taken
-/// out (`split`) and parsed here, the rest by the family's own parameters.
+/// `[model.net]`: the network of the time-conditioned families (DDPM, score, DiffFlow).
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct NetSpec {
     /// Vector data: `mlp` (sinusoidal time features concatenated to x) or `fourier` (DiffFlow's Fourier-feature MLP,
     /// width `hidden[0]`, `hidden.len()` GELU layers, all widths equal).
-    #[serde(default = "default_arch")]
     pub arch: Arch,
     /// Hidden widths of the MLP (vector data).
-    #[serde(default = "default_hidden")]
     pub hidden: Vec<i64>,
     /// Size of the sinusoidal time features of the MLP.
-    #[serde(default = "default_emb_dim")]
     pub emb_dim: i64,
-    #[serde(default = "default_activation")]
     pub activation: Activation,
     /// U-Net base width, per-resolution multipliers and GroupNorm groups (image data).
-    #[serde(default = "default_unet_ch")]
     pub unet_ch: i64,
-    #[serde(default = "default_unet_mults")]
     pub unet_mults: Vec<i64>,
-    #[serde(default = "default_unet_groups")]
     pub unet_groups: i64,
+}
+
+impl Default for NetSpec {
+    fn default() -> Self {
+        NetSpec {
+            arch: Arch::Mlp,
+            hidden: vec![128, 128, 128],
+            emb_dim: 32,
+            activation: Activation::Silu,
+            unet_ch: 32,
+            unet_mults: vec![1, 2, 2],
+            unet_groups: 8,
+        }
+    }
 }
 
 /// Which network reads vectors.
@@ -36,36 +42,6 @@ pub struct NetSpec {
 pub enum Arch {
     Mlp,
     Fourier,
-}
-
-/// The `[model]` keys that belong to `NetSpec`.
-pub const KEYS: [&str; 7] = ["arch", "hidden", "emb_dim", "activation", "unet_ch", "unet_mults", "unet_groups"];
-
-/// Splits a `[model]` table into (network keys, the family's keys).
-pub fn split(table: &toml::Table) -> (toml::Table, toml::Table) {
-    table.clone().into_iter().partition(|(k, _)| KEYS.contains(&k.as_str()))
-}
-
-pub fn default_arch() -> Arch {
-    Arch::Mlp
-}
-pub fn default_hidden() -> Vec<i64> {
-    vec![128, 128, 128]
-}
-pub fn default_emb_dim() -> i64 {
-    32
-}
-pub fn default_activation() -> Activation {
-    Activation::Silu
-}
-pub fn default_unet_ch() -> i64 {
-    32
-}
-pub fn default_unet_mults() -> Vec<i64> {
-    vec![1, 2, 2]
-}
-pub fn default_unet_groups() -> i64 {
-    8
 }
 
 /// A TimeMlp for event shape \[D], a U-Net for [C, H, W].

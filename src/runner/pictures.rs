@@ -1,7 +1,7 @@
 //! Pictures of a model: for 2D data, training data | samples | density heat map side by side; image grids for
 //! images; loss curves from metrics.jsonl.
 use crate::plot::{self, canvas, Bounds, Canvas, Figure, LinePlot};
-use crate::data::{toy, Dataset};
+use crate::data::Dataset;
 use crate::experiment::EvalConfig;
 use crate::model::Model;
 use anyhow::{Context, Result};
@@ -13,7 +13,7 @@ pub fn bounds_for(data: &Dataset, eval: &EvalConfig) -> Bounds {
     if let Some([xmin, xmax, ymin, ymax]) = eval.bounds {
         return Bounds { xmin, xmax, ymin, ymax };
     }
-    if toy::NAMES.contains(&data.name.as_str()) || ["doublewell", "gmm"].contains(&data.name.as_str()) {
+    if data.is_synthetic() {
         return Bounds::square(4.0);
     }
     let range = |col: i64| {

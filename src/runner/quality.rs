@@ -42,12 +42,12 @@ pub fn sample_mmd(s: &Session, samples: &Tensor) -> Option<f64> {
 /// Fraction of samples outside the data's support where it is sharp (checkerboard), else outside the true law's 99%
 /// highest-density region (rings, 8 gaussians, gmm; the data itself has 0.01 there), with the region's name.
 pub fn outside_support(s: &Session, samples: &Tensor) -> Option<(f64, String)> {
-    let (inside, data_outside) = crate::data::truth::in_support(&s.data.name, &samples.to_device(Device::Cpu))?;
+    let (inside, data_outside) = s.data.truth.as_ref()?.in_support(&samples.to_device(Device::Cpu))?;
     let region = if data_outside == 0.0 { "support".to_string() } else { format!("99% highest-density region (data: {data_outside})") };
     Some((1.0 - inside.to_kind(Kind::Double).mean(None).double_value(&[]), region))
 }
 
-/// Which modes of a multimodal set the samples reach (see `data::truth::assign_modes`).
+/// Which modes of a multimodal set the samples reach (see `data::truth::Truth::assign_modes`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ModeCoverage {
     pub modes: usize,
@@ -63,7 +63,7 @@ pub struct ModeCoverage {
 
 /// Mode coverage of `samples` for sets with known modes.
 pub fn mode_coverage(s: &Session, samples: &Tensor) -> Option<ModeCoverage> {
-    let (k, weights) = crate::data::truth::assign_modes(&s.data.name, &samples.to_device(Device::Cpu))?;
+    let (k, weights) = s.data.truth.as_ref()?.assign_modes(&samples.to_device(Device::Cpu))?;
     let n = k.size()[0].max(1) as f64;
     let counts = Vec::<i64>::try_from((&k + 1).bincount::<Tensor>(None, weights.len() as i64 + 1)).ok()?;
     let shares: Vec<f64> = counts[1..].iter().map(|&c| c as f64 / n).collect();

@@ -61,7 +61,8 @@ pub fn check_keeps_model(model: &toml::Table, overrides: &[String]) -> Result<()
     for o in overrides {
         let key = o.split_once('=').map_or(o.as_str(), |(k, _)| k).trim();
         let Some(model_key) = key.strip_prefix("model.") else { continue };
-        if !allowed.contains(&model_key) {
+        let table = model_key.split('.').next().unwrap_or(model_key);
+        if !allowed.contains(&model_key) && !allowed.contains(&table) {
             let keep = if allowed.is_empty() { "none for this kind".to_string() } else { allowed.iter().map(|k| format!("model.{k}")).collect::<Vec<_>>().join(", ") };
             anyhow::bail!(
                 "--set {key}: changes the trained `{kind}` model, whose weights would no longer mean what they did; settings that keep it: {keep}"

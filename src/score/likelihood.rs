@@ -5,6 +5,36 @@ use super::ode::{rk45, Tolerance};
 use super::sde::{bcast, Sde};
 use tch::{Kind, Tensor};
 
+/// `[model.ode]`: how the probability-flow ODE is solved, for likelihoods and the ODE sampler.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OdeParams {
+    /// RK45 tolerance (rtol = atol).
+    pub rtol: f64,
+    /// Exact divergence up to this dimension, Hutchinson's estimate above it.
+    pub exact_divergence_max_dim: i64,
+    /// Rademacher probes per evaluation of Hutchinson's estimate.
+    pub hutchinson_probes: usize,
+}
+
+impl Default for OdeParams {
+    fn default() -> Self {
+        OdeParams { rtol: 1e-5, exact_divergence_max_dim: 16, hutchinson_probes: 1 }
+    }
+}
+
+impl OdeParams {
+    /// RK45 at rtol = atol = `rtol`.
+    pub fn tolerance(&self) -> Tolerance {
+        Tolerance { rtol: self.rtol, atol: self.rtol }
+    }
+
+    /// The divergence estimator for data of `dim` dimensions.
+    pub fn divergence(&self, dim: i64) -> Divergence {
+        Divergence::for_dim(dim, self.exact_divergence_max_dim, self.hutchinson_probes)
+    }
+}
+
 /// How the divergence ∇·f̃ is computed.
 #[derive(Clone, Copy, Debug)]
 pub enum Divergence {
@@ -16,15 +46,6 @@ pub enum Divergence {
 }
 
 /// Serde defaults of the likelihood settings shared by the score and DiffFlow models.
-pub fn default_rtol() -> f64 {
-    1e-5
-}
-pub fn default_exact_max_dim() -> i64 {
-    16
-}
-pub fn default_probes() -> usize {
-    1
-}
 
 impl Divergence {
     /// Exact up to `exact_max_dim` dimensions, Hutchinson with `probes` probes above.

@@ -3,7 +3,7 @@
 //! Euler-Maruyama, predictor-corrector, annealed Langevin (NCSN) or the probability-flow ODE, and evaluated by the
 //! PF-ODE likelihood.
 use super::likelihood::{self, Divergence};
-use super::ode::{rk45, Tolerance};
+use super::ode::rk45;
 use super::sde::{bcast, Sde, SdeKind};
 use super::space::ModelSpace;
 use crate::model::{LogProb, Model, SamplingCost};
@@ -20,70 +20,58 @@ pub enum Sampler {
     Em,
     /// Reverse-diffusion predictor + one Langevin corrector step per step (snr 0.16): 2 evaluations per step.
     Pc,
-    /// Probability-flow ODE with RK45 at `ode_rtol`.
+    /// Probability-flow ODE with RK45 at `ode.rtol`.
     Ode,
     /// Annealed Langevin dynamics over `sample_steps` geometric noise levels, `langevin_steps` each (NCSN).
     Ald,
 }
 
-fn d_steps() -> usize {
-    500
-}
-fn d_eps() -> f64 {
-    1e-5
-}
-fn d_snr() -> f64 {
-    0.16
-}
-fn d_langevin() -> usize {
-    5
-}
-fn d_ald_eps() -> f64 {
-    2e-5
-}
-fn d_scale() -> f64 {
-    1.0
-}
-
 /// `kind = "score"` / `kind = "ncsn"`: SDE, sampler and likelihood settings (the network's keys are `NetSpec`'s).
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ScoreParams {
     pub sde: SdeKind,
-    #[serde(default)]
     pub beta_min: Option<f64>,
-    #[serde(default)]
     pub beta_max: Option<f64>,
-    #[serde(default)]
     pub sigma_min: Option<f64>,
-    #[serde(default)]
     pub sigma_max: Option<f64>,
     pub sampler: Sampler,
-    #[serde(default = "d_steps")]
     pub sample_steps: usize,
     /// Langevin steps per noise level (ALD) / corrector signal-to-noise ratio (PC).
-    #[serde(default = "d_langevin")]
     pub langevin_steps: usize,
-    #[serde(default = "d_snr")]
     pub snr: f64,
     /// ALD step size ε (α_i = ε σ_i² / σ_min², Song & Ermon 2019, Alg. 1).
-    #[serde(default = "d_ald_eps")]
     pub ald_eps: f64,
     /// Smallest time of training, sampling and likelihood (score_sde: 1e-5).
-    #[serde(default = "d_eps")]
     pub t_eps: f64,
-    /// RK45 tolerance (rtol = atol) of the likelihood and the ODE sampler.
-    #[serde(default = "crate::score::likelihood::default_rtol")]
-    pub ode_rtol: f64,
-    /// Exact divergence up to this dimension, Hutchinson above it.
-    #[serde(default = "crate::score::likelihood::default_exact_max_dim")]
-    pub exact_divergence_max_dim: i64,
-    #[serde(default = "crate::score::likelihood::default_probes")]
-    pub hutchinson_probes: usize,
+    /// `[model.ode]`: the probability-flow ODE of the likelihood (and of the ODE sampler).
+    pub ode: crate::score::likelihood::OdeParams,
     /// Vectors are modelled as y = x / data_scale (≈ the data's standard deviation); log p_x adds -D ln scale.
     /// The network reads y_t / √(m(t)² + s(t)²), so its input stays O(1) for every SDE (VE included).
-    #[serde(default = "d_scale")]
     pub data_scale: f64,
+    /// `[model.net]`: the time-conditioned network (an MLP on vectors, a U-Net on images).
+    pub net: crate::nets::spec::NetSpec,
+}
+
+impl Default for ScoreParams {
+    fn default() -> Self {
+        ScoreParams {
+            sde: SdeKind::Vp,
+            beta_min: Default::default(),
+            beta_max: Default::default(),
+            sigma_min: Default::default(),
+            sigma_max: Default::default(),
+            sampler: Sampler::Pc,
+            sample_steps: 500,
+            langevin_steps: 5,
+            snr: 0.16,
+            ald_eps: 2e-5,
+            t_eps: 1e-5,
+            ode: Default::default(),
+            data_scale: 1.0,
+            net: Default::default(),
+        }
+    }
 }
 
 impl ScoreParams {
@@ -199,7 +187,7 @@ impl ScoreModel {
             let tt = self.times(t, n, device);
             likelihood::pf_drift(&self.sde, &|a: &Tensor, b: &Tensor| self.score(a, b), &yy, &tt).to_kind(Kind::Double)
         };
-        let tol = Tolerance { rtol: self.p.ode_rtol, atol: self.p.ode_rtol };
+        let tol = self.p.ode.tolerance();
         let (y0, nfe) = rk45(&mut rhs, &y1, 1.0, self.p.t_eps, tol);
         self.sample_nfe.set(nfe);
         y0.to_kind(Kind::Float)
@@ -223,7 +211,7 @@ impl ScoreModel {
     }
 
     fn divergence(&self) -> Divergence {
-        Divergence::for_dim(self.shape.iter().product(), self.p.exact_divergence_max_dim, self.p.hutchinson_probes)
+        self.p.ode.divergence(self.shape.iter().product())
     }
 }
 
@@ -244,7 +232,7 @@ impl Model for ScoreModel {
     fn log_prob(&self, x: &Tensor) -> LogProb {
         let y = self.to_model_space(x);
         let score = |a: &Tensor, b: &Tensor| self.score(a, b);
-        let tol = Tolerance { rtol: self.p.ode_rtol, atol: self.p.ode_rtol };
+        let tol = self.p.ode.tolerance();
         let div = self.divergence();
         let (lp, nfe) = likelihood::log_prob(&self.sde, &score, &y, self.p.t_eps, div, tol);
         self.likelihood_nfe.set(nfe);
@@ -283,12 +271,19 @@ impl Model for ScoreModel {
         let div = self.divergence().describe();
         serde_json::json!({
             "likelihood": "probability-flow ODE, log p at t = t_eps",
-            "solver": format!("RK45 (Dormand-Prince), rtol = atol = {}", self.p.ode_rtol),
+            "solver": format!("RK45 (Dormand-Prince), rtol = atol = {}", self.p.ode.rtol),
             "t_eps": self.p.t_eps,
             "divergence": div,
             "dim": d,
             "nfe_last_evaluation": self.likelihood_nfe.get(),
         })
+    }
+}
+
+impl crate::model::ModelParams for ScoreParams {
+    fn build(&self, path: &tch::nn::Path, shape: &[i64]) -> anyhow::Result<Box<dyn Model>> {
+        let net = crate::nets::spec::time_net(&path.sub("net"), shape, &self.net)?;
+        Ok(Box::new(ScoreModel::new(net, self.clone(), shape.to_vec(), shape.len() == 3, path.device())))
     }
 }
 

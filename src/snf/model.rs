@@ -3,7 +3,7 @@
 use super::{AdaptiveMetropolis, Hmc, Interpolated, Langevin, Metropolis};
 use crate::dist::energy::{self, Energy};
 use crate::dist::StandardNormal;
-use crate::flows::build::{realnvp_layers, spline_layers, Base, Mixing, RealNvpParams};
+use crate::flows::build::{realnvp_layers, spline_layers, Mixing, RealNvpParams};
 use crate::flows::{Conditioner, ScaleBound};
 use crate::layer::{Layer, LayerModel};
 use crate::model::{LogProb, Model, SamplingCost};
@@ -49,94 +49,62 @@ pub enum LambdaSchedule {
     Paper,
 }
 
-fn d_blocks() -> usize {
-    3
-}
-fn d_couplings() -> usize {
-    2
-}
-fn d_hidden() -> Vec<i64> {
-    vec![64, 64]
-}
-fn d_activation() -> Activation {
-    Activation::Relu
-}
-fn d_bound() -> ScaleBound {
-    ScaleBound::Tanh
-}
-fn d_stochastic() -> Stochastic {
-    Stochastic::None
-}
-fn d_mc_steps() -> usize {
-    20
-}
-fn d_step_size() -> f64 {
-    0.25
-}
-fn d_leapfrog() -> usize {
-    5
-}
-fn d_coupling() -> CouplingKind {
-    CouplingKind::Affine
-}
-fn d_bins() -> i64 {
-    20
-}
-fn d_tail() -> f64 {
-    3.0
-}
-fn d_schedule() -> LambdaSchedule {
-    LambdaSchedule::Even
-}
-
 /// `kind = "snf"`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct SnfParams {
     /// The energy the stochastic layers sample and reverse KL trains against: doublewell | gmm | rings.
     pub target: String,
-    #[serde(default = "d_blocks")]
     pub n_blocks: usize,
-    #[serde(default = "d_couplings")]
     pub couplings_per_block: usize,
-    #[serde(default = "d_hidden")]
     pub hidden: Vec<i64>,
-    #[serde(default = "d_activation")]
     pub activation: Activation,
-    #[serde(default = "d_bound")]
     pub scale_bound: ScaleBound,
     /// The couplings' networks: `shared` (one MLP, identity at start) or `separate` (the SNF paper's RNVP).
-    #[serde(default)]
     pub conditioner: Conditioner,
-    #[serde(default = "d_stochastic")]
     pub stochastic: Stochastic,
     /// MCMC steps per stochastic layer.
-    #[serde(default = "d_mc_steps")]
     pub mc_steps: usize,
     /// MH proposal σ, Langevin ε, or HMC's initial ε.
-    #[serde(default = "d_step_size")]
     pub step_size: f64,
     /// HMC leapfrog steps.
-    #[serde(default = "d_leapfrog")]
     pub leapfrog: usize,
     /// Weight α of reverse KL in (1 - α) ML + α KL, from step `kl_start` on (before it: pure ML).
-    #[serde(default)]
     pub kl_weight: f64,
-    #[serde(default)]
     pub kl_start: i64,
     /// Couplings of the flow blocks: affine (RealNVP) or spline (NSF).
-    #[serde(default = "d_coupling")]
     pub coupling: CouplingKind,
     /// Spline couplings: bins and tail bound.
-    #[serde(default = "d_bins")]
     pub bins: i64,
-    #[serde(default = "d_tail")]
     pub tail_bound: f64,
     /// A stochastic layer on the prior (λ = 0) before the first flow block, as the paper's "+MC" models have.
-    #[serde(default)]
     pub mc_prior: bool,
-    #[serde(default = "d_schedule")]
     pub lambdas: LambdaSchedule,
+}
+
+impl Default for SnfParams {
+    fn default() -> Self {
+        SnfParams {
+            target: Default::default(),
+            n_blocks: 3,
+            couplings_per_block: 2,
+            hidden: vec![64, 64],
+            activation: Activation::Relu,
+            scale_bound: ScaleBound::Tanh,
+            conditioner: Default::default(),
+            stochastic: Stochastic::None,
+            mc_steps: 20,
+            step_size: 0.25,
+            leapfrog: 5,
+            kl_weight: Default::default(),
+            kl_start: Default::default(),
+            coupling: CouplingKind::Affine,
+            bins: 20,
+            tail_bound: 3.0,
+            mc_prior: Default::default(),
+            lambdas: LambdaSchedule::Even,
+        }
+    }
 }
 
 /// A stochastic normalizing flow (or, with `stochastic = "none"`, a flow) with an energy target.
@@ -153,6 +121,7 @@ impl Snf {
         anyhow::ensure!((0.0..=1.0).contains(&p.kl_weight), "model.kl_weight must be in [0, 1], got {}", p.kl_weight);
         anyhow::ensure!(p.step_size > 0.0, "model.step_size must be positive, got {}", p.step_size);
         anyhow::ensure!(p.bins >= 2 && p.tail_bound > 0.0, "model.bins must be at least 2 and model.tail_bound positive");
+        anyhow::ensure!(!p.target.is_empty(), "model.target is required: the energy the flow samples (doublewell | gmm | rings)");
         let target: Rc<dyn Energy> = Rc::from(energy::by_name(&p.target, dim)?);
         let block = RealNvpParams {
             n_layers: p.couplings_per_block,
@@ -163,9 +132,7 @@ impl Snf {
             actnorm: false,
             batchnorm: false,
             mixing: Mixing::Alternate,
-            base: Base::StandardNormal,
-            base_components: 1,
-            resampled: Default::default(),
+            base: Default::default(),
         };
         let blocks = p.n_blocks;
         let lambda_after = |b: usize| match p.lambdas {
@@ -253,6 +220,12 @@ impl Model for Snf {
 
     fn diagnostics(&self, n: i64, repeats: i64) -> Option<serde_json::Value> {
         Some(super::metrics::energy_report(self, n, repeats))
+    }
+}
+
+impl crate::model::ModelParams for SnfParams {
+    fn build(&self, path: &nn::Path, shape: &[i64]) -> Result<Box<dyn Model>> {
+        Ok(Box::new(Snf::new(path, crate::model::vector_dim("snf", shape)?, self)?))
     }
 }
 

@@ -35,54 +35,41 @@ pub enum Surjection {
     Augment,
 }
 
-fn d_layers() -> usize {
-    8
-}
-fn d_hidden() -> Vec<i64> {
-    vec![64, 64]
-}
-fn d_activation() -> Activation {
-    Activation::Relu
-}
-fn d_scale() -> ScaleBound {
-    ScaleBound::Tanh
-}
-fn d_sign_hidden() -> Vec<i64> {
-    vec![64, 64]
-}
-fn d_augment() -> i64 {
-    2
-}
-fn d_eval_k() -> i64 {
-    100
-}
-
 /// `kind = "survae"`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct SurvaeParams {
-    pub surjection: Surjection,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub surjection: Option<Surjection>,
     /// RealNVP couplings after the surjection.
-    #[serde(default = "d_layers")]
     pub n_layers: usize,
-    #[serde(default = "d_hidden")]
     pub hidden: Vec<i64>,
-    #[serde(default = "d_activation")]
     pub activation: Activation,
-    #[serde(default = "d_scale")]
     pub scale_bound: ScaleBound,
     /// The couplings' networks: `shared` (one MLP, identity at start) or `separate` (the SNF paper's RNVP).
-    #[serde(default)]
     pub conditioner: Conditioner,
     /// Hidden widths of the abs sign classifier and of augment's q(e | x).
-    #[serde(default = "d_sign_hidden")]
     pub sign_hidden: Vec<i64>,
     /// Extra dimensions of `surjection = "augment"`.
-    #[serde(default = "d_augment")]
     pub augment: i64,
     /// Importance samples of IWBO(k) when the likelihood is a bound.
-    #[serde(default = "d_eval_k")]
     pub eval_k: i64,
+}
+
+impl Default for SurvaeParams {
+    fn default() -> Self {
+        SurvaeParams {
+            surjection: Default::default(),
+            n_layers: 8,
+            hidden: vec![64, 64],
+            activation: Activation::Relu,
+            scale_bound: ScaleBound::Tanh,
+            conditioner: Default::default(),
+            sign_hidden: vec![64, 64],
+            augment: 2,
+            eval_k: 100,
+        }
+    }
 }
 
 pub struct Survae {
@@ -95,14 +82,17 @@ impl Survae {
     /// models evaluated by IWBO(eval_k).
     pub fn new(path: &nn::Path, dim: i64, p: &SurvaeParams) -> Result<Box<dyn Model>> {
         ensure!(p.eval_k >= 1, "model.eval_k must be at least 1");
+        let Some(surjection) = p.surjection else {
+            anyhow::bail!("model.surjection is required: abs | abs_fixed | sort | permute | augment")
+        };
         let sp = path.sub("surjection");
-        let fold = match p.surjection {
+        let fold = match surjection {
             Surjection::Abs => Some(Fold::Abs(Abs::new(&sp, dim, Some(&p.sign_hidden))?)),
             Surjection::AbsFixed => Some(Fold::Abs(Abs::new(&sp, dim, None)?)),
             Surjection::Sort => Some(Fold::Sort),
             _ => None,
         };
-        let (front, flow_dim): (Vec<Box<dyn Layer>>, i64) = match p.surjection {
+        let (front, flow_dim): (Vec<Box<dyn Layer>>, i64) = match surjection {
             Surjection::Permute => (vec![Box::new(StochasticPermutation)], dim),
             Surjection::Augment => (vec![Box::new(Augment::new(&sp, dim, p.augment, &p.sign_hidden)?)], dim + p.augment),
             _ => (Vec::new(), dim),
@@ -116,9 +106,7 @@ impl Survae {
             actnorm: false,
             batchnorm: false,
             mixing: Mixing::Alternate,
-            base: crate::flows::build::Base::StandardNormal,
-            base_components: 1,
-            resampled: Default::default(),
+            base: Default::default(),
         };
         let mut layers = front;
         layers.extend(realnvp_layers(&path.sub("flow"), flow_dim, &flow)?);
@@ -183,6 +171,12 @@ impl Model for Survae {
             Kind::Exact => json!({ "method": "exact (bijections and inference surjections)" }),
             _ => json!({ "method": "IWBO(k): log (1/k) Σ exp(log p(z_j) + V_j), a lower bound in expectation", "k": self.eval_k }),
         }
+    }
+}
+
+impl crate::model::ModelParams for SurvaeParams {
+    fn build(&self, path: &nn::Path, shape: &[i64]) -> Result<Box<dyn Model>> {
+        Survae::new(path, crate::model::vector_dim("survae", shape)?, self)
     }
 }
 

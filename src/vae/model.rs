@@ -25,62 +25,49 @@ pub enum Objective {
     Iwae,
 }
 
-fn d_arch() -> Arch {
-    Arch::Mlp
-}
-fn d_hidden() -> Vec<i64> {
-    vec![200, 200]
-}
-fn d_latent() -> i64 {
-    50
-}
-fn d_activation() -> Activation {
-    Activation::Tanh
-}
-fn d_objective() -> Objective {
-    Objective::Elbo
-}
-fn d_k() -> i64 {
-    1
-}
-fn d_eval_k() -> i64 {
-    1000
-}
-
 /// `kind = "vae"`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct VaeParams {
-    #[serde(default = "d_arch")]
     pub arch: Arch,
     /// Hidden widths of the encoder MLP (the decoder mirrors them).
-    #[serde(default = "d_hidden")]
     pub hidden: Vec<i64>,
-    #[serde(default = "d_latent")]
     pub latent: i64,
-    #[serde(default = "d_activation")]
     pub activation: Activation,
     /// p(x|z): bernoulli (binarized data), gaussian, discretized_logistic (8-bit images).
-    pub likelihood: Likelihood,
-    #[serde(default = "d_objective")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub likelihood: Option<Likelihood>,
     pub objective: Objective,
     /// Importance samples per example in training (IWAE).
-    #[serde(default = "d_k")]
     pub k: i64,
     /// Importance samples per example for the test NLL estimate.
-    #[serde(default = "d_eval_k")]
     pub eval_k: i64,
     /// Samples show the decoder's mean rather than a draw from p(x|z).
-    #[serde(default)]
     pub sample_mean: bool,
     /// ELBO training against posterior collapse: the KL term's weight β rises linearly from 0 to 1 over these steps
     /// (KL warm-up / annealing, Bowman et al. 2016; Sønderby et al. 2016). 0: off.
-    #[serde(default)]
     pub kl_warmup: i64,
     /// Free bits λ (nats per latent unit; Kingma et al. 2016, eq. 15): each unit's batch-mean KL counts as at least
     /// λ, so the optimiser gains nothing by pushing a unit below λ and collapsing it. 0: off.
-    #[serde(default)]
     pub free_bits: f64,
+}
+
+impl Default for VaeParams {
+    fn default() -> Self {
+        VaeParams {
+            arch: Arch::Mlp,
+            hidden: vec![200, 200],
+            latent: 50,
+            activation: Activation::Tanh,
+            likelihood: Default::default(),
+            objective: Objective::Elbo,
+            k: 1,
+            eval_k: 1000,
+            sample_mean: Default::default(),
+            kl_warmup: Default::default(),
+            free_bits: Default::default(),
+        }
+    }
 }
 
 pub struct Vae {
@@ -98,9 +85,12 @@ impl Vae {
             "model.kl_warmup and model.free_bits shape the ELBO's KL term; with objective = \"iwae\" leave them at 0"
         );
         let encoder = Encoder::new(&path.sub("encoder"), shape, p.arch, &p.hidden, p.latent, p.activation)?;
-        let per_dim = p.likelihood.params_per_dim();
+        let Some(likelihood) = p.likelihood else {
+            anyhow::bail!("model.likelihood is required: bernoulli (binarized data) | gaussian | discretized_logistic (8-bit images)")
+        };
+        let per_dim = likelihood.params_per_dim();
         let decoder = Decoder::new(&path.sub("decoder"), shape, p.arch, &p.hidden, p.latent, per_dim, p.activation)?;
-        let layer = Rc::new(VaeLayer { encoder, decoder, likelihood: p.likelihood, sample_mean: p.sample_mean });
+        let layer = Rc::new(VaeLayer { encoder, decoder, likelihood, sample_mean: p.sample_mean });
         let base = Box::new(StandardNormal { shape: vec![p.latent], device: path.device() });
         let model = LayerModel { layers: vec![Box::new(layer.clone())], base, family: crate::model::Family::Vae };
         Ok(Vae { model, layer, p: p.clone() })
@@ -180,6 +170,12 @@ impl Model for Vae {
             "bounds_nats": bounds.iter().map(|(k, b)| json!({ "k": k, "mean_log_p_lower_bound": b })).collect::<Vec<_>>(),
             "collapse": self.collapse(x),
         }))
+    }
+}
+
+impl crate::model::ModelParams for VaeParams {
+    fn build(&self, path: &nn::Path, shape: &[i64]) -> Result<Box<dyn Model>> {
+        Ok(Box::new(Vae::new(path, shape, self)?))
     }
 }
 
