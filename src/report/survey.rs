@@ -450,11 +450,14 @@ pub fn report(dir: &Path, out: &Path) -> Result<(PathBuf, PathBuf)> {
             section_ablation(dir, a, &build, &mut blocks, i)?;
         }
     }
-    let curves: Vec<&(PathBuf, Summary)> = runs.iter().filter(|(r, _)| r.join("loss.png").exists()).collect();
+    let curves: Vec<&(PathBuf, Summary)> = runs.iter().filter(|(r, _)| r.join("metrics.jsonl").exists()).collect();
     if !curves.is_empty() {
         blocks.push(Block::Markdown("## Loss curves\n\nTraining loss (the family's own objective, not comparable across families) and periodic test NLL of every run.".into()));
-        for (r, s) in curves {
-            blocks.push(Block::Image { path: r.join("loss.png"), caption: format!("{} ({}): loss and test NLL against steps", s.experiment, s.family) });
+        for (i, (r, s)) in curves.into_iter().enumerate() {
+            // Drawn afresh from metrics.jsonl, so every curve has the same axes and fonts whatever drew the run's own.
+            let path = build.join(format!("loss-{i:02}-{}.png", s.experiment));
+            crate::runner::pictures::loss_plot(r)?.save(&path).with_context(|| format!("drawing the loss curves of {}", r.display()))?;
+            blocks.push(Block::Image { path, caption: format!("{} ({}): loss and test NLL against steps", s.experiment, s.family) });
         }
     }
     blocks.push(Block::Markdown(versions_block(&runs, dir)));

@@ -114,11 +114,15 @@ pub fn image_grid(samples: &Tensor, data: &Dataset) -> Canvas {
 
 /// Training loss and test NLL against steps, from a run's metrics: `loss.png` and `loss.svg` in the run folder.
 pub fn loss_curve(run_dir: &Path) -> Result<()> {
+    loss_plot(run_dir)?.save(&run_dir.join("loss.png")).with_context(|| format!("drawing the loss curves of {}", run_dir.display()))
+}
+
+/// The loss-curve plot of a run folder's metrics.jsonl (also drawn afresh by the report, whatever drew the run's own).
+pub fn loss_plot(run_dir: &Path) -> Result<LinePlot> {
     let lines = super::metrics::read(&run_dir.join("metrics.jsonl"))?;
     let (s1, loss) = super::metrics::series(&lines, "loss");
     let (s2, nll) = super::metrics::series(&lines, "test_nll");
-    let plot = LinePlot::new("Training loss and test NLL", "training step", "training loss, test NLL (nats)", (640, 400))
+    Ok(LinePlot::new("Training loss and test NLL", "training step", "training loss, test NLL (nats)", (640, 400))
         .series("training loss", &s1, &loss)
-        .series("test NLL", &s2, &nll);
-    plot.save(&run_dir.join("loss.png")).with_context(|| format!("drawing the loss curves of {}", run_dir.display()))
+        .series("test NLL", &s2, &nll))
 }
