@@ -134,7 +134,7 @@ impl ErrorPanel {
         let area = legend::make_room(root, place, &entries)?;
         let (y0, y1) = self.y_range();
         let mut chart = ChartBuilder::on(&area)
-            .caption(&self.title, font::bold(CAPTION))
+            .caption(&self.title, font::bold(font::fitting(&self.title, CAPTION, true, w.saturating_sub(16))))
             .margin(12)
             .x_label_area_size(44)
             .y_label_area_size(64)

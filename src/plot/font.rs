@@ -74,6 +74,16 @@ pub fn measure(text: &str, size: f64, bold: bool) -> (u32, u32) {
     (layout(text, size, bold).1.ceil() as u32, (scaled.ascent() - scaled.descent()).ceil() as u32)
 }
 
+/// The largest size up to `size` (and at least 8 px) at which `text` fits in `width` pixels: titles shrink rather than
+/// run into the next panel.
+pub fn fitting(text: &str, size: f64, bold: bool, width: u32) -> f64 {
+    let mut s = size;
+    while s > 8.0 && measure(text, s, bold).0 > width {
+        s -= 0.5;
+    }
+    s
+}
+
 /// Width and height in pixels that `text` takes in `style`.
 pub fn text_size(text: &str, style: &TextStyle) -> (u32, u32) {
     measure(text, style.font.get_size(), matches!(style.font.get_style(), FontStyle::Bold))
@@ -109,6 +119,15 @@ pub fn draw_text(image: &mut Canvas, x: i32, y: i32, text: &str, style: &TextSty
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_titles_shrink_to_fit_and_short_ones_keep_their_size() {
+        assert_eq!(fitting("loss", 17.0, true, 400), 17.0);
+        let long = "DiffFlow on the rings: diffusion coefficient g: mass outside the support";
+        let s = fitting(long, 17.0, true, 400);
+        assert!(s < 17.0 && measure(long, s, true).0 <= 400, "size {s}");
+        assert_eq!(fitting(long, 17.0, true, 10), 8.0, "never below 8 px");
+    }
 
     #[test]
     fn text_is_drawn_inside_its_box() {

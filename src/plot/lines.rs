@@ -147,7 +147,8 @@ impl Figure for LinePlot {
         let scale = self.x_scale();
         let ((x0, x1), (y0, y1)) = self.ranges(scale);
         let mut builder = ChartBuilder::on(&area);
-        builder.caption(&self.title, font::bold(CAPTION)).margin(MARGIN).x_label_area_size(X_LABEL_AREA).y_label_area_size(Y_LABEL_AREA);
+        let caption = font::fitting(&self.title, CAPTION, true, root.dim_in_pixel().0.saturating_sub(16));
+        builder.caption(&self.title, font::bold(caption)).margin(MARGIN).x_label_area_size(X_LABEL_AREA).y_label_area_size(Y_LABEL_AREA);
         match scale {
             Scale::Linear => self.draw_on(builder.build_cartesian_2d(x0..x1, y0..y1).map_err(drawing)?, place, &entries),
             Scale::Log => self.draw_on(builder.build_cartesian_2d((x0..x1).log_scale(), y0..y1).map_err(drawing)?, place, &entries),
