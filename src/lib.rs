@@ -2,7 +2,8 @@
 //!
 //! Layers of the crate, importing downwards only (checked by `tests/structure.rs`): `report` -> `runner` ->
 //! `experiment` -> `multiscale` -> model families (`survae` -> `flows`, `snf`, `vae`, ...) -> `layer`, `model`, `nets`,
-//! `dist` -> tch. `data` and `classifier` are read by the runner and by tests, never by a model.
+//! `dist` -> tch. `data` and `classifier` are read by the runner and by tests, never by a model. `plot` (pictures and
+//! plots) serves the runner and the report and imports only `files` (atomic writes).
 pub mod classifier;
 pub mod data;
 pub mod diffflow;
@@ -10,12 +11,14 @@ pub mod diffusion;
 pub mod dist;
 pub mod errors;
 pub mod experiment;
+pub mod files;
 pub mod flows;
 pub mod layer;
 pub mod model;
 pub mod multiscale;
 pub mod nets;
 pub mod parallel;
+pub mod plot;
 pub mod report;
 pub mod runner;
 pub mod score;

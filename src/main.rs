@@ -200,7 +200,7 @@ fn run(cli: Cli) -> Result<()> {
             let opts = runner::sweep::SweepOptions { experiment: name, grid: set, seeds, steps, device, out, jobs, workspace };
             let dir = runner::sweep::sweep(&opts)?;
             print!("{}", relaxflow::report::sweep::write(&dir)?);
-            eprintln!("wrote {}/sweep.{{md,csv,png,json}}", dir.display());
+            eprintln!("wrote {}/sweep.{{md,csv,png,svg,json}}", dir.display());
             Ok(())
         }
         Command::DistSelftest { stall_rank, bench } => {
@@ -367,7 +367,7 @@ fn sample(run: PathBuf, n: i64, out: PathBuf, seed: i64, device: Option<String>,
         }
         if s.data.is_image() {
             // Images: a plain grid of these samples (at this temperature); 2D: data | samples | density.
-            pictures::image_grid(&x, &s.data).upscaled(2).save_png(&out)?
+            relaxflow::plot::save_png(&relaxflow::plot::canvas::upscaled(&pictures::image_grid(&x, &s.data), 2), &out)?
         } else {
             pictures::draw_with(&*s.model, &s.data, &s.exp.eval, device, &out, &x)?
         }

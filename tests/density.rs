@@ -1,5 +1,5 @@
 //! A trained 2D flow's density integrates to 1 on a grid, and its samples agree with its density.
-use relaxflow::runner::plot::Bounds;
+use relaxflow::plot::Bounds;
 use relaxflow::runner::{pictures, session, train};
 use tch::{Device, Kind, Tensor};
 
@@ -32,7 +32,7 @@ fn grid_moments(s: &session::Session) -> (f64, f64, f64) {
 fn grid_moments_on(s: &session::Session, half: f64, size: usize) -> (f64, f64, f64) {
     let bounds = Bounds { xmin: -half, xmax: half, ymin: -half, ymax: half };
     let (p, area, _) = pictures::density_grid(&*s.model, bounds, size, Device::Cpu);
-    let (xs, _, _) = relaxflow::runner::plot::grid_points(bounds, size);
+    let (xs, _, _) = relaxflow::plot::grid_points(bounds, size);
     let mass: f64 = p.iter().map(|&v| v as f64 * area).sum();
     let right: f64 = p.iter().zip(&xs).filter(|(_, &x)| x > 0.5).map(|(&v, _)| v as f64 * area).sum();
     let mean_x: f64 = p.iter().zip(&xs).map(|(&v, &x)| v as f64 * x as f64 * area).sum();

@@ -66,7 +66,7 @@ pub fn compare(runs: &[PathBuf], out: &Path) -> Result<PathBuf> {
         eprintln!("note: {} run(s) without a final picture left off the contact sheet", runs.len() - pictured.len());
     }
     if !pictured.is_empty() {
-        super::contact::sheet(&pictured, 480, 3)?.save_png(&out.with_extension("png"))?;
+        crate::plot::save_png(&super::contact::sheet(&pictured, 480, 3)?, &out.with_extension("png"))?;
     }
     Ok(csv_path)
 }

@@ -1,6 +1,6 @@
 //! Contact sheet: every run's final picture (2D: data | samples | density; images: sample grids), shrunk to one
 //! width and tiled with the experiment's name above it, so runs are compared at a glance.
-use crate::runner::plot::{self, Canvas};
+use crate::plot::{self, canvas, Canvas};
 use crate::runner::summary;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
@@ -15,27 +15,20 @@ pub fn final_picture(run: &Path) -> Result<PathBuf> {
 
 /// Tiles of `tile_width` pixels, `cols` per row, each titled with the run's experiment name (and its folder name
 /// when two runs share an experiment).
-pub fn sheet(runs: &[PathBuf], tile_width: usize, cols: usize) -> Result<Canvas> {
+pub fn sheet(runs: &[PathBuf], tile_width: u32, cols: usize) -> Result<Canvas> {
     anyhow::ensure!(!runs.is_empty(), "no runs for the contact sheet");
     let mut tiles = Vec::new();
     for run in runs {
         let s = summary::read(run)?;
-        let pic = Canvas::read_png(&final_picture(run)?).with_context(|| format!("{}: reading its final picture", run.display()))?;
+        let pic = plot::read_png(&final_picture(run)?).with_context(|| format!("{}: reading its final picture", run.display()))?;
         let twin = runs.iter().filter(|r| summary::read(r).is_ok_and(|t| t.experiment == s.experiment)).count() > 1;
         let title = if twin { format!("{} {}", s.experiment, run.file_name().unwrap_or_default().to_string_lossy()) } else { s.experiment.clone() };
-        tiles.push((title, pic.shrunk_to_width(tile_width)));
+        tiles.push((title, canvas::shrunk_to_width(&pic, tile_width)));
     }
     let cols = cols.max(1);
-    let rows: Vec<Canvas> = tiles
+    let rows = tiles
         .chunks(cols)
         .map(|chunk| plot::titled_row(&chunk.iter().map(|(t, c)| (t.as_str(), c.clone())).collect::<Vec<_>>()))
-        .collect();
-    let width = rows.iter().map(|r| r.width).max().unwrap_or(1);
-    let mut out = Canvas::new(width, rows.iter().map(|r| r.height).sum(), [255, 255, 255]);
-    let mut y = 0;
-    for r in &rows {
-        out.blit(r, 0, y);
-        y += r.height;
-    }
-    Ok(out)
+        .collect::<Result<Vec<Canvas>>>()?;
+    Ok(canvas::stacked(&rows))
 }

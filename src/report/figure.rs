@@ -1,6 +1,6 @@
 //! `relaxflow figure double-well RUN...`: the survey's Figure 3 from finished runs (reads samples.npy, reference.npy
 //! and summary.json): each run's samples beside exact samples, and the free-energy profiles along x1.
-use crate::runner::plot::{self, Bounds, Canvas};
+use crate::plot::{self, canvas, Bounds, Canvas, Figure, LinePlot};
 use crate::runner::summary;
 use anyhow::{Context, Result};
 use serde_json::Value;
@@ -60,13 +60,12 @@ pub fn double_well(runs: &[PathBuf], out: &Path) -> Result<String> {
     }
     let (xs, ys) = columns(&runs[0].join("reference.npy"))?;
     panels.push(("exact".into(), plot::scatter_density(&xs, &ys, bounds, 256)));
-    let named: Vec<(&str, Canvas)> = panels.iter().map(|(n, c)| (n.as_str(), c.clone())).collect();
-    let row = plot::titled_row(&named);
-    let series: Vec<(&str, &[f64], &[f64])> = curves.iter().map(|(n, x, y)| (n.as_str(), x.as_slice(), y.as_slice())).collect();
-    let lines = plot::labelled_line_plot("free energy along x1", "x1", "free energy (kT)", &series, row.width.max(400), 360);
-    let mut canvas = Canvas::new(row.width.max(lines.width), row.height + lines.height, [255, 255, 255]);
-    canvas.blit(&row, 0, 0);
-    canvas.blit(&lines, 0, row.height);
-    canvas.save_png(out)?;
+    let named = panels.iter().map(|(n, c)| Ok((n.as_str(), plot::panels::framed(c, bounds)?))).collect::<Result<Vec<(&str, Canvas)>>>()?;
+    let row = plot::titled_row(&named)?;
+    let profiles = curves.iter().fold(LinePlot::new("Free energy along x1", "x1", "free energy (kT)", (row.width().max(480), 380)), |p, (n, x, y)| p.series(n, x, y));
+    plot::save_png(&canvas::stacked(&[row, profiles.png()?]), out)?;
+    // The profiles alone as SVG beside the picture (the sample panels are pixels).
+    let svg = out.with_extension("svg");
+    crate::files::write_atomic(&svg, profiles.svg()?.as_bytes()).with_context(|| format!("writing {}", svg.display()))?;
     Ok(table)
 }

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 pub enum Block {
     /// Markdown text (one notebook cell).
     Markdown(String),
-    /// A PNG file with a caption (one notebook cell with the image attached).
+    /// A PNG file with a caption (one notebook cell with the image attached, and the SVG of the same plot beside it
+    /// when there is one: `NAME.svg` next to `NAME.png`).
     Image { path: PathBuf, caption: String },
 }
 
@@ -62,11 +63,16 @@ pub fn write(blocks: &[Block], out_dir: &Path, stem: &str) -> Result<(PathBuf, P
                 let name = image_name(path, i);
                 crate::runner::files::write_atomic(&files.join(&name), &bytes)?;
                 md += &format!("![{caption}]({stem}-files/{name})\n\n*{caption}*\n\n");
-                let b64 = base64::engine::general_purpose::STANDARD.encode(&bytes);
+                let mut bundle = json!({ "image/png": base64::engine::general_purpose::STANDARD.encode(&bytes) });
+                let svg = path.with_extension("svg");
+                if svg.is_file() {
+                    let text = std::fs::read_to_string(&svg).with_context(|| format!("reading {}", svg.display()))?;
+                    bundle["image/svg+xml"] = json!(text);
+                }
                 cells.push(json!({
                     "cell_type": "markdown", "id": id, "metadata": {},
                     "source": source_lines(&format!("![{caption}](attachment:{name})\n\n*{caption}*")),
-                    "attachments": { name: { "image/png": b64 } },
+                    "attachments": { name: bundle },
                 }));
             }
         }
@@ -122,12 +128,21 @@ mod tests {
     fn markdown_and_notebook_carry_the_same_images() {
         let dir = tempfile::tempdir().unwrap();
         let png = dir.path().join("a.png");
-        crate::runner::plot::Canvas::new(4, 3, [255, 0, 0]).save_png(&png).unwrap();
+        crate::plot::save_png(&crate::plot::Canvas::from_pixel(4, 3, image::Rgb([255, 0, 0])), &png).unwrap();
         let blocks = vec![Block::Markdown("# title\nline two".into()), Block::Image { path: png, caption: "a picture".into() }];
         let (md, nb) = write(&blocks, dir.path(), "doc").unwrap();
         let md = std::fs::read_to_string(md).unwrap();
         assert!(md.starts_with("# title\nline two") && md.contains("](doc-files/01-"), "{md}");
         assert_eq!(validate(&nb).unwrap(), 1);
+        assert!(!std::fs::read_to_string(&nb).unwrap().contains("image/svg+xml"), "no SVG beside a.png");
+        // A plot's SVG beside its PNG travels in the same attachment.
+        std::fs::write(dir.path().join("a.svg"), "<svg>plot</svg>").unwrap();
+        let (_, nb2) = write(&blocks, dir.path(), "doc2").unwrap();
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&nb2).unwrap()).unwrap();
+        let att = &v["cells"][1]["attachments"];
+        let bundle = att.as_object().unwrap().values().next().unwrap();
+        assert_eq!(bundle["image/svg+xml"], "<svg>plot</svg>");
+        assert_eq!(validate(&nb2).unwrap(), 1);
         // A reference without its attachment is caught.
         let broken = std::fs::read_to_string(&nb).unwrap().replace("\"image/png\"", "\"image/gif\"");
         std::fs::write(&nb, broken).unwrap();

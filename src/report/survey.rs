@@ -6,7 +6,7 @@
 //! `DIR/ablations.json` (which sweep is compared with which baseline), `DIR/commands.sh` (the commands that made them).
 use super::notebook::{self, Block};
 use super::sweep as sweep_report;
-use crate::runner::plot::{self, Canvas};
+use crate::plot::{Figure, LinePlot};
 use crate::runner::summary::{self, Summary};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -157,8 +157,9 @@ fn latent_diagnostics(runs: &[&(PathBuf, Summary)]) -> String {
     )
 }
 
-/// Test NLL at each periodic evaluation against training wall time, one line per run.
-fn speed_plot(runs: &[&(PathBuf, Summary)], title: &str) -> Option<Canvas> {
+/// Test NLL at each periodic evaluation against training wall time, one line per run; time on a log axis when the
+/// runs' times span decades.
+fn speed_plot(runs: &[&(PathBuf, Summary)], title: &str) -> Option<LinePlot> {
     let mut series: Vec<(String, Vec<f64>, Vec<f64>)> = Vec::new();
     for (run, s) in runs {
         let lines = crate::runner::metrics::read(&run.join("metrics.jsonl")).ok()?;
@@ -171,8 +172,8 @@ fn speed_plot(runs: &[&(PathBuf, Summary)], title: &str) -> Option<Canvas> {
     if series.is_empty() {
         return None;
     }
-    let refs: Vec<(&str, &[f64], &[f64])> = series.iter().map(|(n, x, y)| (n.as_str(), x.as_slice(), y.as_slice())).collect();
-    Some(plot::labelled_line_plot(title, "training time (s), evaluation excluded", "test NLL (nats)", &refs, 720, 420))
+    let plot = LinePlot::new(title, "training time (s), evaluation excluded", "test NLL (nats)", (760, 460)).log_x_if_wide();
+    Some(series.iter().fold(plot, |p, (n, x, y)| p.series(n, x, y)))
 }
 
 /// The section-7 table on one 2D dataset, its sampler-settings table and its training-speed plot.
@@ -216,13 +217,13 @@ fn section_2d(dataset: &str, runs: &[&(PathBuf, Summary)], build: &Path, blocks:
     }
     if let Some(c) = speed_plot(runs, &format!("training speed: {dataset}")) {
         let path = build.join(format!("speed-{dataset}.png"));
-        c.save_png(&path)?;
+        c.save(&path)?;
         blocks.push(Block::Image { path, caption: format!("Training speed on {dataset}: test NLL at each periodic evaluation against training wall time (evaluation time excluded)") });
     }
     let pics: Vec<PathBuf> = runs.iter().map(|(r, _)| r.clone()).filter(|r| super::contact::final_picture(r).is_ok()).collect();
     if !pics.is_empty() {
         let path = build.join(format!("contact-{dataset}.png"));
-        super::contact::sheet(&pics, 420, 3)?.save_png(&path)?;
+        crate::plot::save_png(&super::contact::sheet(&pics, 420, 3)?, &path)?;
         blocks.push(Block::Image { path, caption: format!("Final samples and densities on {dataset} (data | samples | density or bound)") });
     }
     Ok(())
@@ -297,7 +298,7 @@ fn section_ablation(dir: &Path, a: &Ablation, build: &Path, blocks: &mut Vec<Blo
     }
     blocks.push(Block::Markdown(text));
     let path = build.join(format!("ablation-{index}.png"));
-    sweep_report::plot(&a.title, &a.xlabel, &points, base.as_ref()).save_png(&path)?;
+    sweep_report::plot(&a.title, &a.xlabel, &points, base.as_ref()).save(&path)?;
     blocks.push(Block::Image { path, caption: format!("{}: expressivity against the noise level (error bars: ± sd over seeds; dashed: baseline)", a.title) });
     Ok(())
 }
@@ -449,11 +450,14 @@ pub fn report(dir: &Path, out: &Path) -> Result<(PathBuf, PathBuf)> {
             section_ablation(dir, a, &build, &mut blocks, i)?;
         }
     }
-    let curves: Vec<&(PathBuf, Summary)> = runs.iter().filter(|(r, _)| r.join("loss.png").exists()).collect();
+    let curves: Vec<&(PathBuf, Summary)> = runs.iter().filter(|(r, _)| r.join("metrics.jsonl").exists()).collect();
     if !curves.is_empty() {
         blocks.push(Block::Markdown("## Loss curves\n\nTraining loss (the family's own objective, not comparable across families) and periodic test NLL of every run.".into()));
-        for (r, s) in curves {
-            blocks.push(Block::Image { path: r.join("loss.png"), caption: format!("{} ({}): loss and test NLL against steps", s.experiment, s.family) });
+        for (i, (r, s)) in curves.into_iter().enumerate() {
+            // Drawn afresh from metrics.jsonl, so every curve has the same axes and fonts whatever drew the run's own.
+            let path = build.join(format!("loss-{i:02}-{}.png", s.experiment));
+            crate::runner::pictures::loss_plot(r)?.save(&path).with_context(|| format!("drawing the loss curves of {}", r.display()))?;
+            blocks.push(Block::Image { path, caption: format!("{} ({}): loss and test NLL against steps", s.experiment, s.family) });
         }
     }
     blocks.push(Block::Markdown(versions_block(&runs, dir)));

@@ -1,6 +1,6 @@
 //! A sweep's table and plot, from its sweep.json and its runs' summary.json: per grid point, the mean and standard
 //! deviation over seeds of the test NLL, its gap to the true entropy, the mass outside the support and mode coverage.
-use crate::runner::plot::{self, ErrorSeries};
+use crate::plot::{ErrorPanel, ErrorPlot, ErrorSeries, Figure};
 use crate::runner::summary::{self, Summary};
 use crate::runner::sweep::{self, Sweep};
 use anyhow::{Context, Result};
@@ -140,8 +140,8 @@ pub fn table(points: &[&PointRuns]) -> (String, String) {
 
 /// Expressivity against the swept setting: NLL gap to the truth (or NLL where the entropy is unknown) and mass
 /// outside the support, mean ± sd over seeds, with an optional baseline (another sweep's single point, e.g. a plain
-/// flow) as a dashed line. Returns the picture.
-pub fn plot(title: &str, xlabel: &str, points: &[PointRuns], baseline: Option<&PointRuns>) -> plot::Canvas {
+/// flow) as a dashed line. Returns the two panels, to be saved (PNG + SVG) with [`Figure::save`].
+pub fn plot(title: &str, xlabel: &str, points: &[PointRuns], baseline: Option<&PointRuns>) -> ErrorPlot {
     // One swept key: its values as categories; several: the whole labels.
     let single_key = points.iter().all(|p| !p.label.contains(' '));
     let cats: Vec<String> =
@@ -162,21 +162,18 @@ pub fn plot(title: &str, xlabel: &str, points: &[PointRuns], baseline: Option<&P
     };
     let swept_name = format!("swept model ({})", kinds(&all));
     let base_name = format!("plain flow, baseline ({})", kinds(&base));
-    let panel = |f: &dyn Fn(&PointRuns) -> Option<Stat>, ylabel: &str| {
+    let panel = |f: &dyn Fn(&PointRuns) -> Option<Stat>, what: &str, ylabel: &str| {
         let (m, e) = split(f, &all);
         let (bm, be) = split(f, &base);
-        let mut series = vec![ErrorSeries { name: &swept_name, means: &m, errs: &e }];
+        let mut series = vec![ErrorSeries { name: swept_name.clone(), means: m, errs: e }];
         if !base.is_empty() {
-            series.push(ErrorSeries { name: &base_name, means: &bm, errs: &be });
+            series.push(ErrorSeries { name: base_name.clone(), means: bm, errs: be });
         }
-        plot::errorbar_plot(title, xlabel, ylabel, &cats, &series, 420, 300)
+        ErrorPanel { title: format!("{title}: {what}"), xlabel: xlabel.into(), ylabel: ylabel.into(), categories: cats.clone(), series }
     };
-    let left = panel(&metric, if has_gap { "NLL - true entropy (nats)" } else { "test NLL (nats)" });
-    let right = panel(&|p: &PointRuns| p.outside(), "mass outside the support");
-    let mut canvas = plot::Canvas::new(left.width + right.width, left.height.max(right.height), [255, 255, 255]);
-    canvas.blit(&left, 0, 0);
-    canvas.blit(&right, left.width, 0);
-    canvas
+    let left = panel(&metric, if has_gap { "NLL gap" } else { "test NLL" }, if has_gap { "NLL - true entropy (nats)" } else { "test NLL (nats)" });
+    let right = panel(&|p: &PointRuns| p.outside(), "mass outside", "mass outside the support (fraction)");
+    ErrorPlot { panels: vec![left, right], panel_size: (460, 340) }
 }
 
 /// Writes `sweep.md`, `sweep.csv` and `sweep.png` into the sweep folder; returns the markdown.
@@ -188,7 +185,7 @@ pub fn write(dir: &Path) -> Result<String> {
         .with_context(|| format!("writing {}", dir.join("sweep.md").display()))?;
     crate::runner::files::write_atomic(&dir.join("sweep.csv"), csv.as_bytes())?;
     let xlabel = sw.axes.iter().map(|a| a.key.as_str()).collect::<Vec<_>>().join(", ");
-    plot(&sw.experiment, if xlabel.is_empty() { "setting" } else { &xlabel }, &points, None).save_png(&dir.join("sweep.png"))?;
+    plot(&sw.experiment, if xlabel.is_empty() { "setting" } else { &xlabel }, &points, None).save(&dir.join("sweep.png"))?;
     Ok(md)
 }
 

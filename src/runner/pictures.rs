@@ -1,10 +1,10 @@
 //! Pictures of a model: for 2D data, training data | samples | density heat map side by side; image grids for
 //! images; loss curves from metrics.jsonl.
-use super::plot::{self, Bounds, Canvas};
+use crate::plot::{self, canvas, Bounds, Canvas, Figure, LinePlot};
 use crate::data::Dataset;
 use crate::experiment::EvalConfig;
 use crate::model::Model;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
@@ -60,8 +60,8 @@ pub fn draw(model: &dyn Model, data: &Dataset, eval: &EvalConfig, device: Device
 pub fn draw_with(model: &dyn Model, data: &Dataset, eval: &EvalConfig, device: Device, path: &Path, samples: &Tensor) -> Result<()> {
     let samples = samples.to_device(Device::Cpu);
     let n = samples.size()[0];
-    let canvas = if data.is_image() {
-        image_panels(model, &samples, data)
+    let picture = if data.is_image() {
+        image_panels(model, &samples, data)?
     } else {
         let size = 256;
         let bounds = bounds_for(data, eval);
@@ -76,11 +76,12 @@ pub fn draw_with(model: &dyn Model, data: &Dataset, eval: &EvalConfig, device: D
                 crate::model::Kind::LowerBound => ("log bound", plot::heatmap(&log_scale(&p), grid)),
                 crate::model::Kind::Estimate => ("log density (est.)", plot::heatmap(&log_scale(&p), grid)),
             };
-            panels.push((title, map.upscaled(size / grid)));
+            panels.push((title, canvas::upscaled(&map, (size / grid) as u32)));
         }
-        plot::titled_row(&panels)
+        let framed = panels.iter().map(|(t, c)| Ok((*t, plot::panels::framed(c, bounds)?))).collect::<Result<Vec<_>>>()?;
+        plot::titled_row(&framed)?
     };
-    canvas.save_png(path)
+    plot::save_png(&picture, path)
 }
 
 /// log p shifted to [0, 1] over the 12 nats below its maximum, for heat maps of noisy bounds.
@@ -91,14 +92,14 @@ fn log_scale(p: &[f32]) -> Vec<f32> {
 }
 
 /// 8x8 sample grids: at temperature 1 and, for models that define one, at temperature 0.7 beside it.
-fn image_panels(model: &dyn Model, samples: &Tensor, data: &Dataset) -> Canvas {
+fn image_panels(model: &dyn Model, samples: &Tensor, data: &Dataset) -> Result<Canvas> {
     let grid = image_grid(samples, data);
     match model.sample_tempered(64, 0.7) {
         Some(cool) => {
-            let cool = image_grid(&cool.to_device(Device::Cpu), data).upscaled(2);
-            plot::titled_row(&[("T = 1.0", grid.upscaled(2)), ("T = 0.7", cool)])
+            let cool = canvas::upscaled(&image_grid(&cool.to_device(Device::Cpu), data), 2);
+            plot::titled_row(&[("T = 1.0", canvas::upscaled(&grid, 2)), ("T = 0.7", cool)])
         }
-        None => grid,
+        None => Ok(grid),
     }
 }
 
@@ -111,11 +112,17 @@ pub fn image_grid(samples: &Tensor, data: &Dataset) -> Canvas {
     plot::image_grid(&flat, n as usize, side as usize, side as usize, 8)
 }
 
-/// Training loss and test NLL against steps, from a run's metrics.
+/// Training loss and test NLL against steps, from a run's metrics: `loss.png` and `loss.svg` in the run folder.
 pub fn loss_curve(run_dir: &Path) -> Result<()> {
+    loss_plot(run_dir)?.save(&run_dir.join("loss.png")).with_context(|| format!("drawing the loss curves of {}", run_dir.display()))
+}
+
+/// The loss-curve plot of a run folder's metrics.jsonl (also drawn afresh by the report, whatever drew the run's own).
+pub fn loss_plot(run_dir: &Path) -> Result<LinePlot> {
     let lines = super::metrics::read(&run_dir.join("metrics.jsonl"))?;
     let (s1, loss) = super::metrics::series(&lines, "loss");
     let (s2, nll) = super::metrics::series(&lines, "test_nll");
-    let series: [(&str, &[f64], &[f64]); 2] = [("train loss", &s1, &loss), ("test nll", &s2, &nll)];
-    plot::labelled_line_plot("training loss and test NLL", "training step", "nats", &series, 640, 400).save_png(&run_dir.join("loss.png"))
+    Ok(LinePlot::new("Training loss and test NLL", "training step", "training loss, test NLL (nats)", (640, 400))
+        .series("training loss", &s1, &loss)
+        .series("test NLL", &s2, &nll))
 }
