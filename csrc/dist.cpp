@@ -175,14 +175,19 @@ rf_dist_status rf_dist_group_new(const rf_dist_options *opts, rf_dist_group **ou
   });
 }
 
-rf_dist_status rf_dist_allreduce_sum(rf_dist_group *g, rf_tensor *t, char **err) {
+rf_dist_status rf_dist_allreduce(rf_dist_group *g, rf_tensor *t, int32_t op, char **err) {
   return guarded(err, [&] {
     check_tensor(g, t);
+    check(op == RF_OP_SUM || op == RF_OP_MIN || op == RF_OP_MAX, "unknown reduction " + std::to_string(op));
     std::vector<at::Tensor> ts{*t};
     c10d::AllreduceOptions o;
-    o.reduceOp = c10d::ReduceOp::SUM;
+    o.reduceOp = op == RF_OP_SUM ? c10d::ReduceOp::SUM : op == RF_OP_MIN ? c10d::ReduceOp::MIN : c10d::ReduceOp::MAX;
     g->backend->allreduce(ts, o)->wait();
   });
+}
+
+rf_dist_status rf_dist_allreduce_sum(rf_dist_group *g, rf_tensor *t, char **err) {
+  return rf_dist_allreduce(g, t, RF_OP_SUM, err);
 }
 
 rf_dist_status rf_dist_broadcast(rf_dist_group *g, rf_tensor *t, int32_t root, char **err) {

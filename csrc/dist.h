@@ -50,6 +50,9 @@ rf_dist_status rf_dist_group_new(const rf_dist_options *opts, rf_dist_group **ou
 
 /* Sum of `t` over the ranks, written into `t` on every rank (dense, contiguous; same shape and dtype everywhere). */
 rf_dist_status rf_dist_allreduce_sum(rf_dist_group *g, rf_tensor *t, char **err);
+typedef enum { RF_OP_SUM = 0, RF_OP_MIN = 1, RF_OP_MAX = 2 } rf_reduce_op;
+/* As rf_dist_allreduce_sum with the elementwise reduction `op` (rf_reduce_op). */
+rf_dist_status rf_dist_allreduce(rf_dist_group *g, rf_tensor *t, int32_t op, char **err);
 
 /* `t` of rank `root` copied into `t` on every rank. */
 rf_dist_status rf_dist_broadcast(rf_dist_group *g, rf_tensor *t, int32_t root, char **err);

@@ -20,6 +20,7 @@ pub mod nets;
 pub mod parallel;
 pub mod plot;
 pub mod report;
+pub mod rows;
 pub mod runner;
 pub mod score;
 pub mod snf;

@@ -253,13 +253,18 @@ fn sample_report(s: &session::Session, device: tch::Device) -> Result<serde_json
 
 fn eval(run: PathBuf, data: Option<PathBuf>, logp_out: Option<PathBuf>, device: Option<String>, set: &[String], samples_only: bool) -> Result<()> {
     let device = runner::parse_device(device.as_deref())?;
+    // Launched as several ranks, the likelihoods are sharded over them and rank 0 prints.
+    let (replicas, device) = runner::replicas::Replicas::from_env(device)?;
     let s = session::open_run_with(&run, device, set)?;
     let out = match (data, logp_out) {
         (None, Some(_)) => bail!("--logp-out needs --data FILE"),
         (None, _) if samples_only => json!({ "samples": sample_report(&s, device)? }),
         (Some(_), _) if samples_only => bail!("--samples-only and --data exclude each other"),
         (None, None) => {
-            let e = evaluate::test_nll(&*s.model, &s.data, s.exp.eval.n_final, s.exp.eval.batch_size, device);
+            let e = evaluate::test_nll_sharded(&*s.model, &s.data, s.exp.eval.n_final, s.exp.eval.batch_size, device, &replicas)?;
+            if !replicas.is_main() {
+                return Ok(());
+            }
             if e.n_nonfinite > 0 {
                 eprintln!("warning: {} of {} test points have a non-finite log-density; the mean NLL is not finite", e.n_nonfinite, e.n);
             }
@@ -285,7 +290,10 @@ fn eval(run: PathBuf, data: Option<PathBuf>, logp_out: Option<PathBuf>, device: 
             if x.size()[1..] != s.data.shape[..] {
                 bail!("{}: rows have {} columns, the model was trained on data of shape {:?}", file.display(), x.size()[1], s.data.shape);
             }
-            let (lp, kind) = evaluate::log_prob_batched(&*s.model, &x, s.exp.eval.batch_size, device);
+            let (lp, kind) = evaluate::log_prob_sharded(&*s.model, &x, s.exp.eval.batch_size, device, &replicas)?;
+            if !replicas.is_main() {
+                return Ok(());
+            }
             let bad = lp.isfinite().logical_not().sum(tch::Kind::Int64).int64_value(&[]);
             if bad > 0 {
                 eprintln!("warning: {bad} of {} rows have a non-finite log-density", x.size()[0]);
@@ -299,7 +307,9 @@ fn eval(run: PathBuf, data: Option<PathBuf>, logp_out: Option<PathBuf>, device: 
             })
         }
     };
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    if replicas.is_main() {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    }
     Ok(())
 }
 

@@ -280,7 +280,7 @@ const BELOW_ONE: f64 = 1.0 - 1.0 / 16_777_216.0;
 /// rounds to exactly 1 when u is within 2^-16 of 1, so the result is clamped to the largest f32 below 1 (a logit
 /// transform needs x < 1).
 pub fn dequantize(pixels: &Tensor) -> Tensor {
-    ((pixels + pixels.rand_like()) / 256.0).clamp_max(BELOW_ONE)
+    ((pixels + crate::rows::rand_like(pixels)) / 256.0).clamp_max(BELOW_ONE)
 }
 
 /// Dynamic binarization of 8-bit pixel values: 1 with probability pixel/255.

@@ -279,7 +279,7 @@ impl DiffFlow {
     }
 
     fn noises(&self, y: &Tensor, n: usize) -> Vec<Tensor> {
-        (0..n).map(|_| y.randn_like()).collect()
+        (0..n).map(|_| crate::rows::randn_like(y)).collect()
     }
 
     fn space(&self) -> ModelSpace {
@@ -303,7 +303,7 @@ impl DiffFlow {
         for i in (0..n).rev() {
             let dt = grid[i + 1] - grid[i];
             let mean = &x - self.backward_drift(&x, grid[i + 1]) * dt;
-            x = if i == 0 && self.p.denoise { mean } else { mean + x.randn_like() * (self.g(grid[i + 1]) * dt.sqrt()) };
+            x = if i == 0 && self.p.denoise { mean } else { mean + crate::rows::randn_like(&x) * (self.g(grid[i + 1]) * dt.sqrt()) };
         }
         x
     }
@@ -376,7 +376,7 @@ impl Model for DiffFlow {
     }
 
     fn sample(&self, n: i64) -> Tensor {
-        let z = Tensor::randn(self.full_shape(n).as_slice(), (Kind::Float, self.device));
+        let z = crate::rows::randn(self.full_shape(n).as_slice(), (Kind::Float, self.device));
         let y = tch::no_grad(|| match self.p.sampler {
             Sampler::Sde => self.backward_sde(&z, self.sample_steps()),
             Sampler::Ode => self.pf_ode_sample(&z),
@@ -602,7 +602,7 @@ mod tests {
             let p = params(&format!("steps = {n}\nt_start = {t0}\nt_end = {t1}\ngrid_exp = 1.0\ng = {g}"));
             let m = model(Box::new(Affine { a, b: 0.0 }), Box::new(GaussScore { a, g, v0, t0, t_end: t1 }), p, d);
             let grid = grid::fixed(n, t0, t1, 1.0);
-            let eps: Vec<Tensor> = (0..n).map(|_| y.randn_like()).collect();
+            let eps: Vec<Tensor> = (0..n).map(|_| crate::rows::randn_like(y)).collect();
             let nelbo = m.chain_nelbo(&y, &grid, &eps);
             let mean = nelbo.mean(None).double_value(&[]);
             let se = nelbo.std(true).double_value(&[]) / (20_000f64).sqrt();

@@ -118,11 +118,11 @@ impl Ddpm {
     fn ancestral(&self, n: i64) -> Tensor {
         let mut shape = vec![n];
         shape.extend(&self.shape);
-        let mut y = Tensor::randn(shape.as_slice(), (Kind::Float, self.device));
+        let mut y = crate::rows::randn(shape.as_slice(), (Kind::Float, self.device));
         for t in (0..self.t_steps()).rev() {
             let e = self.eps(&y, &self.full_t(t, n));
             let mean = self.model_mean(&y, t, &e);
-            y = if t > 0 { mean + y.randn_like() * self.sigma2(t).sqrt() } else { mean };
+            y = if t > 0 { mean + crate::rows::randn_like(&y) * self.sigma2(t).sqrt() } else { mean };
         }
         y
     }
@@ -158,7 +158,7 @@ impl Ddpm {
         let mut total = sum_dims(&((y0 * m).square() + v - 1.0 - v.ln())) * 0.5;
         for t in 0..=last {
             let tt = self.full_t(t, n);
-            let y_t = s.q_sample(y0, &tt, &y0.randn_like());
+            let y_t = s.q_sample(y0, &tt, &crate::rows::randn_like(y0));
             let mean = self.model_mean(&y_t, t, &self.eps(&y_t, &tt));
             let sigma2 = self.sigma2(t);
             let term = if t > 0 {
@@ -194,8 +194,8 @@ impl Model for Ddpm {
     fn loss(&self, x: &Tensor, _step: i64) -> Tensor {
         let y0 = self.to_model_space(x);
         let n = y0.size()[0];
-        let t = Tensor::randint(self.t_steps() as i64, [n], (Kind::Int64, y0.device()));
-        let eps = y0.randn_like();
+        let t = crate::rows::randint(self.t_steps() as i64, &[n], y0.device());
+        let eps = crate::rows::randn_like(&y0);
         let y_t = self.sched.q_sample(&y0, &t, &eps);
         (self.eps(&y_t, &t) - eps).square().flatten(1, -1).sum_dim_intlist(1, false, None).mean(None)
     }
@@ -217,7 +217,7 @@ impl Model for Ddpm {
             DdpmSampler::Ddim => {
                 let mut shape = vec![n];
                 shape.extend(&self.shape);
-                self.ddim_from(&Tensor::randn(shape.as_slice(), (Kind::Float, self.device)))
+                self.ddim_from(&crate::rows::randn(shape.as_slice(), (Kind::Float, self.device)))
             }
         });
         if self.images {

@@ -36,8 +36,8 @@ impl Distribution for GaussianMixture {
     /// A component drawn by its weight, then its Gaussian noise scaled by `t`.
     fn sample_tempered(&self, n: i64, t: f64) -> Tensor {
         let probs = self.logits.softmax(0, Kind::Float);
-        let k = probs.multinomial(n, true);
-        let eps = Tensor::randn([n, self.means.size()[1]], (Kind::Float, self.means.device())) * t;
+        let k = crate::rows::draw(n, |m| probs.multinomial(m, true));
+        let eps = crate::rows::randn(&[n, self.means.size()[1]], (Kind::Float, self.means.device())) * t;
         eps * self.log_std.index_select(0, &k).exp() + self.means.index_select(0, &k)
     }
 }

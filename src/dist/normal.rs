@@ -27,7 +27,7 @@ impl Distribution for StandardNormal {
     fn sample_tempered(&self, n: i64, t: f64) -> Tensor {
         let mut shape = vec![n];
         shape.extend(&self.shape);
-        Tensor::randn(shape, (Kind::Float, self.device)) * t
+        crate::rows::randn(&shape, (Kind::Float, self.device)) * t
     }
 }
 
@@ -55,7 +55,7 @@ impl Distribution for DiagNormal {
     fn sample_tempered(&self, n: i64, t: f64) -> Tensor {
         let mut shape = vec![n];
         shape.extend(self.mean.size());
-        let eps = Tensor::randn(shape, (Kind::Float, self.mean.device())) * t;
+        let eps = crate::rows::randn(&shape, (Kind::Float, self.mean.device())) * t;
         eps * self.log_std.exp() + &self.mean
     }
 }

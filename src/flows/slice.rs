@@ -66,7 +66,7 @@ impl Layer for Slice {
     /// z2 = μ + t σ ε; the contribution is -log p(z2 | z1), so log q(x) = log q(z1) - contribution as for bijections.
     fn inverse_tempered(&self, z1: &Tensor, t: f64) -> (Tensor, Tensor) {
         let (mu, log_std) = self.prior_params(z1);
-        let z2 = mu + log_std.exp() * log_std.randn_like() * t;
+        let z2 = mu + log_std.exp() * crate::rows::randn_like(&log_std) * t;
         let v = -self.log_prob(z1, &z2);
         (Tensor::cat(&[z1, &z2], 1), v)
     }

@@ -16,6 +16,10 @@ pub const RF_DIST_UNSUPPORTED: i32 = 4;
 pub const RF_STORE_TCP: i32 = 0;
 pub const RF_STORE_FILE: i32 = 1;
 
+pub const RF_OP_SUM: i32 = 0;
+pub const RF_OP_MIN: i32 = 1;
+pub const RF_OP_MAX: i32 = 2;
+
 pub const RF_BACKEND_GLOO: i32 = 0;
 pub const RF_BACKEND_NCCL: i32 = 1;
 
@@ -36,8 +40,9 @@ pub struct RfDistOptions {
 extern "C" {
     pub fn rf_dist_has_nccl() -> i32;
     pub fn rf_dist_group_new(opts: *const RfDistOptions, out: *mut *mut RfDistGroup, err: *mut *mut c_char) -> i32;
-    /// `t` is tch's tensor handle (`Tensor::as_mut_ptr`), a `torch::Tensor*` on the C++ side.
-    pub fn rf_dist_allreduce_sum(g: *mut RfDistGroup, t: *mut torch_sys::C_tensor, err: *mut *mut c_char) -> i32;
+    /// `t` is tch's tensor handle (`Tensor::as_mut_ptr`), a `torch::Tensor*` on the C++ side; `op` is RF_OP_SUM,
+    /// RF_OP_MIN or RF_OP_MAX.
+    pub fn rf_dist_allreduce(g: *mut RfDistGroup, t: *mut torch_sys::C_tensor, op: i32, err: *mut *mut c_char) -> i32;
     pub fn rf_dist_broadcast(g: *mut RfDistGroup, t: *mut torch_sys::C_tensor, root: i32, err: *mut *mut c_char) -> i32;
     pub fn rf_dist_barrier(g: *mut RfDistGroup, err: *mut *mut c_char) -> i32;
     pub fn rf_dist_group_free(g: *mut RfDistGroup);

@@ -186,10 +186,22 @@ impl ProcessGroup {
 
     /// In place: the sum of `t` over all ranks, on every rank.
     pub fn allreduce_sum_(&self, t: &mut Tensor) -> Result<()> {
+        self.reduce(t, ffi::RF_OP_SUM)
+    }
+
+    /// In place: the elementwise minimum of `t` over all ranks.
+    pub fn allreduce_min_(&self, t: &mut Tensor) -> Result<()> {
+        self.reduce(t, ffi::RF_OP_MIN)
+    }
+
+    /// In place: the elementwise maximum of `t` over all ranks.
+    pub fn allreduce_max_(&self, t: &mut Tensor) -> Result<()> {
+        self.reduce(t, ffi::RF_OP_MAX)
+    }
+
+    fn reduce(&self, t: &mut Tensor, op: i32) -> Result<()> {
         self.check("allreduce", t)?;
-        call(|| self.what("allreduce"), self.timeout, |err| unsafe {
-            ffi::rf_dist_allreduce_sum(self.raw.as_ptr(), t.as_mut_ptr(), err)
-        })
+        call(|| self.what("allreduce"), self.timeout, |err| unsafe { ffi::rf_dist_allreduce(self.raw.as_ptr(), t.as_mut_ptr(), op, err) })
     }
 
     /// In place: the mean of `t` over all ranks (Gloo has no average: the sum, divided by the world size).

@@ -99,6 +99,21 @@ impl World {
         self.group.as_ref().map_or(Ok(()), |g| g.allreduce_mean_(t))
     }
 
+    /// In place: the elementwise minimum over ranks.
+    pub fn allreduce_min_(&self, t: &mut Tensor) -> Result<()> {
+        self.group.as_ref().map_or(Ok(()), |g| g.allreduce_min_(t))
+    }
+
+    /// In place: the elementwise maximum over ranks.
+    pub fn allreduce_max_(&self, t: &mut Tensor) -> Result<()> {
+        self.group.as_ref().map_or(Ok(()), |g| g.allreduce_max_(t))
+    }
+
+    /// This rank's share of a batch of `total` rows.
+    pub fn split(&self, total: i64) -> crate::rows::Split {
+        crate::rows::Split::of(total, self.rank, self.world_size)
+    }
+
     /// In place: rank `root`'s tensor on every rank.
     pub fn broadcast_(&self, t: &mut Tensor, root: usize) -> Result<()> {
         self.group.as_ref().map_or(Ok(()), |g| g.broadcast_(t, root))

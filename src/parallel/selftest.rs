@@ -40,6 +40,12 @@ pub fn run(opts: &Options, out: &mut impl Write) -> Result<()> {
     let mut n = Tensor::from_slice(&[r, 7 * r, 1]);
     world.allreduce_sum_(&mut n)?;
     let n = values::<i64>(&n)?;
+    let mut lo = Tensor::from_slice(&[r, -r]);
+    world.allreduce_min_(&mut lo)?;
+    let lo = values::<i64>(&lo)?;
+    let mut hi = Tensor::from_slice(&[r as f64, -(r as f64)]);
+    world.allreduce_max_(&mut hi)?;
+    let hi = values::<f64>(&hi)?;
 
     // Broadcasts: rank 0's random vector (each rank draws a different one first), then the last rank's value.
     tch::manual_seed(1000 + r);
@@ -56,6 +62,8 @@ pub fn run(opts: &Options, out: &mut impl Write) -> Result<()> {
         (m.iter().all(|&v| v == (w + 1) as f32 / 2.0), format!("f32 mean {}, expected {}", m[0], (w + 1) as f32 / 2.0)),
         (n == vec![w * (w - 1) / 2, 7 * w * (w - 1) / 2, w], format!("i64 sum {n:?}")),
         (c == (w - 1) as f32, format!("broadcast from the last rank gave {c}")),
+        (lo == vec![0, -(w - 1)], format!("i64 min {lo:?}")),
+        (hi == vec![(w - 1) as f64, 0.0], format!("f64 max {hi:?}")),
     ];
     let failed: Vec<&String> = checks.iter().filter(|(ok, _)| !ok).map(|(_, m)| m).collect();
     let mut bench = serde_json::Map::new();

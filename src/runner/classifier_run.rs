@@ -6,6 +6,7 @@
 //! image-quality service (`classifier::image_quality`).
 use super::checkpoint;
 use super::classifier_summary::{self as csummary, ClassifierSummary};
+use super::replicas::Replicas;
 use super::summary;
 use super::train::Trainable;
 use crate::classifier::data::{self as labelled, Labelled};
@@ -108,21 +109,28 @@ impl Trainable for ClassifierRun {
         loss
     }
     /// Training accuracy since the last line; test accuracy and cross-entropy on `eval.n_eval` images when due.
-    fn log(&self, line: &mut serde_json::Value, eval_now: bool, bar: &ProgressBar, name: &str) {
+    /// The training accuracy counts every rank's rows; the test evaluation is rank 0's (it writes the line).
+    fn log(&self, line: &mut serde_json::Value, eval_now: bool, bar: &ProgressBar, name: &str, replicas: &Replicas) -> Result<()> {
         let mut tally = self.tally.borrow_mut();
-        line["train_accuracy"] = json!(tally.0.int64_value(&[]) as f64 / (tally.1.max(1) * self.exp.train.batch_size) as f64);
+        let correct = replicas.sum_over_ranks(&tally.0)?.double_value(&[]);
+        line["train_accuracy"] = json!(correct / (tally.1.max(1) * self.exp.train.batch_size) as f64);
         let _ = tally.0.zero_();
         tally.1 = 0;
-        if eval_now {
+        if eval_now && replicas.is_main() {
             let n = self.exp.eval.n_eval.min(self.test.len());
             let (acc, nll) = evaluate(&self.net, &self.test.pixels.narrow(0, 0, n), &self.test.labels.narrow(0, 0, n), self.exp.eval.batch_size, self.device);
             line["test_accuracy"] = json!(acc);
             line["test_nll"] = json!(nll);
             bar.set_message(format!("{name} test accuracy {acc:.4}"));
         }
+        Ok(())
     }
     /// Reloads the saved weights, measures the test set and writes summary.json and loss.png.
-    fn finish(&self, run: &Path, name: &str) -> Result<()> {
+    /// Rank 0's alone (the test set is small).
+    fn finish(&self, run: &Path, name: &str, replicas: &Replicas) -> Result<()> {
+        if !replicas.is_main() {
+            return Ok(());
+        }
         let progress = checkpoint::load_weights(&run.join(checkpoint::FILE), &self.vs)?;
         let n = self.exp.eval.n_final.unwrap_or(i64::MAX).clamp(1, self.test.len());
         let (acc, nll) = evaluate(&self.net, &self.test.pixels.narrow(0, 0, n), &self.test.labels.narrow(0, 0, n), self.exp.eval.batch_size, self.device);

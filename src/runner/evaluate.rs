@@ -1,5 +1,7 @@
 //! Test-set likelihood and sampler cost, labelled honestly.
+use super::replicas::Replicas;
 use super::sync;
+use anyhow::Result;
 use crate::data::{bits_per_dim, Dataset};
 use crate::model::{Kind, Model};
 use serde::{Deserialize, Serialize};
@@ -24,31 +26,56 @@ pub struct Evaluation {
 
 /// log p(x) of every row of `x`, evaluated in batches without gradients, returned on the CPU in f64.
 pub fn log_prob_batched(model: &dyn Model, x: &Tensor, batch: i64, device: Device) -> (Tensor, Kind) {
+    log_prob_sharded(model, x, batch, device, &Replicas::single()).expect("one process has no collective to fail")
+}
+
+/// As [`log_prob_batched`], each batch split over the ranks of `replicas` (per-example noise drawn as the whole
+/// batch's rows, see `crate::rows`) and the values gathered on every rank: the same numbers as one process (for
+/// adaptive ODE likelihoods, up to the solver's tolerance: its steps adapt to the rows it is given).
+pub fn log_prob_sharded(model: &dyn Model, x: &Tensor, batch: i64, device: Device, replicas: &Replicas) -> Result<(Tensor, Kind)> {
     let n = x.size()[0];
     let mut parts = Vec::new();
     let mut kind = Kind::Exact;
-    tch::no_grad(|| {
+    tch::no_grad(|| -> Result<()> {
         for start in (0..n).step_by(batch.max(1) as usize) {
             let len = batch.min(n - start);
-            let lp = model.log_prob(&x.narrow(0, start, len).to_device(device));
+            let split = replicas.split(len);
+            let rows = split.rows_of(&x.narrow(0, start, len)).to_device(device);
+            let lp = crate::rows::with_split(split, || model.log_prob(&rows));
             kind = lp.kind;
-            parts.push(lp.value.to_device(Device::Cpu).to_kind(tch::Kind::Double));
+            parts.push((lp.value.to_device(Device::Cpu).to_kind(tch::Kind::Double), split));
         }
-    });
-    (Tensor::cat(&parts, 0), kind)
+        Ok(())
+    })?;
+    if replicas.size() == 1 {
+        return Ok((Tensor::cat(&parts.into_iter().map(|p| p.0).collect::<Vec<_>>(), 0), kind));
+    }
+    // One collective for the whole set: this rank's rows in place, zeros elsewhere.
+    let all = Tensor::zeros([n], (tch::Kind::Double, Device::Cpu));
+    let mut start = 0;
+    for (lp, split) in parts {
+        all.narrow(0, start + split.offset, split.len).copy_(&lp);
+        start += split.total;
+    }
+    Ok((replicas.gather_rows(&all, crate::rows::Split::whole(n))?, kind))
 }
 
 /// Mean test NLL on the first `n` test examples (all when `n` is None).
 pub fn test_nll(model: &dyn Model, data: &Dataset, n: Option<i64>, batch: i64, device: Device) -> Evaluation {
+    test_nll_sharded(model, data, n, batch, device, &Replicas::single()).expect("one process has no collective to fail")
+}
+
+/// As [`test_nll`], the test points of every batch split over the ranks of `replicas` (the result on every rank).
+pub fn test_nll_sharded(model: &dyn Model, data: &Dataset, n: Option<i64>, batch: i64, device: Device, replicas: &Replicas) -> Result<Evaluation> {
     let total = data.test.size()[0];
     let n = n.map_or(total, |k| k.min(total));
-    let (lp, kind) = log_prob_batched(model, &data.test.narrow(0, 0, n), batch, device);
+    let (lp, kind) = log_prob_sharded(model, &data.test.narrow(0, 0, n), batch, device, replicas)?;
     let nll = -lp;
     let mean = nll.mean(None).double_value(&[]);
     let stderr = if n > 1 { nll.std(true).double_value(&[]) / (n as f64).sqrt() } else { f64::NAN };
     let n_nonfinite = nll.isfinite().logical_not().sum(tch::Kind::Int64).int64_value(&[]);
     let bits_per_dim = data.dequantized_8bit.then(|| bits_per_dim(mean, data.dim(), true));
-    Evaluation { nll_nats: mean, nll_stderr: stderr, kind, bits_per_dim, n, n_nonfinite }
+    Ok(Evaluation { nll_nats: mean, nll_stderr: stderr, kind, bits_per_dim, n, n_nonfinite })
 }
 
 /// Bits/dim of a flow with a logit preprocessing computed a second way: from its logit-space density log p_Y(y) plus
@@ -119,6 +146,22 @@ pub fn timed_log_prob(model: &dyn Model, data: &Dataset, cap: Option<i64>, batch
     let _ = log_prob_batched(model, &x, batch, device);
     sync(device);
     start.elapsed().as_secs_f64() * 1000.0 * 1000.0 / n as f64
+}
+
+/// As [`timed_samples`], the `n` samples drawn in shares by the ranks of `replicas` (per-example noise as the whole
+/// draw's rows) and gathered on every rank; the time is the wall time of the sharded draw.
+pub fn timed_samples_sharded(model: &dyn Model, n: i64, device: Device, replicas: &Replicas) -> Result<(Tensor, f64)> {
+    if replicas.size() == 1 || n < replicas.size() as i64 {
+        return Ok(timed_samples(model, n, device));
+    }
+    let split = replicas.split(n);
+    let _ = model.sample(n.min(16));
+    sync(device);
+    let start = Instant::now();
+    let mine = crate::rows::with_split(split, || model.sample(split.len));
+    let x = replicas.gather_rows(&mine, split)?;
+    sync(device);
+    Ok((x, start.elapsed().as_secs_f64() * 1000.0 * 1000.0 / n as f64))
 }
 
 /// `n` samples and the milliseconds per 1000 samples it took, after a small warm-up draw.

@@ -1,7 +1,8 @@
 //! A generative experiment (`Session`) in the run lifecycle: its batches, its log lines' test NLL, its pictures, and
 //! the final evaluation (test NLL with its kind, sampler timing and quality, pictures, summary.json).
 use super::checkpoint;
-use super::evaluate::{test_nll, timed_samples, Evaluation};
+use super::evaluate::{test_nll_sharded, timed_samples_sharded, Evaluation};
+use super::replicas::Replicas;
 use super::session::Session;
 use super::summary::{self, Summary};
 use super::train::{resume_hint, Trainable};
@@ -49,18 +50,19 @@ impl Trainable for Session {
         loss
     }
     /// The test NLL on `eval.n_eval` points when due.
-    fn log(&self, line: &mut serde_json::Value, eval_now: bool, bar: &ProgressBar, name: &str) {
+    fn log(&self, line: &mut serde_json::Value, eval_now: bool, bar: &ProgressBar, name: &str, replicas: &Replicas) -> Result<()> {
         if eval_now {
-            let e = test_nll(&*self.model, &self.data, Some(self.exp.eval.n_eval), self.exp.eval.batch_size, self.device);
+            let e = test_nll_sharded(&*self.model, &self.data, Some(self.exp.eval.n_eval), self.exp.eval.batch_size, self.device, replicas)?;
             add_eval(line, &e);
             bar.set_message(format!("{name} test nll {:.4}", e.nll_nats));
         }
+        Ok(())
     }
     fn picture(&self, run: &Path, step: i64) -> Result<()> {
         picture(self, run, step)
     }
-    fn finish(&self, run: &Path, name: &str) -> Result<()> {
-        finish(self, run, name)
+    fn finish(&self, run: &Path, name: &str, replicas: &Replicas) -> Result<()> {
+        finish(self, run, name, replicas)
     }
 }
 
@@ -89,18 +91,26 @@ fn save_arrays(s: &Session, run: &Path, samples: &Tensor) -> Result<()> {
     Ok(())
 }
 
-/// Final evaluation on the whole test set, sampler timing, pictures and summary.json.
-fn finish(s: &Session, run: &Path, name: &str) -> Result<()> {
+/// Final evaluation on the whole test set, sampler timing, pictures and summary.json. With several ranks the test
+/// likelihood and the samples are sharded over them; the rest is rank 0's, which writes.
+fn finish(s: &Session, run: &Path, name: &str, replicas: &Replicas) -> Result<()> {
     let device = s.device;
-    let progress = checkpoint::load_weights(&run.join(checkpoint::FILE), &s.vs)?;
+    // Rank 0 reloads what it saved; the other ranks hold the same weights (same updates of the same gradients).
+    let progress = if replicas.is_main() {
+        checkpoint::load_weights(&run.join(checkpoint::FILE), &s.vs)?
+    } else {
+        checkpoint::Progress { step: s.exp.train.steps, elapsed_s: 0.0 }
+    };
     let stopped = || format!("{}; the final evaluation runs again on resume", resume_hint(run, progress.step));
     interrupt::check(stopped)?;
-    let e = test_nll(&*s.model, &s.data, s.exp.eval.n_final, s.exp.eval.batch_size, device);
+    let e = test_nll_sharded(&*s.model, &s.data, s.exp.eval.n_final, s.exp.eval.batch_size, device, replicas)?;
+    let (samples, sample_ms) = timed_samples_sharded(&*s.model, s.exp.eval.n_samples.max(1), device, replicas)?;
+    if !replicas.is_main() {
+        return Ok(());
+    }
     if e.n_nonfinite > 0 {
         eprintln!("warning: {name}: {} of {} test points have a non-finite log-density; the mean NLL is not finite", e.n_nonfinite, e.n);
     }
-    interrupt::check(stopped)?;
-    let (samples, sample_ms) = timed_samples(&*s.model, s.exp.eval.n_samples.max(1), device);
     interrupt::check(stopped)?;
     let path = run.join("samples").join(format!("step-{:06}.png", progress.step));
     pictures::draw_with(&*s.model, &s.data, &s.exp.eval, device, &path, &samples)?;
@@ -144,6 +154,8 @@ fn finish(s: &Session, run: &Path, name: &str) -> Result<()> {
         sampler_steps: cost.steps,
         params: s.n_params(),
         device: format!("{device:?}"),
+        world_size: replicas.size(),
+        backend: replicas.world.backend().map(|b| b.name().to_string()),
         threads: tch::get_num_threads(),
         seed: s.exp.train.seed,
         versions: summary::versions(),

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod optim;
 pub mod pictures;
 pub mod quality;
+pub mod replicas;
 pub mod rundir;
 pub mod interrupt;
 pub mod sampling;

@@ -63,6 +63,16 @@ impl Adam {
         self.flat.size()[0]
     }
 
+    /// The flat gradient buffer (every parameter's `.grad` is a view of it), e.g. to allreduce it across ranks.
+    pub fn grad_mut(&mut self) -> &mut Tensor {
+        &mut self.grad
+    }
+
+    /// The first and second moment buffers, e.g. to broadcast them from rank 0.
+    pub fn moments_mut(&mut self) -> [&mut Tensor; 2] {
+        [&mut self.m, &mut self.v]
+    }
+
     pub fn zero_grad(&mut self) {
         let _ = self.grad.zero_();
     }

@@ -31,6 +31,10 @@ pub fn git_commit() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+fn one_process() -> usize {
+    1
+}
+
 /// A finished run, as `compare` and `report` read it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Summary {
@@ -96,6 +100,11 @@ pub struct Summary {
     pub sampler_steps: usize,
     pub params: i64,
     pub device: String,
+    /// Processes the run trained on (data parallel when more than one; each had `device`), and their c10d backend.
+    #[serde(default = "one_process")]
+    pub world_size: usize,
+    #[serde(default)]
+    pub backend: Option<String>,
     pub threads: i32,
     pub seed: i64,
     pub versions: Versions,

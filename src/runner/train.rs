@@ -6,6 +6,7 @@
 use super::checkpoint::{self, Progress};
 use super::metrics::MetricsLog;
 use super::optim::{Adam, AdamConfig};
+use super::replicas::Replicas;
 use super::session::Session;
 use super::summary;
 use super::rundir::{self, FolderLock, Staging};
@@ -44,16 +45,29 @@ pub struct TrainOptions {
 ///
 /// Nothing is written until the config, the data and the model have been checked; the run folder appears complete
 /// (config, run.json, step-0 checkpoint) or not at all, and stays locked by this process until it returns.
+///
+/// Launched as several processes (torchrun, srun, or the variables of `relaxflow::parallel::env`), it trains data
+/// parallel: every rank checks that all have the same config and executable, takes rank 0's weights, and computes
+/// its slice of each step's batch; rank 0 alone writes the run folder (see `replicas`).
 pub fn train(opts: &TrainOptions) -> Result<PathBuf> {
     interrupt::install();
     let device = parse_device(opts.device.as_deref())?;
+    let (replicas, device) = Replicas::from_env(device)?;
     let (mut job, run, name, start, mut adam, _lock) = match &opts.resume {
-        Some(run) => resume(opts, run, device)?,
-        None => fresh(opts, device)?,
+        Some(run) => resume(opts, run, device, &replicas)?,
+        None => fresh(opts, device, &replicas)?,
     };
+    let (step, elapsed_s) = replicas.sync_state(job.vs(), &mut adam, start.step, start.elapsed_s)?;
     job.prepare();
-    run_loop(&*job, &mut adam, &run, &name, start, opts.halt_after)?;
-    job.finish(&run, &name)?;
+    run_loop(&*job, &mut adam, &run, &name, Progress { step, elapsed_s }, opts.halt_after, &replicas)?;
+    if replicas.size() > 1 {
+        let digest = replicas.check_same_weights(job.vs())?;
+        if replicas.is_main() {
+            eprintln!("{name}: trained on {} ranks ({}); weights bit-identical on every rank (digest {digest:016x})",
+                replicas.size(), replicas.world.backend().map_or("none", |b| b.name()));
+        }
+    }
+    job.finish(&run, &name, &replicas)?;
     Ok(run)
 }
 
@@ -76,13 +90,15 @@ pub trait Trainable {
     /// The loss of the training rows `idx` at `step`, after backward (gradients accumulated in `vs`).
     fn loss_backward(&self, idx: &Tensor, step: i64) -> Tensor;
     /// What a log line adds (tallies since the last line; a test evaluation when `eval_now`), and the bar's message.
-    fn log(&self, line: &mut serde_json::Value, eval_now: bool, bar: &ProgressBar, name: &str);
+    /// Every rank calls it at the same step: an evaluation is sharded over the ranks.
+    fn log(&self, line: &mut serde_json::Value, eval_now: bool, bar: &ProgressBar, name: &str, replicas: &Replicas) -> Result<()>;
     /// A picture at `step` (`train.sample_every`).
     fn picture(&self, _run: &Path, _step: i64) -> Result<()> {
         Ok(())
     }
-    /// The final evaluation with the saved weights, and summary.json.
-    fn finish(&self, run: &Path, name: &str) -> Result<()>;
+    /// The final evaluation with the saved weights, and summary.json (written by rank 0; every rank calls it and
+    /// takes its share of the sharded parts).
+    fn finish(&self, run: &Path, name: &str, replicas: &Replicas) -> Result<()>;
 }
 
 /// The experiment behind `exp`, built on `device`: the classifier for `model.kind = "classifier"`, else a generative
@@ -101,11 +117,12 @@ fn adam_config(t: &TrainConfig) -> AdamConfig {
     AdamConfig { beta1: t.beta1, beta2: t.beta2, eps: t.eps, weight_decay: t.weight_decay }
 }
 
-type Started = (Box<dyn Trainable>, PathBuf, String, Progress, Adam, FolderLock);
+/// The job, its run folder, the experiment's name, where it starts, the optimizer and (rank 0) the folder's lock.
+type Started = (Box<dyn Trainable>, PathBuf, String, Progress, Adam, Option<FolderLock>);
 
 /// A fresh run's experiment (name, file, config with --set, --steps and --seed applied) and the folder it writes
-/// (--out, else runs/NAME/<stamp>), refusing a folder that already holds a run.
-fn fresh_experiment(opts: &TrainOptions) -> Result<(String, PathBuf, Experiment, PathBuf)> {
+/// (--out, else runs/NAME/<stamp>), refusing a folder that already holds a run (`main`: the rank that writes it).
+fn fresh_experiment(opts: &TrainOptions, main: bool) -> Result<(String, PathBuf, Experiment, PathBuf)> {
     let Some(experiment) = opts.experiment.as_deref() else { bail!("name an experiment to train (see `relaxflow list`)") };
     let (name, file) = resolve_file(experiment, &opts.workspace.experiments)?;
     let mut overrides = opts.overrides.clone();
@@ -116,6 +133,9 @@ fn fresh_experiment(opts: &TrainOptions) -> Result<(String, PathBuf, Experiment,
         Some(dir) => dir.clone(),
         None => new_run_dir(&opts.workspace.runs, &name)?,
     };
+    if !main {
+        return Ok((name, file, exp, run));
+    }
     if rundir::is_run(&run) || run.join("config.toml").exists() {
         bail!("{} already holds a run; continue it with --resume {}", run.display(), run.display());
     }
@@ -169,9 +189,9 @@ fn write_run_json(run: &Path, name: &str, family: crate::model::Family, shape: &
     summary::write_json(&run.join("run.json"), &info)
 }
 
-/// A resumed run, locked, with its config path and experiment (--steps applied); nothing but --steps and --device
-/// may change. Nothing is written here.
-fn resume_experiment(opts: &TrainOptions, run: &Path) -> Result<(FolderLock, PathBuf, Experiment)> {
+/// A resumed run, locked (by the `main` rank), with its config path and experiment (--steps applied); nothing but
+/// --steps and --device may change. Nothing is written here.
+fn resume_experiment(opts: &TrainOptions, run: &Path, main: bool) -> Result<(Option<FolderLock>, PathBuf, Experiment)> {
     if opts.experiment.is_some() || !opts.overrides.is_empty() || opts.seed.is_some() || opts.out.is_some() {
         bail!("--resume continues a run with its own config; only --steps (and --device) may change");
     }
@@ -182,7 +202,7 @@ fn resume_experiment(opts: &TrainOptions, run: &Path) -> Result<(FolderLock, Pat
     if !config_path.exists() {
         bail!("{}: not a run folder (no config.toml)", run.display());
     }
-    let lock = FolderLock::acquire(run)?;
+    let lock = if main { Some(FolderLock::acquire(run)?) } else { None };
     let overrides: Vec<String> = opts.steps.map(|n| format!("train.steps={n}")).into_iter().collect();
     let exp = config::load(&config_path, &overrides)?;
     Ok((lock, config_path, exp))
@@ -231,26 +251,37 @@ fn data_init(job: &dyn Trainable) {
     job.data_init();
 }
 
-fn fresh(opts: &TrainOptions, device: Device) -> Result<Started> {
-    let (name, file, mut exp, target) = fresh_experiment(opts)?;
+fn fresh(opts: &TrainOptions, device: Device, replicas: &Replicas) -> Result<Started> {
+    let (name, file, mut exp, target) = fresh_experiment(opts, replicas.is_main())?;
     absolute_data_paths(&mut exp.data);
     // The folder is made only once the data loads and the model builds, so a bad config leaves nothing behind.
     let job = open(exp, &file.display().to_string(), device, &opts.workspace)?;
+    replicas.check_same_job(&toml::to_string(job.exp())?)?;
     let adam = Adam::new(job.vs(), adam_config(&job.exp().train))?;
     data_init(&*job);
     let start = Progress { step: 0, elapsed_s: 0.0 };
+    if !replicas.is_main() {
+        return Ok((job, target, name, start, adam, None));
+    }
     let (run, lock) = create_run(opts, &target, |dir| {
         write_run_json(dir, &name, job.family(), &job.shape(), device, origin_json(opts, &file))?;
         files::write_atomic(&dir.join("config.toml"), toml::to_string(job.exp())?.as_bytes())?;
         std::fs::create_dir_all(dir.join("samples")).context("creating samples/")?;
         checkpoint::save(&dir.join(checkpoint::FILE), job.vs(), &adam, start)
     })?;
-    Ok((job, run, name, start, adam, lock))
+    Ok((job, run, name, start, adam, Some(lock)))
 }
 
-fn resume(opts: &TrainOptions, run: &Path, device: Device) -> Result<Started> {
-    let (lock, config_path, exp) = resume_experiment(opts, run)?;
+fn resume(opts: &TrainOptions, run: &Path, device: Device, replicas: &Replicas) -> Result<Started> {
+    let (lock, config_path, exp) = resume_experiment(opts, run, replicas.is_main())?;
     let job = open(exp, &config_path.display().to_string(), device, &opts.workspace)?;
+    replicas.check_same_job(&toml::to_string(job.exp())?)?;
+    if !replicas.is_main() {
+        // Weights, moments and progress come from rank 0 (`Replicas::sync_state`); this rank writes nothing.
+        let adam = Adam::new(job.vs(), adam_config(&job.exp().train))?;
+        let start = Progress { step: 0, elapsed_s: 0.0 };
+        return Ok((job, run.to_path_buf(), String::new(), start, adam, None));
+    }
     let (adam, progress, name) = resume_state(opts, run, job.vs(), job.exp())?;
     if progress.is_none() {
         data_init(&*job);
@@ -336,16 +367,17 @@ impl Tally {
         }
     }
 
-    fn add(&mut self, loss: &Tensor, step: i64) {
-        let _ = self.loss_sum.g_add_(&loss.detach().to_kind(Kind::Double));
+    /// This rank's loss at `step`, weighted by its share of the batch.
+    fn add(&mut self, loss: &Tensor, step: i64, weight: f64) {
+        let _ = self.loss_sum.g_add_(&(loss.detach().to_kind(Kind::Double) * weight));
         self.count += 1;
         let here = Tensor::where_scalar(&loss.isfinite(), NO_BAD_STEP, step + 1);
         self.first_bad = self.first_bad.minimum(&here);
     }
 
-    /// Errors when a loss was NaN/inf since the start, naming the step and the checkpoint kept.
-    fn check(&self, run: &Path, last_ckpt: i64) -> Result<()> {
-        let bad = self.first_bad.int64_value(&[]);
+    /// Errors when a loss was NaN/inf since the start (on any rank), naming the step and the checkpoint kept.
+    fn check(&self, run: &Path, last_ckpt: i64, replicas: &Replicas) -> Result<()> {
+        let bad = replicas.min_over_ranks(&self.first_bad)?;
         if bad == NO_BAD_STEP {
             return Ok(());
         }
@@ -357,12 +389,12 @@ impl Tally {
         bail!("loss is NaN or infinite at step {bad}; stopped. {kept}; check the data scale and train.lr")
     }
 
-    /// Mean loss since the last call.
-    fn take_mean(&mut self) -> f64 {
-        let mean = self.loss_sum.double_value(&[]) / self.count.max(1) as f64;
+    /// Mean loss (over the whole batch, all ranks) since the last call.
+    fn take_mean(&mut self, replicas: &Replicas) -> Result<f64> {
+        let mean = replicas.sum_over_ranks(&self.loss_sum)?.double_value(&[]) / self.count.max(1) as f64;
         let _ = self.loss_sum.zero_();
         self.count = 0;
-        mean
+        Ok(mean)
     }
 }
 
@@ -370,12 +402,18 @@ pub(crate) fn due(every: i64, step: i64) -> bool {
     every > 0 && step % every == 0
 }
 
-fn run_loop(job: &dyn Trainable, adam: &mut Adam, run: &Path, name: &str, start: Progress, halt_after: Option<i64>) -> Result<()> {
+#[allow(clippy::too_many_arguments)]
+fn run_loop(job: &dyn Trainable, adam: &mut Adam, run: &Path, name: &str, start: Progress, halt_after: Option<i64>, replicas: &Replicas) -> Result<()> {
     let (exp, device) = (job.exp(), job.device());
     let t = &exp.train;
     let n_train = job.n_train();
     let metrics = MetricsLog::new(run);
     let bar = progress_bar(t.steps, start.step);
+    if !replicas.is_main() {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    let main = replicas.is_main();
+    let split = replicas.split(t.batch_size);
     bar.set_message(name.to_string());
     let mut tally = Tally::new(device);
     let mut last_ckpt = start.step;
@@ -386,7 +424,8 @@ fn run_loop(job: &dyn Trainable, adam: &mut Adam, run: &Path, name: &str, start:
         tch::manual_seed(step_seed(t.seed, step));
         let idx = Tensor::randint(n_train, [t.batch_size], (Kind::Int64, device));
         adam.zero_grad();
-        let loss = job.loss_backward(&idx, step);
+        let loss = crate::rows::with_split(split, || job.loss_backward(&split.rows_of(&idx), step));
+        replicas.reduce_grads(adam, split)?;
         let done = step + 1;
         let log_now = due(t.log_every, done) || done == t.steps;
         let grad_norm = match t.grad_clip {
@@ -395,9 +434,9 @@ fn run_loop(job: &dyn Trainable, adam: &mut Adam, run: &Path, name: &str, start:
         };
         let lr = lr_at(t, step);
         adam.step(lr);
-        tally.add(&loss, step);
+        tally.add(&loss, step, split.weight());
         bar.inc(1);
-        let stop_now = interrupt::pending().is_some();
+        let stop_now = replicas.any(interrupt::pending().is_some())?;
         let checkpoint_now = due(t.checkpoint_every, done) || done == t.steps || stop_now;
         let halt_now = halt_after == Some(done);
         if !(log_now || checkpoint_now || halt_now || due(exp.eval.every, done) || due(t.sample_every, done)) {
@@ -406,26 +445,33 @@ fn run_loop(job: &dyn Trainable, adam: &mut Adam, run: &Path, name: &str, start:
         // Out-of-loop work below is not training time.
         sync(device);
         elapsed += clock.elapsed().as_secs_f64();
-        tally.check(run, last_ckpt)?;
+        tally.check(run, last_ckpt, replicas)?;
         if log_now {
             let mut line = json!({
-                "step": done, "loss": tally.take_mean(), "lr": lr,
+                "step": done, "loss": tally.take_mean(replicas)?, "lr": lr,
                 "grad_norm": grad_norm.map(|g| g.double_value(&[])), "wall_time_s": elapsed,
                 "steps_per_s": (done - log_clock.1) as f64 / (elapsed - log_clock.0).max(1e-9),
             });
-            job.log(&mut line, due(exp.eval.every, done), &bar, name);
-            metrics.append(&line)?;
+            job.log(&mut line, due(exp.eval.every, done), &bar, name, replicas)?;
+            if main {
+                metrics.append(&line)?;
+            }
             log_clock = (elapsed, done);
         }
         if checkpoint_now {
+            replicas.average_buffers(job.vs())?;
+        }
+        if checkpoint_now && main {
             checkpoint::save(&run.join(checkpoint::FILE), job.vs(), adam, Progress { step: done, elapsed_s: elapsed })?;
+        }
+        if checkpoint_now {
             last_ckpt = done;
         }
         if stop_now {
             bar.abandon();
             interrupt::check(|| resume_hint(run, done))?;
         }
-        if due(t.sample_every, done) && done != t.steps {
+        if due(t.sample_every, done) && done != t.steps && main {
             job.picture(run, done)?;
         }
         if halt_now {

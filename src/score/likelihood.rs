@@ -106,7 +106,7 @@ pub fn ode_log_prob(
     let probes: Vec<Tensor> = match div {
         Divergence::Exact => vec![],
         Divergence::Hutchinson { probes } => {
-            (0..probes.max(1)).map(|_| x.rand_like().lt(0.5).to_kind(x.kind()) * 2.0 - 1.0).collect()
+            (0..probes.max(1)).map(|_| crate::rows::rand_like(x).lt(0.5).to_kind(x.kind()) * 2.0 - 1.0).collect()
         }
     };
     let mut rhs = |t: f64, state: &Tensor| -> Tensor {

@@ -148,7 +148,7 @@ impl ScoreModel {
             }
             let g = self.sde.diffusion(&t);
             let drift = self.sde.drift(&y, &t) - self.score(&y, &t) * bcast(&g.square(), &y);
-            y = &y - drift * dt + y.randn_like() * bcast(&(g * dt.sqrt()), &y);
+            y = &y - drift * dt + crate::rows::randn_like(&y) * bcast(&(g * dt.sqrt()), &y);
         }
         y
     }
@@ -156,7 +156,7 @@ impl ScoreModel {
     /// One Langevin step at a step size set by the signal-to-noise ratio (Song et al. 2021, Alg. 4/5).
     fn langevin_corrector(&self, y: &Tensor, t: &Tensor) -> Tensor {
         let s = self.score(y, t);
-        let z = y.randn_like();
+        let z = crate::rows::randn_like(y);
         let ratio = z.norm().double_value(&[]) / s.norm().double_value(&[]).max(1e-12);
         let step = 2.0 * (self.p.snr * ratio).powi(2);
         y + s * step + z * (2.0 * step).sqrt()
@@ -173,7 +173,7 @@ impl ScoreModel {
             let t = self.times(((sigma / smin).ln() / (smax / smin).ln()).max(self.p.t_eps), n, device);
             let alpha = self.p.ald_eps * (sigma / smin).powi(2);
             for _ in 0..self.p.langevin_steps {
-                y = &y + self.score(&y, &t) * (alpha / 2.0) + y.randn_like() * alpha.sqrt();
+                y = &y + self.score(&y, &t) * (alpha / 2.0) + crate::rows::randn_like(&y) * alpha.sqrt();
             }
         }
         y
@@ -220,8 +220,8 @@ impl Model for ScoreModel {
     fn loss(&self, x: &Tensor, _step: i64) -> Tensor {
         let y = self.to_model_space(x);
         let b = y.size()[0];
-        let t = Tensor::rand([b], (Kind::Float, y.device())) * (1.0 - self.p.t_eps) + self.p.t_eps;
-        let z = y.randn_like();
+        let t = crate::rows::rand(&[b], (Kind::Float, y.device())) * (1.0 - self.p.t_eps) + self.p.t_eps;
+        let z = crate::rows::randn_like(&y);
         let (m, s) = self.sde.mean_std(&t);
         let yt = &y * bcast(&m, &y) + &z * bcast(&s, &y);
         (self.predict_noise(&yt, &t) - z).square().flatten(1, -1).sum_dim_intlist(1, false, None).mean(None)

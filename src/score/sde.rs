@@ -89,7 +89,7 @@ impl Sde {
     }
 
     pub fn prior_sample(&self, shape: &[i64], device: tch::Device) -> Tensor {
-        Tensor::randn(shape, (Kind::Float, device)) * self.prior_std()
+        crate::rows::randn(shape, (Kind::Float, device)) * self.prior_std()
     }
 
     /// log N(x; 0, prior_std² I) per example.

@@ -37,7 +37,7 @@ impl Kernel for Hmc {
         let mut u_y = self.u.energy(&y);
         let mut total = u_y.zeros_like();
         for _ in 0..self.steps {
-            let v = y.randn_like();
+            let v = crate::rows::randn_like(&y);
             let (x, v_new) = self.leapfrog(&y, &v);
             let u_x = self.u.energy(&x);
             let h0 = &u_y + v.square().sum_dim_intlist(1, false, None) * 0.5;

@@ -16,7 +16,7 @@ pub struct Langevin {
 impl Langevin {
     /// One step: (y', ΔS).
     pub fn step(&self, y: &Tensor) -> (Tensor, Tensor) {
-        let eta = y.randn_like();
+        let eta = crate::rows::randn_like(&y);
         let y_new = y - self.u.grad(y) * self.eps + &eta * (2.0 * self.eps).sqrt();
         let back = y - &y_new + self.u.grad(&y_new) * self.eps;
         let log_fwd = eta.square().sum_dim_intlist(1, false, None) * -0.5;

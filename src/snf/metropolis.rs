@@ -18,7 +18,7 @@ pub fn random_walk(u: &Interpolated, y: &Tensor, steps: usize, scale: impl Fn(us
     let mut u_y = u.energy(&y);
     let mut total = u_y.zeros_like();
     for i in 0..steps {
-        let proposal = &y + scale(i, y.randn_like());
+        let proposal = &y + scale(i, crate::rows::randn_like(&y));
         let u_p = u.energy(&proposal);
         let (y_new, du, u_new) = metropolis_step(&y, &u_y, &proposal, &u_p, &(&u_y - &u_p));
         (y, u_y) = (y_new, u_new);

@@ -46,7 +46,7 @@ impl<K: Kernel> Layer for K {
 /// The Metropolis test shared by MH and HMC: accept where log U < log_ratio; returns the new state, the
 /// contribution u(y') - u(y) of this step (0 where rejected), and u(y').
 pub fn metropolis_step(y: &Tensor, u_y: &Tensor, proposal: &Tensor, u_p: &Tensor, log_ratio: &Tensor) -> (Tensor, Tensor, Tensor) {
-    let accept = u_y.rand_like().log().lt_tensor(log_ratio);
+    let accept = crate::rows::rand_like(u_y).log().lt_tensor(log_ratio);
     let du = u_p - u_y;
     let y_new = proposal.where_self(&accept.unsqueeze(1), y);
     (y_new, du.where_self(&accept, &du.zeros_like()), u_p.where_self(&accept, u_y))

@@ -39,7 +39,8 @@ impl Abs {
 
     /// Signs s ~ q(s | z), ±1.
     pub fn draw_signs(&self, z: &Tensor) -> Tensor {
-        self.logits(z).sigmoid().bernoulli().to_kind(z.kind()) * 2.0 - 1.0
+        let p = self.logits(z).sigmoid();
+        crate::rows::rand_like(&p).lt_tensor(&p).to_kind(z.kind()) * 2.0 - 1.0
     }
 }
 

@@ -34,7 +34,7 @@ impl Augment {
 impl Layer for Augment {
     fn forward(&self, x: &Tensor) -> (Tensor, Tensor) {
         let (mu, log_s) = self.q(x);
-        let e = &mu + log_s.exp() * mu.randn_like();
+        let e = &mu + log_s.exp() * crate::rows::randn_like(&mu);
         let v = -Self::log_q(&e, &mu, &log_s);
         (Tensor::cat(&[x, &e], 1), v)
     }

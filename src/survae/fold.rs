@@ -133,7 +133,7 @@ impl Model for Folded {
             }
             Fold::Sort => {
                 let (z, _) = y.sort(1, false);
-                let idx = z.rand_like().argsort(1, false);
+                let idx = crate::rows::rand_like(&z).argsort(1, false);
                 z.gather(1, &idx, false)
             }
         }

@@ -5,7 +5,7 @@
 //! [B, C, H, W] -> [B, C, H/2, W/2]).
 use crate::dist::normal::LN_2PI;
 use crate::layer::{Layer, LayerKind};
-use tch::{nn, Kind, Tensor};
+use tch::{nn, Tensor};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Blocks {
@@ -89,9 +89,9 @@ impl Layer for Max {
         let k_shape = shape.clone();
         *shape.last_mut().expect("block dim") = self.width;
         let opts = (z.kind(), z.device());
-        let k = Tensor::randint(self.width, k_shape.as_slice(), (Kind::Int64, z.device()));
+        let k = crate::rows::randint(self.width, k_shape.as_slice(), z.device());
         let non_max = Tensor::ones(shape.as_slice(), opts).scatter_value(-1, &k, 0.0);
-        let gaps = Tensor::randn(shape.as_slice(), opts).abs() * self.log_sigma_for(&zb).exp() * &non_max;
+        let gaps = crate::rows::randn(shape.as_slice(), opts).abs() * self.log_sigma_for(&zb).exp() * &non_max;
         let blocks = &zb - &gaps;
         let v = self.log_gaps(&gaps, &non_max) - self.blocks_per_example(&blocks) as f64 * (self.width as f64).ln();
         (self.from_blocks(&blocks), -v)
@@ -106,7 +106,7 @@ impl Layer for Max {
 mod tests {
     use super::*;
     use crate::survae::testing::grid_mass;
-    use tch::Device;
+    use tch::{Device, Kind};
 
     #[test]
     fn vector_max_model_integrates_to_one() {

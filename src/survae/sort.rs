@@ -13,7 +13,7 @@ pub fn log_factorial(d: i64) -> f64 {
 
 /// A uniformly random permutation of dimension 1 for every example.
 fn random_permutation(x: &Tensor) -> Tensor {
-    let idx = x.rand_like().argsort(1, false);
+    let idx = crate::rows::rand_like(x).argsort(1, false);
     x.gather(1, &idx, false)
 }
 

@@ -44,7 +44,7 @@ impl Layer for VarDequant {
     fn forward(&self, x: &Tensor) -> (Tensor, Tensor) {
         let p = Self::pixels(x);
         let (mu, s) = self.params(&p);
-        let v = &mu + s.exp() * mu.randn_like();
+        let v = &mu + s.exp() * crate::rows::randn_like(&mu);
         let u = v.sigmoid();
         let y = (&p + u) / 256.0;
         (y, -self.log_q(&v, &mu, &s))

@@ -61,11 +61,11 @@ impl Likelihood {
             Likelihood::Bernoulli => raw.select(1, 0).sigmoid().bernoulli(),
             Likelihood::Gaussian => {
                 let (mu, log_s) = Self::split(raw);
-                &mu + log_s.exp() * mu.randn_like()
+                &mu + log_s.exp() * crate::rows::randn_like(&mu)
             }
             Likelihood::DiscretizedLogistic => {
                 let (mu, log_s) = Self::split(raw);
-                let u = mu.rand_like().clamp(1e-5, 1.0 - 1e-5);
+                let u = crate::rows::rand_like(&mu).clamp(1e-5, 1.0 - 1e-5);
                 let y = &mu + log_s.exp() * (u.log() - (-&u + 1.0).log());
                 let pixel = ((y + 1.0) * 127.5).round().clamp(0.0, 255.0);
                 (pixel + 0.5) / 256.0

@@ -26,7 +26,7 @@ impl VaeLayer {
     /// z ~ q(z|x) by reparameterisation, and log q(z|x).
     pub fn posterior_sample(&self, x: &Tensor) -> (Tensor, Tensor) {
         let (mu, log_s) = self.encoder.forward(x);
-        let z = &mu + log_s.exp() * mu.randn_like();
+        let z = &mu + log_s.exp() * crate::rows::randn_like(&mu);
         let log_q = log_normal(&z, &mu, &log_s);
         (z, log_q)
     }

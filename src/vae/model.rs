@@ -116,7 +116,7 @@ impl Vae {
     /// form (0.5(μ² + σ² - 1) - log σ per unit). At β = 1 and λ = 0 this is the negative ELBO (analytic KL).
     fn shaped_elbo_loss(&self, x: &Tensor, step: i64) -> Tensor {
         let (mu, log_s) = self.layer.encoder.forward(x);
-        let z = &mu + log_s.exp() * mu.randn_like();
+        let z = &mu + log_s.exp() * crate::rows::randn_like(&mu);
         let reconstruction = self.layer.log_likelihood(x, &z).mean(None);
         let kl_units = ((mu.square() + (&log_s * 2.0).exp() - 1.0) * 0.5 - &log_s).mean_dim(0, false, None);
         let kind = kl_units.kind();
