@@ -107,7 +107,10 @@ impl LayerModel {
     /// one E[IWBO(k)] increases with k towards log p(x). Replicas go through in chunks of at most `rows` rows.
     pub fn iwbo(&self, x: &Tensor, k: i64, rows: i64) -> Tensor {
         let b = x.size()[0];
-        let per_chunk = (rows / b.max(1)).clamp(1, k);
+        // Under a data-parallel split, chunk as the whole batch would be, and draw each chunk's K copies as the
+        // whole batch's rows (see crate::rows), so the bound of every example is the one-process value.
+        let split = crate::rows::current().filter(|s| s.len == b && s.blocks == 1);
+        let per_chunk = (rows / split.map_or(b, |s| s.total).max(1)).clamp(1, k);
         let mut parts = Vec::new();
         let mut done = 0;
         while done < k {
@@ -117,7 +120,10 @@ impl LayerModel {
             let mut expanded = vec![c];
             expanded.extend(x.size());
             let xr = x.unsqueeze(0).expand(expanded.as_slice(), false).reshape(shape.as_slice());
-            let (z, v) = self.forward(&xr);
+            let (z, v) = match split {
+                Some(s) => crate::rows::with_split(s.repeated(c), || self.forward(&xr)),
+                None => self.forward(&xr),
+            };
             parts.push((self.base.log_prob(&z) + v).view([c, b]));
             done += c;
         }

@@ -11,18 +11,20 @@
 use std::cell::Cell;
 use tch::{Device, Kind, Tensor};
 
-/// This process's rows of a batch of `total`: `len` rows from `offset`.
+/// This process's rows of a batch of `total`: `len` rows from `offset` — in each of `blocks` copies of the batch
+/// stacked along dimension 0 (an importance-weighted bound's K samples per example), else once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Split {
     pub offset: i64,
     pub len: i64,
     pub total: i64,
+    pub blocks: i64,
 }
 
 impl Split {
     /// The whole batch (one process).
     pub fn whole(total: i64) -> Self {
-        Split { offset: 0, len: total, total }
+        Split { offset: 0, len: total, total, blocks: 1 }
     }
 
     /// Rank `rank` of `world` ranks: rows [⌊total·r/N⌋, ⌊total·(r+1)/N⌋), so shares differ by at most one row.
@@ -30,7 +32,12 @@ impl Split {
         let (r, n) = (rank as i64, world as i64);
         let start = total * r / n;
         let end = total * (r + 1) / n;
-        Split { offset: start, len: end - start, total }
+        Split { offset: start, len: end - start, total, blocks: 1 }
+    }
+
+    /// The same rows in each of `c` stacked copies of the batch (rows j·total + i for copy j).
+    pub fn repeated(self, c: i64) -> Self {
+        Split { blocks: c, ..self }
     }
 
     /// This rank's share of the batch, as the weight of its mean in the mean over the whole batch.
@@ -38,9 +45,15 @@ impl Split {
         self.len as f64 / self.total.max(1) as f64
     }
 
-    /// This rank's rows of a tensor holding the whole batch in dimension 0.
+    /// This rank's rows of a tensor holding the whole batch (`blocks` times) in dimension 0.
     pub fn rows_of(&self, t: &Tensor) -> Tensor {
-        t.narrow(0, self.offset, self.len)
+        if self.blocks == 1 {
+            return t.narrow(0, self.offset, self.len);
+        }
+        let rest = &t.size()[1..];
+        let stacked: Vec<i64> = [self.blocks, self.total].iter().chain(rest).copied().collect();
+        let mine: Vec<i64> = [self.blocks * self.len].iter().chain(rest).copied().collect();
+        t.reshape(stacked.as_slice()).narrow(1, self.offset, self.len).reshape(mine.as_slice())
     }
 }
 
@@ -69,7 +82,7 @@ pub fn current() -> Option<Split> {
 /// the whole batch's rows are drawn and this rank's kept; otherwise `draw(n)`.
 pub fn draw(n: i64, draw: impl FnOnce(i64) -> Tensor) -> Tensor {
     match current() {
-        Some(s) if s.len == n && s.total != n => s.rows_of(&draw(s.total)),
+        Some(s) if s.len * s.blocks == n && s.total != s.len => s.rows_of(&draw(s.total * s.blocks)),
         _ => draw(n),
     }
 }
@@ -151,6 +164,20 @@ mod tests {
             assert!(after.equal(&whole.3), "rank {rank}: the generator is not where the whole draw left it");
         }
         assert_eq!(current(), None, "the split is undone after with_split");
+    }
+
+    /// Three stacked copies of a batch of 5 split 2 + 3: each rank's draw is its rows of every copy.
+    #[test]
+    fn repeated_splits_take_their_rows_of_every_copy() {
+        tch::manual_seed(9);
+        let whole = Tensor::randn([15, 2], (Kind::Float, Device::Cpu));
+        for rank in 0..2 {
+            let s = Split::of(5, rank, 2).repeated(3);
+            tch::manual_seed(9);
+            let mine = with_split(s, || randn(&[3 * s.len, 2], (Kind::Float, Device::Cpu)));
+            let want = Tensor::cat(&(0..3).map(|j| whole.narrow(0, j * 5 + s.offset, s.len)).collect::<Vec<_>>(), 0);
+            assert!(mine.equal(&want), "rank {rank}");
+        }
     }
 
     #[test]

@@ -240,3 +240,78 @@ fn torchrun_launches_training() {
     assert_eq!(s["world_size"], 2);
     assert_eq!(losses(&run).len(), 10);
 }
+
+/// Every family, in one process: the whole batch's gradient equals the sum over two shares of each share's gradient
+/// weighted by its size, when each share's loss runs under its `rows::Split` from the same seed. This is what makes
+/// N ranks follow one process: every per-example random draw goes through `relaxflow::rows`, and every loss is a
+/// mean over examples. (Batch normalization, which no shipped experiment uses, would break it: its statistics are
+/// per rank.)
+#[test]
+fn every_family_split_gradient_equals_whole_batch() {
+    use relaxflow::experiment::config;
+    use relaxflow::rows::{with_split, Split};
+    use tch::{Device, Kind, Tensor};
+    let ws = relaxflow::Workspace::default();
+    let cases: [(&str, i64, &[&str]); 17] = [
+        ("realnvp-moons", 10, &[]),
+        ("realnvp-resampled-rings", 10, &[]),
+        ("nf-gmm", 10, &[]),
+        ("glow-mnist", 6, &["model.levels=2", "model.steps=2", "model.hidden_channels=16"]),
+        ("vardeq-realnvp-mnist", 6, &[]),
+        ("vae-checkerboard", 10, &[]),
+        ("iwae-binary-mnist", 6, &[]),
+        ("survae-abs-corners", 10, &[]),
+        ("survae-sort-exchangeable", 10, &[]),
+        ("augmented-flow-checkerboard", 10, &[]),
+        ("snf-doublewell", 10, &[]),
+        ("snf-doublewell-hmc", 10, &[]),
+        ("ddpm-rings", 10, &[]),
+        ("score-checkerboard", 10, &[]),
+        ("ncsn-rings", 10, &[]),
+        ("diffflow-rings", 10, &["model.steps=6"]),
+        ("mnist-classifier", 6, &[]),
+    ];
+    for (exp, batch, extra) in cases {
+        let (_, file) = config::resolve_file(exp, &ws.experiments).unwrap();
+        let overrides: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let exp_cfg = config::load(&file, &overrides).unwrap_or_else(|e| panic!("{exp}: {e:#}"));
+        let seed = exp_cfg.train.seed;
+        let job = relaxflow::runner::train::open(exp_cfg, exp, Device::Cpu, &ws).unwrap_or_else(|e| panic!("{exp}: {e:#}"));
+        tch::manual_seed(seed);
+        job.data_init();
+        // A step past every schedule's start (SNF's KL term switches on at kl_start).
+        let step = 1_000_000;
+        let vars: Vec<Tensor> = job.vs().trainable_variables();
+        let grads = |f: &dyn Fn()| -> Vec<Tensor> {
+            for v in &vars {
+                let mut g = v.grad();
+                if g.defined() {
+                    let _ = g.zero_();
+                }
+            }
+            f();
+            vars.iter().map(|v| if v.grad().defined() { v.grad().copy() } else { v.zeros_like() }).collect()
+        };
+        tch::manual_seed(7);
+        let idx = Tensor::randint(job.n_train(), [batch], (Kind::Int64, Device::Cpu));
+        let whole = grads(&|| {
+            tch::manual_seed(11);
+            job.loss_backward(&idx, step);
+        });
+        let mut split_sum: Vec<Tensor> = whole.iter().map(Tensor::zeros_like).collect();
+        for r in 0..2 {
+            let s = Split::of(batch, r, 2);
+            let g = grads(&|| {
+                tch::manual_seed(11);
+                with_split(s, || job.loss_backward(&s.rows_of(&idx), step));
+            });
+            for (acc, g) in split_sum.iter_mut().zip(g) {
+                *acc += g * s.weight();
+            }
+        }
+        let scale = whole.iter().map(|g| g.abs().max().double_value(&[])).fold(0.0, f64::max);
+        assert!(scale > 0.0, "{exp}: no gradient at all");
+        let worst = whole.iter().zip(&split_sum).map(|(a, b)| (a - b).abs().max().double_value(&[])).fold(0.0, f64::max);
+        assert!(worst <= 1e-4 * scale, "{exp}: split gradients differ from the whole batch's by {worst:.3e} (largest gradient {scale:.3e})");
+    }
+}

@@ -110,7 +110,7 @@ impl Dataset {
     pub fn batch(&self, idx: &Tensor, device: tch::Device) -> Tensor {
         let x = self.train.index_select(0, idx).to_device(device);
         if self.binarized {
-            binarize(&x)
+            binarize_rows(&x)
         } else if self.dequantized_8bit {
             dequantize(&x)
         } else {
@@ -286,6 +286,13 @@ pub fn dequantize(pixels: &Tensor) -> Tensor {
 /// Dynamic binarization of 8-bit pixel values: 1 with probability pixel/255.
 pub fn binarize(pixels: &Tensor) -> Tensor {
     (pixels / 255.0).bernoulli()
+}
+
+/// Dynamic binarization of a training batch, each image's uniforms drawn as rows of the whole batch's draw (so a
+/// data-parallel rank binarizes its images as one process would; see `crate::rows`).
+fn binarize_rows(pixels: &Tensor) -> Tensor {
+    let p = pixels / 255.0;
+    crate::rows::rand_like(&p).lt_tensor(&p).to_kind(p.kind())
 }
 
 /// Bits per dimension of a negative log-likelihood in nats. For 8-bit data modelled on \[0,1]^D as (pixel + u)/256,
