@@ -116,6 +116,12 @@ enum Command {
         /// Runs at a time, each a child process with cores/JOBS threads (small models: set it to the core count).
         #[arg(long, default_value_t = 1)]
         jobs: usize,
+        /// Write a Slurm array job (OUT/sweep.sbatch, one task per run) instead of training.
+        #[arg(long, conflicts_with = "array_task")]
+        slurm_array: bool,
+        /// Train only run K of the sweep (what each task of the --slurm-array job runs).
+        #[arg(long, value_name = "K")]
+        array_task: Option<usize>,
     },
     /// The survey's comparison from a folder of runs and sweeps (what `make reproduce` writes): markdown and a
     /// Jupyter notebook with the images embedded, in --out.
@@ -196,9 +202,12 @@ fn run(cli: Cli) -> Result<()> {
             eprintln!("wrote {}", out.display());
             Ok(())
         }
-        Command::Sweep { name, set, seeds, steps, device, out, jobs } => {
-            let opts = runner::sweep::SweepOptions { experiment: name, grid: set, seeds, steps, device, out, jobs, workspace };
+        Command::Sweep { name, set, seeds, steps, device, out, jobs, slurm_array, array_task } => {
+            let opts = runner::sweep::SweepOptions { experiment: name, grid: set, seeds, steps, device, out, jobs, workspace, slurm_array, array_task };
             let dir = runner::sweep::sweep(&opts)?;
+            if slurm_array || array_task.is_some() {
+                return Ok(());
+            }
             print!("{}", relaxflow::report::sweep::write(&dir)?);
             eprintln!("wrote {}/sweep.{{md,csv,png,svg,json}}", dir.display());
             Ok(())

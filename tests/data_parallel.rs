@@ -315,3 +315,55 @@ fn every_family_split_gradient_equals_whole_batch() {
         assert!(worst <= 1e-4 * scale, "{exp}: split gradients differ from the whole batch's by {worst:.3e} (largest gradient {scale:.3e})");
     }
 }
+
+/// `sweep --slurm-array` writes an array job; its tasks, run here one by one with SLURM_ARRAY_TASK_ID set (as Slurm
+/// would), train one run each in the sweep's folder layout; a rerun task keeps its finished run; the plain sweep
+/// command afterwards trains nothing and writes the table.
+#[test]
+fn slurm_array_tasks_run_locally() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sweep");
+    let sweep = |extra: &[&str]| {
+        let mut c = common::relaxflow();
+        c.args(["sweep", "realnvp-moons", "--set", "train.lr=0.001,0.003", "--set", "eval.n_final=64", "--seeds", "1", "--steps", "5"])
+            .args(["--out", out.to_str().unwrap(), "--device", "cpu"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        finish(c.spawn().unwrap(), LIMIT, "sweep")
+    };
+    ok(&sweep(&["--slurm-array"]), "sweep --slurm-array");
+    let script = out.join("sweep.sbatch");
+    let text = std::fs::read_to_string(&script).unwrap();
+    assert!(text.contains("#SBATCH --array=0-1"), "{text}");
+    assert!(!out.join("sweep.json").exists(), "writing the job trains nothing");
+    let task = |k: Option<usize>| {
+        let mut c = std::process::Command::new("bash");
+        c.arg(&script).env("OMP_NUM_THREADS", "1").stdout(Stdio::piped()).stderr(Stdio::piped());
+        for v in common::LAUNCH_VARS {
+            c.env_remove(v);
+        }
+        if let Some(k) = k {
+            c.env("SLURM_ARRAY_TASK_ID", k.to_string());
+        }
+        finish(c.spawn().unwrap(), LIMIT, "array task")
+    };
+    let missing = task(None);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("SLURM_ARRAY_TASK_ID"));
+    for k in 0..2 {
+        ok(&task(Some(k)), &format!("array task {k}"));
+    }
+    for point in ["train.lr=0.001", "train.lr=0.003"] {
+        assert!(out.join(point).join("seed-0/summary.json").exists(), "{point} trained");
+    }
+    let again = task(Some(1));
+    assert!(ok(&again, "task 1 again").contains("finished, kept"));
+    let beyond = task(Some(2));
+    assert!(String::from_utf8_lossy(&beyond.stderr).contains("--array-task 2"), "{}", String::from_utf8_lossy(&beyond.stderr));
+    let table = sweep(&[]);
+    let stderr = ok(&table, "sweep after the array");
+    assert_eq!(stderr.matches("finished, kept").count(), 2, "{stderr}");
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(out.join("sweep.json")).unwrap()).unwrap();
+    assert_eq!(json["points"].as_array().unwrap().len(), 2);
+}

@@ -66,6 +66,11 @@ pub struct SweepOptions {
     /// Runs at a time; above 1 each run is a child process (see `pool`); 0 counts as 1.
     pub jobs: usize,
     pub workspace: crate::workspace::Workspace,
+    /// Write `sweep.sbatch` (a Slurm array job, one task per run) into the sweep folder instead of training.
+    pub slurm_array: bool,
+    /// Train only task K (0-based, grid points slowest, then seeds), as a Slurm array task does; sweep.json is left
+    /// to the plain sweep command run afterwards, which keeps every finished run.
+    pub array_task: Option<usize>,
 }
 
 /// Splits `v1,v2,...` at commas outside brackets and quotes, so `[64, 64],[32]` is two values.
@@ -337,6 +342,28 @@ pub fn sweep(o: &SweepOptions) -> Result<PathBuf> {
     let out = o.out.clone().unwrap_or_else(|| o.workspace.runs.join("sweeps").join(&name));
     no_link(&out)?;
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let seeds: Vec<i64> = (0..o.seeds).collect();
+    let tasks: Vec<Task> = grid
+        .iter()
+        .enumerate()
+        .flat_map(|(i, values)| {
+            let overrides = overrides_of(values);
+            seeds.iter().map(move |&seed| Task { point: i, seed, dir: PathBuf::from(point_dir(values)).join(format!("seed-{seed}")), overrides: overrides.clone() })
+        })
+        .collect();
+    if o.slurm_array {
+        write_array_job(o, &name, &out, tasks.len())?;
+        return Ok(out);
+    }
+    if let Some(k) = o.array_task {
+        // Array tasks run side by side: each locks only its own run folder, and none writes sweep.json.
+        let Some(task) = tasks.get(k) else { bail!("--array-task {k}: the sweep has {} runs (tasks 0..={})", tasks.len(), tasks.len().saturating_sub(1)) };
+        let status = run_here(o, &file, &out, std::slice::from_ref(task), &mut |_| Ok(()))?;
+        if let Some(Some(msg)) = status.first().filter(|s| s.as_deref() != Some("done")) {
+            bail!("array task {k} ({}): {msg}", task.dir.display());
+        }
+        return Ok(out);
+    }
     let _lock = FolderLock::acquire(&out)?;
     if out.join("sweep.json").exists() {
         let old = read(&out)?;
@@ -344,7 +371,6 @@ pub fn sweep(o: &SweepOptions) -> Result<PathBuf> {
             bail!("{} holds a sweep of `{}`, not `{name}`; choose another --out", out.display(), old.experiment);
         }
     }
-    let seeds: Vec<i64> = (0..o.seeds).collect();
     let base = Sweep {
         experiment: name.clone(),
         axes: axes.clone(),
@@ -354,14 +380,6 @@ pub fn sweep(o: &SweepOptions) -> Result<PathBuf> {
         points: Vec::new(),
         command: std::env::args().collect::<Vec<_>>().join(" "),
     };
-    let tasks: Vec<Task> = grid
-        .iter()
-        .enumerate()
-        .flat_map(|(i, values)| {
-            let overrides = overrides_of(values);
-            seeds.iter().map(move |&seed| Task { point: i, seed, dir: PathBuf::from(point_dir(values)).join(format!("seed-{seed}")), overrides: overrides.clone() })
-        })
-        .collect();
     let mut save = |status: &[Option<String>]| super::summary::write_json(&out.join("sweep.json"), &record(&base, &grid, &tasks, status));
     let status = if o.jobs <= 1 { run_here(o, &file, &out, &tasks, &mut save)? } else { run_children(o, &file, &out, &tasks, &mut save)? };
     let total = tasks.len();
@@ -373,6 +391,61 @@ pub fn sweep(o: &SweepOptions) -> Result<PathBuf> {
         eprintln!("warning: {failed} of {total} runs of sweep {name} failed; the table marks them (see {}/sweep.json)", out.display());
     }
     Ok(out)
+}
+
+/// A shell word, quoted when it needs to be.
+fn shell_quote(w: &str) -> String {
+    if !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c)) {
+        return w.to_string();
+    }
+    format!("'{}'", w.replace('\'', "'\\''"))
+}
+
+/// The `relaxflow sweep` command line of this sweep (absolute paths, so it runs from any folder), without the
+/// array flags.
+fn sweep_command(o: &SweepOptions, out: &Path) -> Result<Vec<String>> {
+    let abs = |p: &Path| -> Result<String> { Ok(std::path::absolute(p).with_context(|| format!("{}", p.display()))?.to_string_lossy().into_owned()) };
+    let exe = std::env::current_exe().context("locating the relaxflow executable")?;
+    let mut a = vec![abs(&exe)?, "--experiments".into(), abs(&o.workspace.experiments)?, "--runs".into(), abs(&o.workspace.runs)?];
+    a.extend(["sweep".to_string(), o.experiment.clone()]);
+    for g in &o.grid {
+        a.extend(["--set".to_string(), g.clone()]);
+    }
+    a.extend(["--seeds".to_string(), o.seeds.to_string(), "--out".into(), abs(out)?]);
+    a.extend(o.steps.map(|s| vec!["--steps".to_string(), s.to_string()]).unwrap_or_default());
+    a.extend(o.device.clone().map(|d| vec!["--device".to_string(), d]).unwrap_or_default());
+    Ok(a)
+}
+
+/// `sweep.sbatch`: a Slurm array job with one task per run of the sweep (`--array-task $SLURM_ARRAY_TASK_ID`), the
+/// same folders and resume rules as the sweep itself; resubmitting continues unfinished runs and keeps finished ones.
+fn write_array_job(o: &SweepOptions, name: &str, out: &Path, n: usize) -> Result<()> {
+    let cmd = sweep_command(o, out)?;
+    let line = cmd.iter().map(|w| shell_quote(w)).collect::<Vec<_>>().join(" ");
+    let logs = std::path::absolute(out)?.join("slurm-%A_%a.out");
+    let script = format!(
+        "#!/bin/bash\n\
+         # Written by `relaxflow sweep --slurm-array`: sweep `{name}`, one run (grid point x seed) per array task.\n\
+         # Submit: sbatch {script}\n\
+         # Then, when every task has ended, write the sweep's table (finished runs are kept, not retrained):\n\
+         #   {line}\n\
+         # Add your cluster's resources (--partition, --gres=gpu:1, --cpus-per-task, --time) below.\n\
+         #SBATCH --job-name=relaxflow-{name}\n\
+         #SBATCH --array=0-{last}\n\
+         #SBATCH --ntasks=1\n\
+         #SBATCH --output={logs}\n\
+         set -euo pipefail\n\
+         exec {line} --array-task \"${{SLURM_ARRAY_TASK_ID:?run this script as a Slurm array task (sbatch), or set SLURM_ARRAY_TASK_ID}}\"\n",
+        script = std::path::absolute(out)?.join("sweep.sbatch").display(),
+        last = n.saturating_sub(1),
+        logs = logs.display(),
+    );
+    let path = out.join("sweep.sbatch");
+    crate::files::write_atomic(&path, script.as_bytes())?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).with_context(|| format!("making {} executable", path.display()))?;
+    eprintln!("wrote {} ({n} array tasks); submit it with `sbatch {}`", path.display(), path.display());
+    Ok(())
 }
 
 /// Reads a sweep folder's sweep.json.
