@@ -41,6 +41,7 @@ test: build data
 
 bench: build
 	$(PY) bench/bench.py
+	$(PY) bench/data_parallel.py
 
 # The survey's Figure 3: a flow smears the double well's modes, a flow with Metropolis layers separates them.
 figure-double-well: build
