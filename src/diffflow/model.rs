@@ -602,7 +602,7 @@ mod tests {
             let p = params(&format!("steps = {n}\nt_start = {t0}\nt_end = {t1}\ngrid_exp = 1.0\ng = {g}"));
             let m = model(Box::new(Affine { a, b: 0.0 }), Box::new(GaussScore { a, g, v0, t0, t_end: t1 }), p, d);
             let grid = grid::fixed(n, t0, t1, 1.0);
-            let eps: Vec<Tensor> = (0..n).map(|_| crate::rows::randn_like(y)).collect();
+            let eps: Vec<Tensor> = (0..n).map(|_| y.randn_like()).collect();
             let nelbo = m.chain_nelbo(&y, &grid, &eps);
             let mean = nelbo.mean(None).double_value(&[]);
             let se = nelbo.std(true).double_value(&[]) / (20_000f64).sqrt();
