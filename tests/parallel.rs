@@ -116,6 +116,22 @@ fn a_single_process_needs_no_group() {
     assert_eq!(floats(&l["sum_f64"]), vec![1.0, 1.0, -0.5]);
 }
 
+/// A backend named at world size 1 builds a real group of one (how `make gpu-check` exercises NCCL on one GPU).
+#[test]
+fn a_named_backend_builds_a_group_of_one() {
+    let env = [
+        ("RANK", "0".to_string()),
+        ("WORLD_SIZE", "1".to_string()),
+        ("MASTER_ADDR", "127.0.0.1".to_string()),
+        ("MASTER_PORT", free_port().to_string()),
+        ("RELAXFLOW_DIST_BACKEND", "gloo".to_string()),
+    ];
+    let out = finish(selftest(&env, &[]).spawn().unwrap(), Duration::from_secs(30), "group of one");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let l: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((l["world_size"].as_i64(), l["backend"].as_str(), l["ok"].as_bool()), (Some(1), Some("gloo"), Some(true)), "{l}");
+}
+
 /// Rank 1 stops answering while rank 0 waits in an allreduce; killing it makes rank 0 exit with exit code 1 and one
 /// clear line within seconds (the store timeout, a minute here, is not what ends it).
 #[test]

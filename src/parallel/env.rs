@@ -92,7 +92,8 @@ pub fn launch_from(get: impl Fn(&str) -> Option<String>) -> Result<Option<Launch
     if world_size == 0 || rank >= world_size {
         bail!("rank {rank} is outside a world of size {world_size}");
     }
-    if world_size == 1 {
+    // World size 1 builds no group, unless a backend is asked for by name (e.g. to exercise NCCL on one GPU).
+    if world_size == 1 && get("RELAXFLOW_DIST_BACKEND").is_none() {
         return Ok(None);
     }
     let timeout = match parse::<f64>(&get, "RELAXFLOW_DIST_TIMEOUT")? {
@@ -173,6 +174,8 @@ mod tests {
         assert_eq!(launch(&[]).unwrap(), None);
         assert_eq!(launch(&[("RANK", "0"), ("WORLD_SIZE", "1")]).unwrap(), None, "world size 1 builds no group");
         assert_eq!(launch(&[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "1"), ("SLURM_JOB_NODELIST", "n1")]).unwrap(), None);
+        let asked = launch(&[("RANK", "0"), ("WORLD_SIZE", "1"), ("RELAXFLOW_DIST_FILE", "/tmp/s"), ("RELAXFLOW_DIST_BACKEND", "gloo")]);
+        assert_eq!(asked.unwrap().map(|l| (l.world_size, l.backend)), Some((1, Some(Backend::Gloo))), "a named backend builds a group of one");
     }
 
     #[test]
