@@ -89,6 +89,7 @@ fn two_slurm_tasks() {
             let env = [
                 ("SLURM_PROCID", r.to_string()),
                 ("SLURM_NTASKS", "2".into()),
+                ("SLURM_STEP_ID", "0".into()),
                 ("SLURM_LOCALID", r.to_string()),
                 ("SLURM_JOB_NODELIST", "localhost,elsewhere[1-4]".into()),
                 ("MASTER_PORT", port.clone()),

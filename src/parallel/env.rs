@@ -5,6 +5,8 @@
 //!   keys under a prefix per restart (TORCHELASTIC_RESTART_COUNT).
 //! - Slurm (`srun`): SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID; the store on MASTER_ADDR, else the first host of
 //!   SLURM_JOB_NODELIST, and MASTER_PORT, else a port derived from SLURM_JOB_ID (so two jobs on a node differ).
+//!   Only a task srun started (SLURM_STEP_ID set) joins: a batch script itself sees the job's SLURM_NTASKS too, and
+//!   is one process.
 //! - Neither: a single process.
 //!
 //! RELAXFLOW_DIST_FILE=PATH meets through a FileStore at PATH instead of TCP (tests, shared file systems);
@@ -82,6 +84,12 @@ pub fn launch_from(get: impl Fn(&str) -> Option<String>) -> Result<Option<Launch
         let rank: usize = parse(&get, "RANK")?.context("WORLD_SIZE is set but RANK is not")?;
         let world: usize = parse(&get, "WORLD_SIZE")?.context("RANK is set but WORLD_SIZE is not")?;
         (Launcher::Torchrun, rank, world, parse(&get, "LOCAL_RANK")?.unwrap_or(rank))
+    } else if get("SLURM_PROCID").is_some() && get("SLURM_NTASKS").is_some() && get("SLURM_STEP_ID").or_else(|| get("SLURM_STEPID")).is_none() {
+        // A batch script itself (not a task that srun started) sees the job's SLURM_NTASKS but is one process.
+        if get("SLURM_NTASKS").is_some_and(|n| n.trim() != "1") {
+            eprintln!("note: SLURM_NTASKS is set but this process was not started by srun (no SLURM_STEP_ID): one process; start it with `srun` to train data parallel");
+        }
+        return Ok(None);
     } else if get("SLURM_PROCID").is_some() && get("SLURM_NTASKS").is_some() {
         let rank: usize = parse(&get, "SLURM_PROCID")?.unwrap();
         let world: usize = parse(&get, "SLURM_NTASKS")?.unwrap();
@@ -173,7 +181,9 @@ mod tests {
     fn nothing_set_is_one_process() {
         assert_eq!(launch(&[]).unwrap(), None);
         assert_eq!(launch(&[("RANK", "0"), ("WORLD_SIZE", "1")]).unwrap(), None, "world size 1 builds no group");
-        assert_eq!(launch(&[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "1"), ("SLURM_JOB_NODELIST", "n1")]).unwrap(), None);
+        assert_eq!(launch(&[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "1"), ("SLURM_STEP_ID", "0"), ("SLURM_JOB_NODELIST", "n1")]).unwrap(), None);
+        // A batch script with --ntasks=4 running relaxflow directly (not through srun) is one process.
+        assert_eq!(launch(&[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "4"), ("SLURM_JOB_NODELIST", "n1")]).unwrap(), None);
         let asked = launch(&[("RANK", "0"), ("WORLD_SIZE", "1"), ("RELAXFLOW_DIST_FILE", "/tmp/s"), ("RELAXFLOW_DIST_BACKEND", "gloo")]);
         assert_eq!(asked.unwrap().map(|l| (l.world_size, l.backend)), Some((1, Some(Backend::Gloo))), "a named backend builds a group of one");
     }
@@ -208,7 +218,7 @@ mod tests {
 
     #[test]
     fn slurm_variables() {
-        let vars = [("SLURM_PROCID", "5"), ("SLURM_NTASKS", "8"), ("SLURM_LOCALID", "1"), ("SLURM_JOB_NODELIST", "node[01-03],gpu7"), ("SLURM_JOB_ID", "123456")];
+        let vars = [("SLURM_PROCID", "5"), ("SLURM_NTASKS", "8"), ("SLURM_LOCALID", "1"), ("SLURM_STEP_ID", "0"), ("SLURM_JOB_NODELIST", "node[01-03],gpu7"), ("SLURM_JOB_ID", "123456")];
         let l = launch(&vars).unwrap().unwrap();
         assert_eq!((l.launcher, l.rank, l.world_size, l.local_rank), (Launcher::Slurm, 5, 8, 1));
         assert_eq!(l.store, Store::Tcp { host: "node01".into(), port: 15000 + 3456, serve: false });
@@ -242,7 +252,7 @@ mod tests {
         assert!(err(&[("RANK", "0"), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "h")]).contains("MASTER_PORT"));
         assert!(err(&[("RANK", "0"), ("WORLD_SIZE", "2"), ("RELAXFLOW_DIST_FILE", "f"), ("RELAXFLOW_DIST_TIMEOUT", "0")]).contains("TIMEOUT"));
         assert!(err(&[("RANK", "0"), ("WORLD_SIZE", "2"), ("RELAXFLOW_DIST_FILE", "f"), ("RELAXFLOW_DIST_BACKEND", "mpi")]).contains("mpi"));
-        assert!(err(&[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "2")]).contains("SLURM_JOB_NODELIST"));
+        assert!(err(&[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "2"), ("SLURM_STEPID", "3")]).contains("SLURM_JOB_NODELIST"));
     }
 
     #[test]

@@ -105,7 +105,13 @@ fn call(what: impl FnOnce() -> String, timeout: Duration, f: impl FnOnce(*mut *m
         ffi::RF_DIST_ERROR => String::new(),
         other => format!(" (status {other})"),
     };
-    Err(anyhow!("{}{kind}: {msg}", what()))
+    // A peer that ended (an error, a kill) closes its connections; its own output says why.
+    let hint = if msg.contains("Connection closed by peer") || msg.contains("Connection reset by peer") {
+        " (another rank has ended; its output says why)"
+    } else {
+        ""
+    };
+    Err(anyhow!("{}{kind}: {msg}{hint}", what()))
 }
 
 fn cstring(what: &str, s: &str) -> Result<CString> {

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 /// Every variable that describes a launch, so that one inherited from the shell (e.g. inside a Slurm job) cannot
 /// leak into a test.
-pub const LAUNCH_VARS: [&str; 17] = [
+pub const LAUNCH_VARS: [&str; 19] = [
     "RANK",
     "WORLD_SIZE",
     "LOCAL_RANK",
@@ -20,6 +20,8 @@ pub const LAUNCH_VARS: [&str; 17] = [
     "SLURM_NODELIST",
     "SLURM_JOB_ID",
     "SLURM_ARRAY_TASK_ID",
+    "SLURM_STEP_ID",
+    "SLURM_STEPID",
     "RELAXFLOW_DIST_FILE",
     "RELAXFLOW_DIST_TIMEOUT",
     "RELAXFLOW_DIST_BACKEND",
