@@ -1,7 +1,8 @@
 //! Link libtorch_cuda explicitly (the linker would drop it with --as-needed, and then the binary never sees a GPU),
 //! set an rpath to torch's lib folder so `target/release/relaxflow` runs without LD_LIBRARY_PATH, record the
 //! libtorch version for run summaries, and compile the c10d shim (csrc/dist.cpp: process groups for
-//! `relaxflow::parallel`) against the same libtorch's headers.
+//! `relaxflow::parallel`) and the native-ops shim (csrc/optim.cpp: `relaxflow::native`) against the same libtorch's
+//! headers.
 use std::path::{Path, PathBuf};
 
 fn main() {
@@ -17,6 +18,26 @@ fn main() {
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=RELAXFLOW_LIBTORCH_VERSION={version}");
     compile_shim(Path::new(&lib));
+    compile_native(Path::new(&lib));
+}
+
+/// The shim over ATen ops tch does not wrap (csrc/optim.cpp: the fused Adam step), a library of its own so that
+/// editing one shim does not recompile the other.
+fn compile_native(lib: &Path) {
+    for f in ["csrc/optim.cpp", "csrc/optim.h"] {
+        println!("cargo:rerun-if-changed={f}");
+    }
+    let include = lib.join("../include");
+    cc::Build::new()
+        .cpp(true)
+        .pic(true)
+        .std("c++17")
+        .warnings(false) // as for the c10d shim: libtorch's headers are not warning-free
+        .define("_GLIBCXX_USE_CXX11_ABI", cxx11_abi().as_str())
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .file("csrc/optim.cpp")
+        .compile("relaxflow_native");
 }
 
 /// The C++ shim over c10d. `lib` is `<torch>/lib`; the headers are in `<torch>/include` (the wheel's layout, and

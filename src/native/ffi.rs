@@ -1,0 +1,31 @@
+//! The C API of `csrc/optim.h`, declared by hand (keep the two in step; `RfAdamOptions` is `#[repr(C)]`).
+use std::os::raw::c_char;
+
+pub const RF_NATIVE_OK: i32 = 0;
+pub const RF_NATIVE_ERROR: i32 = 1;
+pub const RF_NATIVE_INVALID: i32 = 3;
+
+#[repr(C)]
+pub struct RfAdamOptions {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    pub decoupled: i32,
+}
+
+extern "C" {
+    /// Tensors are tch's handles (`Tensor::as_mut_ptr`), `torch::Tensor*` on the C++ side; `lr_tensor` may be null.
+    pub fn rf_fused_adam(
+        param: *mut torch_sys::C_tensor,
+        grad: *mut torch_sys::C_tensor,
+        exp_avg: *mut torch_sys::C_tensor,
+        exp_avg_sq: *mut torch_sys::C_tensor,
+        step: *mut torch_sys::C_tensor,
+        lr_tensor: *mut torch_sys::C_tensor,
+        opts: *const RfAdamOptions,
+        err: *mut *mut c_char,
+    ) -> i32;
+    pub fn rf_native_free_error(err: *mut c_char);
+}
