@@ -21,10 +21,10 @@ fn main() {
     compile_native(Path::new(&lib));
 }
 
-/// The shim over ATen ops tch does not wrap (csrc/optim.cpp: the fused Adam step), a library of its own so that
-/// editing one shim does not recompile the other.
+/// The shim over what tch does not wrap (csrc/optim.cpp: the fused Adam step; csrc/amp.cpp: autocast with a dtype,
+/// TF32), a library of its own so that editing one shim does not recompile the other.
 fn compile_native(lib: &Path) {
-    for f in ["csrc/optim.cpp", "csrc/optim.h"] {
+    for f in ["csrc/optim.cpp", "csrc/amp.cpp", "csrc/native.h", "csrc/native_util.hpp"] {
         println!("cargo:rerun-if-changed={f}");
     }
     let include = lib.join("../include");
@@ -37,6 +37,7 @@ fn compile_native(lib: &Path) {
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
         .file("csrc/optim.cpp")
+        .file("csrc/amp.cpp")
         .compile("relaxflow_native");
 }
 

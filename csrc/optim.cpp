@@ -1,50 +1,16 @@
-// relaxflow's fused optimizer step (see optim.h): at::_fused_adam_ / at::_fused_adamw_ on one flat parameter buffer.
-#include "optim.h"
+// relaxflow's fused optimizer step (see native.h): at::_fused_adam_ / at::_fused_adamw_ on one flat parameter buffer.
+#include "native_util.hpp"
 
 #include <ATen/ATen.h>
-#include <c10/util/Exception.h>
 
-#include <cstdlib>
-#include <cstring>
-#include <exception>
 #include <optional>
 #include <string>
 #include <vector>
 
+using rf_native::guarded;
+using rf_native::Invalid;
+
 namespace {
-
-struct Invalid {
-  std::string msg;
-};
-
-char *copy(const std::string &s) {
-  char *p = static_cast<char *>(std::malloc(s.size() + 1));
-  if (p != nullptr) std::memcpy(p, s.c_str(), s.size() + 1);
-  return p;
-}
-
-rf_native_status fail(char **err, rf_native_status code, const std::string &msg) {
-  if (err != nullptr) *err = copy(msg);
-  return code;
-}
-
-// Runs `f`, turning every exception into a status and a message (never a C++ backtrace across the boundary).
-template <typename F>
-rf_native_status guarded(char **err, F &&f) {
-  if (err != nullptr) *err = nullptr;
-  try {
-    f();
-    return RF_NATIVE_OK;
-  } catch (const Invalid &e) {
-    return fail(err, RF_NATIVE_INVALID, e.msg);
-  } catch (const c10::Error &e) {
-    return fail(err, RF_NATIVE_ERROR, e.what_without_backtrace());
-  } catch (const std::exception &e) {
-    return fail(err, RF_NATIVE_ERROR, e.what());
-  } catch (...) {
-    return fail(err, RF_NATIVE_ERROR, "unknown C++ exception in the optimizer shim");
-  }
-}
 
 const at::Tensor &need(const rf_tensor *t, const char *name) {
   if (t == nullptr || !t->defined()) throw Invalid{std::string(name) + " is null or undefined"};

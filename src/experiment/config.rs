@@ -89,6 +89,12 @@ pub struct TrainConfig {
     /// `flat` (default) or `fused`: how Adam's update runs.
     #[serde(default)]
     pub optimizer_impl: OptimizerImpl,
+    /// `fp32` (default), `tf32` (TF32 matmuls on CUDA) or `bf16` (the image networks -- U-Net, the flows' ResNet
+    /// conditioners -- under bf16 autocast with f32 weights and outputs; log-determinants, likelihoods and losses stay
+    /// f32). Applies to training, evaluation and sampling of the run (`eval --set train.precision=...` changes it).
+    /// The classifier's network (the instrument of image sample quality) stays f32; `bf16` gives it TF32 only.
+    #[serde(default)]
+    pub precision: crate::native::amp::Precision,
     #[serde(default = "default_schedule")]
     pub lr_schedule: LrSchedule,
     /// Linear warm-up steps.

@@ -1,4 +1,4 @@
-//! The C API of `csrc/optim.h`, declared by hand (keep the two in step; `RfAdamOptions` is `#[repr(C)]`).
+//! The C API of `csrc/native.h`, declared by hand (keep the two in step; the structs are `#[repr(C)]`).
 use std::os::raw::c_char;
 
 pub const RF_NATIVE_OK: i32 = 0;
@@ -15,6 +15,14 @@ pub struct RfAdamOptions {
     pub decoupled: i32,
 }
 
+/// A device's autocast state before a region, restored when it closes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RfAutocastSaved {
+    pub enabled: i32,
+    pub scalar_type: i32,
+}
+
 extern "C" {
     /// Tensors are tch's handles (`Tensor::as_mut_ptr`), `torch::Tensor*` on the C++ side; `lr_tensor` may be null.
     pub fn rf_fused_adam(
@@ -27,5 +35,9 @@ extern "C" {
         opts: *const RfAdamOptions,
         err: *mut *mut c_char,
     ) -> i32;
+    pub fn rf_autocast_enter(device: i32, dtype: i32, saved: *mut RfAutocastSaved, err: *mut *mut c_char) -> i32;
+    pub fn rf_autocast_exit(device: i32, saved: *const RfAutocastSaved, err: *mut *mut c_char) -> i32;
+    pub fn rf_set_float32_matmul_precision(precision: *const c_char, err: *mut *mut c_char) -> i32;
+    pub fn rf_float32_matmul_precision() -> i32;
     pub fn rf_native_free_error(err: *mut c_char);
 }

@@ -1,7 +1,9 @@
-//! ATen operations tch 0.24 does not wrap, reached through the C++ shim `csrc/optim.cpp` (compiled by build.rs
-//! against the wheel's headers): the fused Adam / AdamW update (`at::_fused_adam_`, `at::_fused_adamw_`; CPU and
-//! CUDA kernels). Every C++ exception stops at the C boundary and comes back as a status and a message, turned into an
-//! `anyhow` error naming the operation. This module imports nothing else of the crate.
+//! What tch 0.24 does not wrap, reached through the C++ shim `csrc/native.h` (compiled by build.rs against the
+//! wheel's headers): the fused Adam / AdamW update (`at::_fused_adam_`, `at::_fused_adamw_`; CPU and CUDA kernels;
+//! here) and mixed precision (`amp`: bf16 autocast on the CPU and CUDA, TF32 matmuls). Every C++ exception stops at
+//! the C boundary and comes back as a status and a message, turned into an `anyhow` error naming the operation. This
+//! module imports nothing else of the crate.
+pub mod amp;
 pub mod ffi;
 
 use anyhow::{anyhow, Result};
@@ -29,7 +31,7 @@ fn handle(t: &Tensor) -> *mut torch_sys::C_tensor {
 }
 
 /// Runs one shim call and turns a failure into an error naming `what`.
-fn call(what: &str, f: impl FnOnce(*mut *mut c_char) -> i32) -> Result<()> {
+pub(crate) fn call(what: &str, f: impl FnOnce(*mut *mut c_char) -> i32) -> Result<()> {
     let mut err: *mut c_char = ptr::null_mut();
     let status = f(&mut err);
     if status == ffi::RF_NATIVE_OK {
