@@ -48,10 +48,14 @@ bench: build
 # bench/out/gpu-check). GPU_ARGS go to bench/gpu_check.py. `make gpu-check-dry` is the same logic on the CPU.
 GPU_DIR := target/gpu-check
 GPU_ARGS ?=
+# The test binary also checks CUDA graph capture when CUDA's headers are at hand (`make nccl-headers`, or
+# RELAXFLOW_CUDA_INCLUDE); the relaxflow binary itself is built without that feature.
+CUDA_HEADERS := $(wildcard $(VENV)/lib/python3*/site-packages/nvidia/cu13/include/crt/host_config.h)
+GPU_TEST_FEATURES ?= $(if $(or $(CUDA_HEADERS),$(RELAXFLOW_CUDA_INCLUDE)),--features cuda-graphs,)
 gpu-prep: build
 	mkdir -p $(GPU_DIR)/tests
 	cp $(BIN) $(GPU_DIR)/relaxflow
-	cargo test --release --test gpu --no-run --message-format=json \
+	cargo test --release $(GPU_TEST_FEATURES) --test gpu --no-run --message-format=json \
 	  | $(PY) -c 'import json, sys; print("\n".join(m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable") and m["target"]["name"] == "gpu"))' \
 	  | tail -n 1 | xargs -I{} cp {} $(GPU_DIR)/tests/gpu
 	(git describe --always --dirty --abbrev=12 2>/dev/null || echo unknown) > $(GPU_DIR)/COMMIT

@@ -624,7 +624,14 @@ def phase_b(a, rep, rf, budget):
         r = rf.train("ddpm-mnist", timing_runs / f"unet-{b}", sets, budget.limit(120, reserve), steps=u["steps"],
                      runs=timing_runs)
         results["unet"][f"relaxflow_{b}"] = r.get("rate")
-        rows = [rf_row("relaxflow", r)] + torch_rows([x for x in recs if x.get("batch") == b], torch_label)
+        rows = [rf_row("relaxflow", r)]
+        if b == p["unet"][-1]["batch"]:
+            # The large batch also with the image networks under bf16 autocast (train.precision = "bf16").
+            r16 = rf.train("ddpm-mnist", timing_runs / f"unet-{b}-bf16", sets + ['train.precision="bf16"'],
+                           budget.limit(120, reserve), steps=u["steps"], runs=timing_runs)
+            results["unet"][f"relaxflow_{b}_bf16"] = r16.get("rate")
+            rows.append(rf_row('relaxflow, train.precision = "bf16"', r16))
+        rows += torch_rows([x for x in recs if x.get("batch") == b], torch_label)
         rep.record(f"timing/unet-{b}", {"relaxflow": r.get("rate"), "rf_err": tail(r["err"]), "torch_err": tail(pr["err"], 10)})
         timing_table(rep, f"ddpm-mnist U-Net training step, batch {b}",
                      f"L_simple, clipping at 1, Adam; relaxflow {u['steps']} steps logged every {u['log']} "
@@ -718,7 +725,8 @@ def goals_section(a, rep, results, glow):
         ("2D RealNVP step >= 5x PyTorch eager (CUDA graphs)", ratio(rn.get("relaxflow"), torch_rate("realnvp", mode="eager", adam="default"))),
         ("2D RealNVP step, fused Adam, vs PyTorch eager Adam(fused=True)", ratio(rn.get("relaxflow_fused"), torch_rate("realnvp", mode="eager", adam="fused"))),
         (f"U-Net batch {b_small} >= PyTorch eager", ratio(un.get(f"relaxflow_{b_small}"), torch_rate("unet", mode="eager", batch=b_small, dtype="fp32"))),
-        (f"U-Net batch {b_large} >= torch.compile bf16", ratio(un.get(f"relaxflow_{b_large}"), torch_rate("unet", mode="compile", batch=b_large, dtype="bf16"))),
+        (f"U-Net batch {b_large} >= torch.compile bf16 (relaxflow fp32)", ratio(un.get(f"relaxflow_{b_large}"), torch_rate("unet", mode="compile", batch=b_large, dtype="bf16"))),
+        (f"U-Net batch {b_large} >= torch.compile bf16 (relaxflow bf16)", ratio(un.get(f"relaxflow_{b_large}_bf16"), torch_rate("unet", mode="compile", batch=b_large, dtype="bf16"))),
         ("DiffFlow MNIST step >= PyTorch eager", ratio(df.get("relaxflow_recompute"), torch_rate("diffflow", mode="eager"))),
         ("DiffFlow sampling >= 20x faster than DDPM 1000 steps (speed only; equal quality needs trained models)",
          ratio(ddpm_ms, df_ms)),

@@ -1,6 +1,6 @@
 /* relaxflow's C API over what tch 0.24 does not wrap, for speed where the GPU is: the fused Adam/AdamW update
  * (at::_fused_adam_ / at::_fused_adamw_, CPU and CUDA kernels; optim.cpp), autocast with a chosen dtype on the CPU
- * and CUDA and the float32 matmul precision (amp.cpp). Every call catches every C++ exception and returns an
+ * and CUDA and the float32 matmul precision (amp.cpp), CUDA graphs (graph.cpp, cargo feature `cuda-graphs`). Every call catches every C++ exception and returns an
  * rf_native_status; on failure *err receives a message allocated here, to be released with rf_native_free_error.
  * Rust side: src/native/ffi.rs (keep the two in step). */
 #ifndef RELAXFLOW_NATIVE_H
@@ -19,7 +19,8 @@ typedef struct rf_tensor rf_tensor;
 typedef enum {
   RF_NATIVE_OK = 0,
   RF_NATIVE_ERROR = 1,   /* ATen refused or failed (its message says why) */
-  RF_NATIVE_INVALID = 3  /* bad arguments caught by the shim (null pointer, dtype, shape, device) */
+  RF_NATIVE_INVALID = 3,    /* bad arguments caught by the shim (null pointer, dtype, shape, device) */
+  RF_NATIVE_UNSUPPORTED = 4 /* not in this build (CUDA graphs without the cargo feature `cuda-graphs`) */
 } rf_native_status;
 
 typedef struct {
@@ -53,6 +54,18 @@ rf_native_status rf_autocast_exit(int32_t device, const rf_autocast_saved *saved
 rf_native_status rf_set_float32_matmul_precision(const char *precision, char **err);
 /* The current setting: 0 = highest, 1 = high, 2 = medium. */
 int32_t rf_float32_matmul_precision(void);
+
+/* CUDA graphs (graph.cpp; only with the cargo feature `cuda-graphs`, else RF_NATIVE_UNSUPPORTED). Between
+ * capture_begin and capture_end the CUDA work queued on this thread goes into the graph instead of running (on a
+ * side stream from the pool, made current for the capture); replay runs it again on the current stream, reading and
+ * writing the same memory. */
+typedef struct rf_graph rf_graph;
+int32_t rf_graph_available(void);
+rf_native_status rf_graph_new(int32_t device, rf_graph **out, char **err);
+rf_native_status rf_graph_capture_begin(rf_graph *g, char **err);
+rf_native_status rf_graph_capture_end(rf_graph *g, char **err);
+rf_native_status rf_graph_replay(rf_graph *g, char **err);
+void rf_graph_free(rf_graph *g); /* NULL is fine */
 
 void rf_native_free_error(char *err);
 

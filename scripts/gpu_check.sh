@@ -29,5 +29,10 @@ if ! PY=$(pick_python); then
 fi
 TORCH_LIB=$("$PY" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
 export LD_LIBRARY_PATH="$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# A build with the feature `cuda-graphs` also links CUDA's runtime library from the wheel's nvidia package.
+CUDART_DIR="$TORCH_LIB/../../nvidia/cu13/lib"
+if [ -d "$CUDART_DIR" ]; then
+    export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$(cd "$CUDART_DIR" && pwd)"
+fi
 echo "gpu-check: python $PY, torch libraries from $TORCH_LIB" >&2
 exec "$PY" bench/gpu_check.py --python "$PY" "$@"

@@ -84,3 +84,59 @@ fn unet_forward_on_cuda_matches_the_cpu() {
     assert!(scale > 1e-3, "the perturbed network must output something ({scale})");
     assert!(diff <= 5e-3 * scale, "U-Net outputs differ by {diff} (scale {scale})");
 }
+
+/// `steps` steps of least squares on `device` with the fused Adam kernel, its step count and learning rate held in
+/// device tensors (what a captured step needs), either eagerly or through `Graphed` (a CUDA graph when this build has
+/// them, else eager). Returns the weights and whether a graph was replayed.
+fn fused_steps(device: Device, steps: usize, graphed: bool) -> (Tensor, bool) {
+    use relaxflow::native::{fused_adam, graph::Graphed, AdamOptions};
+    tch::manual_seed(3);
+    let opts = (Kind::Float, Device::Cpu);
+    let x = Tensor::randn([64, 16], opts).to_device(device);
+    let target = Tensor::randn([64, 8], opts).to_device(device);
+    let w = (Tensor::randn([16, 8], opts) * 0.1).to_device(device).set_requires_grad(true);
+    let (m, v) = (w.zeros_like().detach(), w.zeros_like().detach());
+    let step_t = Tensor::zeros([], (Kind::Float, device));
+    let lr = Tensor::full([], 1e-2, (Kind::Float, device));
+    let o = AdamOptions { lr: 0.0, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01, decoupled: true };
+    // Give w its gradient tensor once, so every step accumulates into the same memory.
+    (x.matmul(&w) - &target).square().mean(None).backward();
+    let step = || -> anyhow::Result<()> {
+        let mut g = w.grad();
+        let _ = g.zero_();
+        (x.matmul(&w) - &target).square().mean(None).backward();
+        tch::no_grad(|| {
+            let _ = step_t.shallow_clone().g_add_scalar_(1.0);
+            fused_adam(&w.detach(), &w.grad(), &m, &v, &step_t, Some(&lr), &o)
+        })
+    };
+    if !graphed {
+        for _ in 0..steps {
+            step().unwrap();
+        }
+        return (w.detach().to_device(Device::Cpu), false);
+    }
+    let mut g = Graphed::new(device, 1, step).unwrap();
+    for _ in 1..steps {
+        g.run().unwrap();
+    }
+    if let Some(why) = g.fallback() {
+        eprintln!("graph fallback: {why}");
+    }
+    (w.detach().to_device(Device::Cpu), g.is_captured())
+}
+
+#[test]
+fn a_captured_training_step_replays_like_eager_steps() {
+    let Some(dev) = cuda() else { return };
+    let (eager, _) = fused_steps(dev, 20, false);
+    let (replayed, captured) = fused_steps(dev, 20, true);
+    let d = (&eager - &replayed).abs().max().double_value(&[]);
+    eprintln!("graphed ({}) vs eager, 20 fused Adam steps: {d:.2e}", if captured { "CUDA graph replays" } else { "eager fallback" });
+    let moved = (&eager - fused_steps(dev, 0, false).0).abs().max().double_value(&[]);
+    assert!(moved > 1e-3, "the steps must move the weights ({moved})");
+    assert!(d < 1e-6, "graphed and eager steps differ by {d}");
+    if dev != Device::Cpu && relaxflow::native::graph::available() {
+        assert!(captured, "a CUDA build with graphs must capture the step");
+    }
+}

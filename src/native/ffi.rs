@@ -4,6 +4,13 @@ use std::os::raw::c_char;
 pub const RF_NATIVE_OK: i32 = 0;
 pub const RF_NATIVE_ERROR: i32 = 1;
 pub const RF_NATIVE_INVALID: i32 = 3;
+pub const RF_NATIVE_UNSUPPORTED: i32 = 4;
+
+/// An opaque CUDA graph owned by the shim.
+#[repr(C)]
+pub struct RfGraph {
+    _private: [u8; 0],
+}
 
 #[repr(C)]
 pub struct RfAdamOptions {
@@ -39,5 +46,11 @@ extern "C" {
     pub fn rf_autocast_exit(device: i32, saved: *const RfAutocastSaved, err: *mut *mut c_char) -> i32;
     pub fn rf_set_float32_matmul_precision(precision: *const c_char, err: *mut *mut c_char) -> i32;
     pub fn rf_float32_matmul_precision() -> i32;
+    pub fn rf_graph_available() -> i32;
+    pub fn rf_graph_new(device: i32, out: *mut *mut RfGraph, err: *mut *mut c_char) -> i32;
+    pub fn rf_graph_capture_begin(g: *mut RfGraph, err: *mut *mut c_char) -> i32;
+    pub fn rf_graph_capture_end(g: *mut RfGraph, err: *mut *mut c_char) -> i32;
+    pub fn rf_graph_replay(g: *mut RfGraph, err: *mut *mut c_char) -> i32;
+    pub fn rf_graph_free(g: *mut RfGraph);
     pub fn rf_native_free_error(err: *mut c_char);
 }

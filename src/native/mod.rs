@@ -1,10 +1,12 @@
 //! What tch 0.24 does not wrap, reached through the C++ shim `csrc/native.h` (compiled by build.rs against the
 //! wheel's headers): the fused Adam / AdamW update (`at::_fused_adam_`, `at::_fused_adamw_`; CPU and CUDA kernels;
-//! here) and mixed precision (`amp`: bf16 autocast on the CPU and CUDA, TF32 matmuls). Every C++ exception stops at
+//! here), mixed precision (`amp`: bf16 autocast on the CPU and CUDA, TF32 matmuls) and CUDA graphs (`graph`, with a
+//! plain fallback on the CPU and in builds without the feature `cuda-graphs`). Every C++ exception stops at
 //! the C boundary and comes back as a status and a message, turned into an `anyhow` error naming the operation. This
 //! module imports nothing else of the crate.
 pub mod amp;
 pub mod ffi;
+pub mod graph;
 
 use anyhow::{anyhow, Result};
 use std::ffi::CStr;
@@ -45,7 +47,11 @@ pub(crate) fn call(what: &str, f: impl FnOnce(*mut *mut c_char) -> i32) -> Resul
         unsafe { ffi::rf_native_free_error(err) };
         m
     };
-    let kind = if status == ffi::RF_NATIVE_INVALID { " (invalid argument)" } else { "" };
+    let kind = match status {
+        ffi::RF_NATIVE_INVALID => " (invalid argument)",
+        ffi::RF_NATIVE_UNSUPPORTED => " (unsupported)",
+        _ => "",
+    };
     Err(anyhow!("{what}{kind}: {msg}"))
 }
 
