@@ -52,12 +52,14 @@ GPU_ARGS ?=
 # RELAXFLOW_CUDA_INCLUDE); the relaxflow binary itself is built without that feature.
 CUDA_HEADERS := $(wildcard $(VENV)/lib/python3*/site-packages/nvidia/cu13/include/crt/host_config.h)
 GPU_TEST_FEATURES ?= $(if $(or $(CUDA_HEADERS),$(RELAXFLOW_CUDA_INCLUDE)),--features cuda-graphs,)
-gpu-prep: build
+gpu-prep: $(TORCH_STAMP)
 	mkdir -p $(GPU_DIR)/tests
-	cp $(BIN) $(GPU_DIR)/relaxflow
 	cargo test --release $(GPU_TEST_FEATURES) --test gpu --no-run --message-format=json \
 	  | $(PY) -c 'import json, sys; print("\n".join(m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable") and m["target"]["name"] == "gpu"))' \
 	  | tail -n 1 | xargs -I{} cp {} $(GPU_DIR)/tests/gpu
+	# After the tests (which rebuild the binary with their features): the plain release binary.
+	cargo build --release
+	cp $(BIN) $(GPU_DIR)/relaxflow
 	(git describe --always --dirty --abbrev=12 2>/dev/null || echo unknown) > $(GPU_DIR)/COMMIT
 	@echo "carry $(GPU_DIR) and data/mnist to the GPU machine; there: make gpu-check (or bash scripts/gpu_check.sh)"
 

@@ -49,6 +49,7 @@ PLANS = {
         "diffflow": {"batch": 64, "n": 30, "steps": 18, "log": 6},
         "sample": {"n": 1000, "timesteps": 1000, "ddim": 50, "diffflow_n": 30},
         "torch_seconds": 4.0, "torch_warmup": 3, "torch_threads": 0, "compile": "all", "phase_b_reserve": 150,
+        "limit_scale": 1.0,
     },
     "cpu": {
         "budget": 3600, "smoke_steps": 3, "classifier_steps": 5,
@@ -69,6 +70,7 @@ PLANS = {
         "diffflow": {"batch": 4, "n": 5, "steps": 4, "log": 2},
         "sample": {"n": 4, "timesteps": 20, "ddim": 5, "diffflow_n": 5},
         "torch_seconds": 1.0, "torch_warmup": 1, "torch_threads": 2, "compile": "realnvp", "phase_b_reserve": 0,
+        "limit_scale": 4.0,  # a busy 2-core machine: each step's own limit 4x the GPU's
     },
 }
 
@@ -136,13 +138,25 @@ class Report:
             tmp.replace(self.out / "results.json")
 
 
+def gpu_memory_used():
+    """MiB in use on GPU 0 (all processes), or None."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--id=0", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=10).stdout.strip()
+        return float(out.splitlines()[0])
+    except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
+        return None
+
+
 class MemPoller(threading.Thread):
     """Peak memory of one process: its GPU memory from nvidia-smi (what the driver charges it, context included) on
-    CUDA, its resident set on the CPU."""
+    CUDA, its resident set on the CPU. Where nvidia-smi does not list the process (a container's PID namespace), the
+    GPU's total use above what it was when the process started (exact when nothing else runs, as in phase B)."""
 
     def __init__(self, pid, device):
         super().__init__(daemon=True)
         self.pid, self.device, self.peak, self.stop = pid, device, None, threading.Event()
+        self.baseline = gpu_memory_used() if device == "cuda" and shutil.which("nvidia-smi") else None
 
     def sample(self):
         if self.device == "cuda":
@@ -152,6 +166,9 @@ class MemPoller(threading.Thread):
                 parts = [p.strip() for p in line.split(",")]
                 if len(parts) == 2 and parts[0] == str(self.pid) and parts[1].isdigit():
                     return float(parts[1])
+            if self.baseline is not None:
+                used = gpu_memory_used()
+                return None if used is None else max(0.0, used - self.baseline)
             return None
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -216,6 +233,11 @@ def status_of(r):
     if r["timed_out"]:
         return f"time limit ({r['wall_s']:.0f} s)"
     return "ok" if r["rc"] == 0 else f"FAIL (exit {r['rc']})"
+
+
+def cell(text):
+    """Text safe inside a markdown table cell."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 def fmt(v, spec=".3g", unit=""):
@@ -365,14 +387,14 @@ def tests_section(a, rep, budget):
     for t in tests:
         # On the CPU dry run the CPU stands in for the GPU, so the tests' own logic runs too.
         env = dict(os.environ, RELAXFLOW_GPU_TESTS_ON_CPU="1") if a.device == "cpu" else None
-        r = run([t, "--test-threads=1", "--nocapture"], budget.limit(120, a.plan["phase_b_reserve"]), a.device, env=env, mem=False)
+        r = run([t, "--test-threads=1", "--nocapture"], budget.limit(120 * a.plan['limit_scale'], a.plan["phase_b_reserve"]), a.device, env=env, mem=False)
         summary = [l for l in (r["out"] or "").splitlines() if l.startswith("test result:")]
         failures = [l for l in (r["out"] or "").splitlines() if l.startswith("test ") and l.endswith("FAILED")]
         notes = [l for l in ((r["out"] or "") + (r["err"] or "")).splitlines() if " vs " in l or "skipped" in l]
-        rows.append((t.name, status_of(r), (summary[-1] if summary else tail(r["err"], 2)) + "".join(f"<br>{n}" for n in notes), r["wall_s"]))
+        rows.append((t.name, status_of(r), cell(summary[-1] if summary else tail(r["err"], 2)) + "".join(f"<br>{cell(n)}" for n in notes), r["wall_s"]))
         rep.record(f"tests/{t.name}", {"status": status_of(r), "out": tail(r["out"], 40), "err": tail(r["err"], 20)})
         for f in failures:
-            rows.append(("", "", f, 0.0))
+            rows.append(("", "", cell(f), 0.0))
     text = "## CUDA-gated tests\n\n| binary | status | result | s |\n|---|---|---|---|\n"
     text += "".join(f"| {n} | {s} | {res} | {w:.0f} |\n" for n, s, res, w in rows)
     rep.add(text)
@@ -408,7 +430,7 @@ def smokes_section(a, rep, rf, budget, glow_probe):
     for exp in SMOKES:
         steps = p["classifier_steps"] if exp == "mnist-classifier" else p["smoke_steps"]
         out = rf.work / "runs" / exp / "gpu-check"
-        r = rf.train(exp, out, smoke_sets(a, exp), budget.limit(180, p["phase_b_reserve"]), steps=steps)
+        r = rf.train(exp, out, smoke_sets(a, exp), budget.limit(180 * a.plan['limit_scale'], p["phase_b_reserve"]), steps=steps)
         rep.record(f"smoke/{exp}", {k: v for k, v in r.items() if k not in ("out",)} | {"err": tail(r["err"], 20)})
         keep_run(r, rep.out, f"smoke-{exp}")
         rep.line(smoke_row(exp, r))
@@ -427,8 +449,8 @@ def consistency_section(a, rep, rf, budget):
         rep.add("## CPU vs device evaluation\n\nskipped: the realnvp-moons smoke run did not finish.\n")
         return
     sets = ["eval.n_samples=100"]
-    here = rf.eval(run_dir, a.device, budget.limit(90, a.plan["phase_b_reserve"]), sets)
-    cpu = rf.eval(run_dir, "cpu", budget.limit(90, a.plan["phase_b_reserve"]), sets)
+    here = rf.eval(run_dir, a.device, budget.limit(90 * a.plan['limit_scale'], a.plan["phase_b_reserve"]), sets)
+    cpu = rf.eval(run_dir, "cpu", budget.limit(90 * a.plan['limit_scale'], a.plan["phase_b_reserve"]), sets)
     vals = [(r["json"] or {}).get("nll_nats") for r in (here, cpu)]
     rep.record("consistency", {"device_nll": vals[0], "cpu_nll": vals[1], "device_err": tail(here["err"]),
                                "cpu_err": tail(cpu["err"])})
@@ -457,7 +479,7 @@ def compile_warmups(a):
 def run_warmups(a, rep, budget, jobs, results):
     for case, specs, extra in jobs:
         warm = [s + ",warmup=1,max_steps=1" for s in specs]
-        recs, r = torch_case(a, case, warm, budget.limit(240, a.plan["phase_b_reserve"] * 0.5), extra)
+        recs, r = torch_case(a, case, warm, budget.limit(240 * a.plan['limit_scale'], a.plan["phase_b_reserve"]), extra)
         results.append({"case": case, "specs": specs, "status": status_of(r), "wall_s": r["wall_s"],
                         "errors": [x.get("error") for x in recs if x.get("error")], "err": tail(r["err"], 10)})
 
@@ -483,7 +505,7 @@ def glow_run(a, rf, budget, probe, holder):
     r = rf.train("glow-mnist", out, sets, limit, steps=steps)
     r["planned_steps"] = steps
     if r["summary"] is None and (out / "checkpoint.pt").exists():
-        e = rf.eval(out, a.device, budget.limit(90, p["phase_b_reserve"] * 0.5))
+        e = rf.eval(out, a.device, budget.limit(90 * a.plan['limit_scale'], p["phase_b_reserve"] * 0.5))
         r["eval_after_stop"] = e["json"]
         r["eval_err"] = tail(e["err"])
     holder["glow"] = r
@@ -557,7 +579,7 @@ def torch_rows(recs, label_of):
     rows = []
     for x in recs:
         if x.get("error"):
-            rows.append((label_of(x), None, "–", f"error: {x['error'][:160]}"))
+            rows.append((label_of(x), None, "–", cell(f"error: {x['error'][:160]}")))
             continue
         peak = f"{x['peak_allocated_mib']:.0f} alloc / {x['peak_reserved_mib']:.0f} reserved" if "peak_allocated_mib" in x else "–"
         rows.append((label_of(x), x["per_s"], peak, f"{x['timed_calls']} timed after {x['warmup_s']:.1f} s warm-up"))
@@ -600,10 +622,10 @@ def phase_b(a, rep, rf, budget):
     rn = p["realnvp"]
     sets = timing_quiet([f"train.batch_size={rn['batch']}", f"train.log_every={rn['log']}",
                          f"train.checkpoint_every={rn['steps']}", "eval.n_samples=200", "eval.grid=16"])
-    r_flat = rf.train("realnvp-moons", timing_runs / "realnvp-flat", sets, budget.limit(90, reserve), steps=rn["steps"])
+    r_flat = rf.train("realnvp-moons", timing_runs / "realnvp-flat", sets, budget.limit(90 * a.plan['limit_scale'], reserve), steps=rn["steps"])
     r_fused = rf.train("realnvp-moons", timing_runs / "realnvp-fused", sets + ['train.optimizer_impl="fused"'],
-                       budget.limit(90, reserve), steps=rn["steps"])
-    recs, pr = torch_case(a, "realnvp", jobs["realnvp"][0], budget.limit(180, reserve), jobs["realnvp"][1])
+                       budget.limit(90 * a.plan['limit_scale'], reserve), steps=rn["steps"])
+    recs, pr = torch_case(a, "realnvp", jobs["realnvp"][0], budget.limit(180 * a.plan['limit_scale'], reserve), jobs["realnvp"][1])
     rows = [rf_row("relaxflow (flat Adam)", r_flat), rf_row("relaxflow (fused Adam, train.optimizer_impl = \"fused\")", r_fused)]
     rows += torch_rows(recs, torch_label)
     results["realnvp"] = {"relaxflow": r_flat.get("rate"), "relaxflow_fused": r_fused.get("rate"), "torch": recs,
@@ -615,20 +637,20 @@ def phase_b(a, rep, rf, budget):
 
     # ddpm-mnist U-Net.
     unet_specs, _ = jobs["unet"]
-    recs, pr = torch_case(a, "unet", unet_specs, budget.limit(300, reserve))
+    recs, pr = torch_case(a, "unet", unet_specs, budget.limit(300 * a.plan['limit_scale'], reserve))
     results["unet"] = {"torch": recs, "torch_status": status_of(pr)}
     for u in p["unet"]:
         b = u["batch"]
         sets = timing_quiet([f"train.batch_size={b}", f"train.log_every={u['log']}", f"train.checkpoint_every={u['steps']}",
                              "model.timesteps=10", "eval.n_final=2", "eval.n_samples=2"])
-        r = rf.train("ddpm-mnist", timing_runs / f"unet-{b}", sets, budget.limit(120, reserve), steps=u["steps"],
+        r = rf.train("ddpm-mnist", timing_runs / f"unet-{b}", sets, budget.limit(120 * a.plan['limit_scale'], reserve), steps=u["steps"],
                      runs=timing_runs)
         results["unet"][f"relaxflow_{b}"] = r.get("rate")
         rows = [rf_row("relaxflow", r)]
         if b == p["unet"][-1]["batch"]:
             # The large batch also with the image networks under bf16 autocast (train.precision = "bf16").
             r16 = rf.train("ddpm-mnist", timing_runs / f"unet-{b}-bf16", sets + ['train.precision="bf16"'],
-                           budget.limit(120, reserve), steps=u["steps"], runs=timing_runs)
+                           budget.limit(120 * a.plan['limit_scale'], reserve), steps=u["steps"], runs=timing_runs)
             results["unet"][f"relaxflow_{b}_bf16"] = r16.get("rate")
             rows.append(rf_row('relaxflow, train.precision = "bf16"', r16))
         rows += torch_rows([x for x in recs if x.get("batch") == b], torch_label)
@@ -645,11 +667,11 @@ def phase_b(a, rep, rf, budget):
     sets = timing_quiet([f"train.batch_size={d['batch']}", f"train.log_every={d['log']}", f"train.checkpoint_every={d['steps']}",
                          "model.steps_schedule=[]", f"model.steps={d['n']}", 'model.likelihood="elbo"', "eval.n_final=2",
                          "eval.n_samples=2", "model.sample_steps=2"])
-    r_rec = rf.train("diffflow-mnist", timing_runs / "diffflow-recompute", sets, budget.limit(150, reserve),
+    r_rec = rf.train("diffflow-mnist", timing_runs / "diffflow-recompute", sets, budget.limit(150 * a.plan['limit_scale'], reserve),
                      steps=d["steps"], runs=timing_runs)
-    recs, pr = torch_case(a, "diffflow", jobs["diffflow"][0], budget.limit(240, reserve), jobs["diffflow"][1])
+    recs, pr = torch_case(a, "diffflow", jobs["diffflow"][0], budget.limit(240 * a.plan['limit_scale'], reserve), jobs["diffflow"][1])
     r_full = rf.train("diffflow-mnist", timing_runs / "diffflow-full", sets + ['model.backprop="full"'],
-                      budget.limit(150, reserve), steps=d["steps"], runs=timing_runs)
+                      budget.limit(150 * a.plan['limit_scale'], reserve), steps=d["steps"], runs=timing_runs)
     rows = [rf_row("relaxflow, backprop = recompute (the experiment's)", r_rec), rf_row("relaxflow, backprop = full", r_full)]
     rows += torch_rows(recs, lambda x: torch_label(x) + ", full autograd")
     results["diffflow"] = {"relaxflow_recompute": r_rec.get("rate"), "relaxflow_full": r_full.get("rate"), "torch": recs}
@@ -664,11 +686,11 @@ def phase_b(a, rep, rf, budget):
     ddim = f"[['model.sampler=\"ddim\"', 'model.ddim_steps={s['ddim']}']]"
     r_ddpm = rf.train("ddpm-mnist", timing_runs / "sample-ddpm", timing_quiet([
         f"model.timesteps={s['timesteps']}", "eval.n_final=1", f"eval.n_samples={n}", f"eval.batch_size={n}"], ddim),
-        budget.limit(150, reserve), steps=1, runs=timing_runs)
+        budget.limit(150 * a.plan['limit_scale'], reserve), steps=1, runs=timing_runs)
     r_df = rf.train("diffflow-mnist", timing_runs / "sample-diffflow", timing_quiet([
         'model.likelihood="elbo"', "eval.n_final=1", f"eval.n_samples={n}", f"eval.batch_size={n}",
-        f"model.steps={s['diffflow_n']}", "model.steps_schedule=[]"]), budget.limit(90, reserve), steps=1, runs=timing_runs)
-    recs, pr = torch_case(a, "sample", jobs["sample"][0], budget.limit(240, reserve), jobs["sample"][1])
+        f"model.steps={s['diffflow_n']}", "model.steps_schedule=[]"]), budget.limit(90 * a.plan['limit_scale'], reserve), steps=1, runs=timing_runs)
+    recs, pr = torch_case(a, "sample", jobs["sample"][0], budget.limit(240 * a.plan['limit_scale'], reserve), jobs["sample"][1])
     samp = {}
     for label, r, idx in [(f"DDPM ancestral, {s['timesteps']} steps", r_ddpm, 0), (f"DDIM, {s['ddim']} steps", r_ddpm, 1),
                           (f"DiffFlow SDE, N = {s['diffflow_n']}", r_df, 0)]:
