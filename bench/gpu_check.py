@@ -223,11 +223,13 @@ def run(cmd, limit, device, env=None, mem=True):
 
 
 def tail(text, n=6):
+    """The last `n` non-empty lines of `text`."""
     lines = [l for l in (text or "").splitlines() if l.strip()]
     return "\n".join(lines[-n:])
 
 
 def status_of(r):
+    """ok, FAIL (exit N), time limit or skipped, for a run() record."""
     if r.get("skipped"):
         return "skipped (budget)"
     if r["timed_out"]:
@@ -241,12 +243,14 @@ def cell(text):
 
 
 def fmt(v, spec=".3g", unit=""):
+    """`v` formatted with `spec`, or a dash when missing or NaN."""
     if v is None or (isinstance(v, float) and v != v):
         return "–"
     return f"{v:{spec}}{unit}"
 
 
 def mib(v):
+    """MiB as a whole number, or a dash."""
     return fmt(v, ".0f")
 
 
@@ -254,6 +258,7 @@ def mib(v):
 # relaxflow
 
 class Relaxflow:
+    """The relaxflow binary, run as subprocesses on one device, its run folders under `work`."""
     def __init__(self, binary, device, work):
         self.bin, self.device, self.work = binary, device, work
 
@@ -336,6 +341,7 @@ def torch_case(a, case, specs, limit, extra=()):
 
 
 def compiled_allowed(a, case):
+    """Whether torch.compile measurements of `case` are in this plan."""
     return a.plan["compile"] == "all" or case in a.plan["compile"].split(",")
 
 
@@ -343,6 +349,7 @@ def compiled_allowed(a, case):
 # Sections
 
 def header(a, rep):
+    """The report's title block: date, commit, GPU, torch and Python, binary, budget."""
     env_probe = run([a.python, "-c", "import json, sys, torch; print(json.dumps({'python': sys.version.split()[0], "
                      "'torch': torch.__version__, 'cuda': torch.cuda.is_available(), "
                      "'gpu': torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "
@@ -368,6 +375,7 @@ def header(a, rep):
 
 
 def info_section(a, rep, rf):
+    """`relaxflow info`; False (and a note) when the binary does not see the device."""
     r = run([rf.bin, "info"], 60, a.device, mem=False)
     rep.record("info", {"rc": r["rc"], "out": r["out"], "err": tail(r["err"])})
     rep.add(f"## relaxflow info\n\n```text\n{(r['out'] or '').strip()}\n{tail(r['err'])}\n```\n")
@@ -379,6 +387,7 @@ def info_section(a, rep, rf):
 
 
 def tests_section(a, rep, budget):
+    """Runs every CUDA-gated test binary in target/gpu-check/tests/ and tabulates the results."""
     tests = sorted(p for p in (ROOT / "target" / "gpu-check" / "tests").glob("*") if p.is_file() and os.access(p, os.X_OK))
     if not tests:
         rep.add("## CUDA-gated tests\n\nnone built (run `make gpu-prep` on the build machine to include tests/gpu.rs).\n")
@@ -401,12 +410,14 @@ def tests_section(a, rep, budget):
 
 
 def smoke_sets(a, exp):
+    """The --set overrides of an experiment's smoke run: no evaluation during training, a small final one."""
     p = a.plan
     sets = list(QUIET) + (p["image_eval"] if exp in IMAGE_EXPERIMENTS else [] if exp == "mnist-classifier" else p["toy_eval"])
     return sets + p["smoke_extra"].get(exp, [])
 
 
 def smoke_row(exp, r):
+    """One row of the per-family table from a smoke run's record."""
     s = r.get("summary") or {}
     if exp == "mnist-classifier":
         nll = f"acc {fmt(s.get('test_accuracy'), '.4f')}"
@@ -420,6 +431,7 @@ def smoke_row(exp, r):
 
 
 def smokes_section(a, rep, rf, budget, glow_probe):
+    """Every family trained a few steps and evaluated, one table row appended per run."""
     p = a.plan
     rep.add(f"## Every family on `{a.device}`: {p['smoke_steps']} steps, then the final evaluation (small)")
     rep.line("| experiment | family | status | steps | steps/s | test NLL (nats) | kind | bits/dim | sample ms/1000 | "
@@ -477,6 +489,7 @@ def compile_warmups(a):
 
 
 def run_warmups(a, rep, budget, jobs, results):
+    """Runs each compile warm-up job in turn (called in a thread during phase A), recording its outcome."""
     for case, specs, extra in jobs:
         warm = [s + ",warmup=1,max_steps=1" for s in specs]
         recs, r = torch_case(a, case, warm, budget.limit(240 * a.plan['limit_scale'], a.plan["phase_b_reserve"]), extra)
@@ -485,6 +498,7 @@ def run_warmups(a, rep, budget, jobs, results):
 
 
 def glow_probe(a, rf, budget):
+    """A short glow-mnist run that measures its steps/s (and is glow's row in the per-family table)."""
     steps, log = a.plan["glow_probe"]
     sets = QUIET + a.plan["image_eval"] + a.plan["glow_extra"] + [f"train.log_every={log}", "train.warmup=0"]
     out = rf.work / "runs" / "glow-mnist" / "probe"
@@ -512,6 +526,7 @@ def glow_run(a, rf, budget, probe, holder):
 
 
 def glow_section(a, rep, r):
+    """The glow-mnist section: test bits/dim (or, if cut, evaluated from its checkpoint), curve, samples."""
     s = r.get("summary") or {}
     keep_run(r, rep.out, "glow-mnist")
     src = Path(r["run"]) / "samples"
@@ -576,6 +591,7 @@ def timing_table(rep, title, note, rows, ours_label):
 
 
 def torch_rows(recs, label_of):
+    """Table rows from bench/gpu_models.py records (errors shown as such)."""
     rows = []
     for x in recs:
         if x.get("error"):
@@ -587,6 +603,7 @@ def torch_rows(recs, label_of):
 
 
 def torch_label(x):
+    """A PyTorch measurement's label: mode, bf16, fused Adam."""
     parts = ["PyTorch " + {"eager": "eager", "compile": "torch.compile", "compile-ro": "torch.compile reduce-overhead"}[x["mode"]]]
     if x.get("dtype") == "bf16":
         parts.append("bf16 autocast")
@@ -596,6 +613,7 @@ def torch_label(x):
 
 
 def rf_row(label, r):
+    """A table row from a relaxflow timing run."""
     return (label, r.get("rate"), mib(r["peak_mib"]) + " (process)",
             f"{status_of(r)}; intervals {', '.join(f'{v:.1f}' for v in r.get('interval_rates', []))}")
 
@@ -607,6 +625,7 @@ def timing_quiet(extra=(), sampler_settings="[]"):
 
 
 def phase_b(a, rep, rf, budget):
+    """Phase B: the timings, each measurement under its own limit; returns the numbers for the goals table."""
     p = a.plan
     timing_runs = rf.work / "timing-runs"  # no classifier there: no image-quality sampling in the timing runs
     jobs = {case: (specs, extra) for case, specs, extra in phase_b_torch_jobs(a)}
@@ -763,6 +782,7 @@ def goals_section(a, rep, results, glow):
 # ----------------------------------------------------------------------------------------------------------------------
 
 def find_commit(explicit):
+    """The commit to name: --commit, $RELAXFLOW_COMMIT, target/gpu-check/COMMIT, git, else unknown."""
     if explicit:
         return explicit
     if os.environ.get("RELAXFLOW_COMMIT"):
@@ -778,6 +798,7 @@ def find_commit(explicit):
 
 
 def find_binary(explicit):
+    """The relaxflow binary: --bin, target/gpu-check/relaxflow, target/release/relaxflow."""
     for c in [explicit, ROOT / "target" / "gpu-check" / "relaxflow", ROOT / "target" / "release" / "relaxflow"]:
         if c and Path(c).is_file():
             return Path(c).resolve()
@@ -786,6 +807,7 @@ def find_binary(explicit):
 
 
 def main():
+    """Parses the command line and runs the check, phase A then phase B."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="cpu: a dry run with tiny sizes")
     ap.add_argument("--out", default=os.environ.get("OUT") or str(ROOT / "bench" / "out" / "gpu-check"),

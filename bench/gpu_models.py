@@ -75,6 +75,7 @@ def dequantized_batch(pixels, batch):
 # The U-Net of src/nets/unet.rs
 
 def sinusoidal(t, dim, max_freq=1000.0):
+    """relaxflow's nets::time::sinusoidal: [sin(t w_k), cos(t w_k)], w_k = max_freq^(k/(half-1))."""
     half = max(dim // 2, 1)
     k = torch.arange(half, device=t.device, dtype=torch.float32)
     freqs = torch.exp(k * (math.log(max_freq) / max(half - 1, 1)))
@@ -83,6 +84,7 @@ def sinusoidal(t, dim, max_freq=1000.0):
 
 
 class ResBlock(nn.Module):
+    """src/nets/unet.rs's ResBlock: GN-SiLU-conv, + Linear(SiLU(temb)), GN-SiLU-conv, plus the skip."""
     def __init__(self, c_in, c_out, temb_dim, groups):
         super().__init__()
         self.norm1 = nn.GroupNorm(groups, c_in)
@@ -100,6 +102,7 @@ class ResBlock(nn.Module):
 
 
 class UNet(nn.Module):
+    """src/nets/unet.rs's UNet (same layout and parameter count)."""
     def __init__(self, in_ch=1, ch=32, mults=(1, 2, 2), groups=8):
         super().__init__()
         widths = [ch * m for m in mults]
@@ -151,6 +154,7 @@ def linear_betas(steps=1000):
 
 
 def diffflow_grid(n=30, t0=1e-3, t1=0.05, beta=0.9):
+    """DiffFlow's fixed grid, uniform in t^beta (src/diffflow/grid.rs)."""
     a, b = t0**beta, t1**beta
     return [(a + (b - a) * i / n) ** (1 / beta) for i in range(n + 1)]
 
@@ -159,6 +163,7 @@ def diffflow_grid(n=30, t0=1e-3, t1=0.05, beta=0.9):
 # Timing
 
 def sync(device):
+    """Waits for the device's queued work (timing boundaries)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -187,6 +192,7 @@ def timed(step, device, warmup, max_steps, max_seconds):
 
 
 def maybe_compile(model, mode):
+    """`model` as is (eager), compiled, or compiled with mode reduce-overhead (CUDA graphs)."""
     if mode == "eager":
         return model
     if mode == "compile":
@@ -197,14 +203,17 @@ def maybe_compile(model, mode):
 
 
 def n_params(*models):
+    """Trainable scalars of the given modules."""
     return sum(p.numel() for m in models for p in m.parameters())
 
 
 def adam(params, lr, kind):
+    """torch.optim.Adam, default (foreach on CUDA) or fused."""
     return torch.optim.Adam(params, lr=lr, **({"fused": True} if kind == "fused" else {}))
 
 
 def autocast(device, dtype):
+    """A bf16 autocast context for `dtype` bf16, else a disabled one."""
     if dtype == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return torch.autocast(device.type, enabled=False)
@@ -214,6 +223,7 @@ def autocast(device, dtype):
 # Cases
 
 def case_realnvp(a, device):
+    """realnvp-moons' training step; returns (step function, parameter count)."""
     gen = torch.Generator().manual_seed(0)
     data = moons(100_000, gen, device)
     model = RealNVP().to(device)
@@ -232,6 +242,7 @@ def case_realnvp(a, device):
 
 
 def case_unet(a, device):
+    """ddpm-mnist's U-Net training step (L_simple); returns (step function, parameter count)."""
     pixels = mnist_pixels(device, a.data)
     net = UNet().to(device)
     fwd = maybe_compile(net, a.mode)
@@ -258,6 +269,7 @@ def case_unet(a, device):
 
 
 def case_diffflow(a, device):
+    """diffflow-mnist's training step at N = a.steps; returns (step function, parameter count)."""
     pixels = mnist_pixels(device, a.data)
     drift_net, score_net = UNet().to(device), UNet().to(device)
     drift, score = maybe_compile(drift_net, a.mode), maybe_compile(score_net, a.mode)
@@ -397,6 +409,7 @@ def measure(a, device):
 
 
 def main():
+    """Runs one measurement per --spec and prints each as a JSON line as soon as it is done."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("case", choices=sorted(CASES))
     p.add_argument("--device", default="cuda")
