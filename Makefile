@@ -9,7 +9,7 @@ ARGS ?=
 export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: train test data bench build venv nccl-headers clean-runs figure-double-well reproduce report
+.PHONY: train test data bench build venv nccl-headers clean-runs figure-double-well reproduce report gpu-prep gpu-check gpu-check-dry
 
 # PyTorch 2.11.0 wheel (its libtorch is what tch 0.24 links against), plus numpy for the benchmark's reference.
 $(TORCH_STAMP):
@@ -42,6 +42,33 @@ test: build data
 bench: build
 	$(PY) bench/bench.py
 	$(PY) bench/data_parallel.py
+
+# The GPU check (docs/gpu/README.md). `make gpu-prep` on the build machine puts what a GPU machine without a Rust
+# toolchain needs into target/gpu-check/ (the binary, the CUDA-gated test binary tests/gpu.rs, COMMIT); carry that
+# folder and data/mnist over, then `make gpu-check` there (or `bash scripts/gpu_check.sh`; report in $$OUT or
+# bench/out/gpu-check). GPU_ARGS go to bench/gpu_check.py. `make gpu-check-dry` is the same logic on the CPU.
+GPU_DIR := target/gpu-check
+GPU_ARGS ?=
+# The test binary also checks CUDA graph capture when CUDA's headers are at hand (`make nccl-headers`, or
+# RELAXFLOW_CUDA_INCLUDE); the relaxflow binary itself is built without that feature.
+CUDA_HEADERS := $(wildcard $(VENV)/lib/python3*/site-packages/nvidia/cu13/include/crt/host_config.h)
+GPU_TEST_FEATURES ?= $(if $(or $(CUDA_HEADERS),$(RELAXFLOW_CUDA_INCLUDE)),--features cuda-graphs,)
+gpu-prep: $(TORCH_STAMP)
+	mkdir -p $(GPU_DIR)/tests
+	cargo test --release $(GPU_TEST_FEATURES) --test gpu --no-run --message-format=json \
+	  | $(PY) -c 'import json, sys; print("\n".join(m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable") and m["target"]["name"] == "gpu"))' \
+	  | tail -n 1 | xargs -I{} cp {} $(GPU_DIR)/tests/gpu
+	# After the tests (which rebuild the binary with their features): the plain release binary.
+	cargo build --release
+	cp $(BIN) $(GPU_DIR)/relaxflow
+	(git describe --always --dirty --abbrev=12 2>/dev/null || echo unknown) > $(GPU_DIR)/COMMIT
+	@echo "carry $(GPU_DIR) and data/mnist to the GPU machine; there: make gpu-check (or bash scripts/gpu_check.sh)"
+
+gpu-check:
+	bash scripts/gpu_check.sh $(GPU_ARGS)
+
+gpu-check-dry: gpu-prep data
+	bash scripts/gpu_check.sh --device cpu --out bench/out/gpu-check-cpu $(GPU_ARGS)
 
 # The survey's Figure 3: a flow smears the double well's modes, a flow with Metropolis layers separates them.
 figure-double-well: build

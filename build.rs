@@ -1,7 +1,8 @@
 //! Link libtorch_cuda explicitly (the linker would drop it with --as-needed, and then the binary never sees a GPU),
 //! set an rpath to torch's lib folder so `target/release/relaxflow` runs without LD_LIBRARY_PATH, record the
 //! libtorch version for run summaries, and compile the c10d shim (csrc/dist.cpp: process groups for
-//! `relaxflow::parallel`) against the same libtorch's headers.
+//! `relaxflow::parallel`) and the native-ops shim (csrc/optim.cpp: `relaxflow::native`) against the same libtorch's
+//! headers.
 use std::path::{Path, PathBuf};
 
 fn main() {
@@ -17,6 +18,40 @@ fn main() {
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=RELAXFLOW_LIBTORCH_VERSION={version}");
     compile_shim(Path::new(&lib));
+    compile_native(Path::new(&lib));
+}
+
+/// The shim over what tch does not wrap (csrc/optim.cpp: the fused Adam step; csrc/amp.cpp: autocast with a dtype,
+/// TF32), a library of its own so that editing one shim does not recompile the other.
+fn compile_native(lib: &Path) {
+    for f in ["csrc/optim.cpp", "csrc/amp.cpp", "csrc/graph.cpp", "csrc/native.h", "csrc/native_util.hpp"] {
+        println!("cargo:rerun-if-changed={f}");
+    }
+    let include = lib.join("../include");
+    let mut build = cc::Build::new();
+    // CUDA graphs (csrc/graph.cpp) need CUDA's runtime headers, which the wheel only partly ships: behind the feature
+    // `cuda-graphs`, with the same header search as NCCL's (`make nccl-headers`). Without it graph.cpp compiles to
+    // stubs that answer "unsupported".
+    if std::env::var_os("CARGO_FEATURE_CUDA_GRAPHS").is_some() {
+        for dir in nccl_includes(lib) {
+            build.include(dir);
+        }
+        build.define("USE_CUDA", None).define("RELAXFLOW_CUDA_GRAPHS", None);
+        println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-lc10_cuda,-ltorch_cuda,--as-needed");
+        link_cudart(lib);
+    }
+    build
+        .cpp(true)
+        .pic(true)
+        .std("c++17")
+        .warnings(false) // as for the c10d shim: libtorch's headers are not warning-free
+        .define("_GLIBCXX_USE_CXX11_ABI", cxx11_abi().as_str())
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .file("csrc/optim.cpp")
+        .file("csrc/amp.cpp")
+        .file("csrc/graph.cpp")
+        .compile("relaxflow_native");
 }
 
 /// The C++ shim over c10d. `lib` is `<torch>/lib`; the headers are in `<torch>/include` (the wheel's layout, and
@@ -47,6 +82,22 @@ fn compile_shim(lib: &Path) {
     build.compile("relaxflow_dist");
 }
 
+/// CUDA's runtime library, which CUDAGraph.h's inline code calls: the wheel's `nvidia/cu13/lib/libcudart.so.N`, linked
+/// by file name with an rpath to its folder (on another machine, put that folder on LD_LIBRARY_PATH, as
+/// scripts/gpu_check.sh does).
+fn link_cudart(lib: &Path) {
+    let dir = lib.join("../../nvidia/cu13/lib");
+    let name = std::fs::read_dir(&dir)
+        .ok()
+        .and_then(|entries| {
+            entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().to_string()).find(|n| n.starts_with("libcudart.so."))
+        })
+        .unwrap_or_else(|| panic!("feature `cuda-graphs`: no libcudart.so.* in {} (the wheel's nvidia-cuda-runtime package)", dir.display()));
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", dir.display());
+    println!("cargo:rustc-link-arg=-L{}", dir.display());
+    println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-l:{name},--as-needed");
+}
+
 /// The C++ ABI libtorch was built with, found the way torch-sys finds it: ask the wheel's Python when
 /// LIBTORCH_USE_PYTORCH is set, else LIBTORCH_CXX11_ABI (default 1).
 fn cxx11_abi() -> String {
@@ -66,7 +117,8 @@ fn cxx11_abi() -> String {
     abi
 }
 
-/// Header folders for ProcessGroupNCCL.hpp (feature `nccl`): the wheel's CUDA and NCCL packages, plus
+/// Header folders for ProcessGroupNCCL.hpp (feature `nccl`) and CUDAGraph.h (feature `cuda-graphs`): the wheel's CUDA
+/// and NCCL packages, plus
 /// RELAXFLOW_CUDA_INCLUDE (colon-separated) for the two the wheel lacks (crt/host_config.h from nvidia-cuda-crt,
 /// nv/target from nvidia-cuda-cccl; `make nccl-headers` installs them into the venv).
 fn nccl_includes(lib: &Path) -> Vec<PathBuf> {

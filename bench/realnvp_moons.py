@@ -9,13 +9,14 @@ import json
 import math
 import time
 
-import numpy as np
 import torch
 from torch import nn
 
 
 def moons(n, rng):
     """sklearn make_moons(noise=0.1), then *2 + (-1, -0.2) (FFJORD's toy_data)."""
+    import numpy as np  # here, so that importing the model (bench/gpu_models.py) needs only torch
+
     n_out = n // 2
     t_out, t_in = rng.uniform(0, math.pi, n_out), rng.uniform(0, math.pi, n - n_out)
     outer = np.stack([np.cos(t_out), np.sin(t_out)], 1)
@@ -47,7 +48,7 @@ class RealNVP(nn.Module):
         self.layers = nn.ModuleList(Coupling(i % 2 == 1) for i in range(n_layers))
 
     def log_prob(self, x):
-        ldj = torch.zeros(x.shape[0])
+        ldj = x.new_zeros(x.shape[0])
         for layer in self.layers:
             x, v = layer(x)
             ldj = ldj + v
@@ -56,6 +57,8 @@ class RealNVP(nn.Module):
 
 def steps_per_second(steps, batch, lr, adam, seed=0):
     torch.manual_seed(seed)
+    import numpy as np
+
     data = torch.from_numpy(moons(100_000, np.random.default_rng(seed)))
     model = RealNVP()
     kwargs = {"fused": True} if adam == "fused" else {"foreach": True} if adam == "foreach" else {}

@@ -3,7 +3,8 @@
 //! Layers of the crate, importing downwards only (checked by `tests/structure.rs`): `report` -> `runner` ->
 //! `experiment` -> `multiscale` -> model families (`survae` -> `flows`, `snf`, `vae`, ...) -> `layer`, `model`, `nets`,
 //! `dist` -> tch. `data` and `classifier` are read by the runner and by tests, never by a model. `plot` (pictures and
-//! plots) serves the runner and the report and imports only `files` (atomic writes).
+//! plots) serves the runner and the report and imports only `files` (atomic writes). `native` (ATen ops tch does not
+//! wrap, through the C++ shim csrc/optim.cpp) imports nothing of the crate.
 pub mod classifier;
 pub mod data;
 pub mod diffflow;
@@ -16,6 +17,7 @@ pub mod flows;
 pub mod layer;
 pub mod model;
 pub mod multiscale;
+pub mod native;
 pub mod nets;
 pub mod parallel;
 pub mod plot;

@@ -3,4 +3,4 @@ pub mod config;
 pub mod legacy;
 pub mod registry;
 
-pub use config::{EvalConfig, Experiment, LrSchedule, TrainConfig};
+pub use config::{EvalConfig, Experiment, LrSchedule, OptimizerImpl, TrainConfig};

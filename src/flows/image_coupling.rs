@@ -135,6 +135,35 @@ mod tests {
         check([4, 2, 3], Mask::Channel { parity: true }, ImageTransform::Additive);
     }
 
+    /// Under `train.precision = "bf16"` the conditioner runs in bf16 but the coupling stays an exact bijection with an
+    /// f32 log-determinant: the inverse reads the same conditioner input, so it undoes the forward map to f32 rounding.
+    #[test]
+    fn bf16_conditioner_keeps_the_coupling_invertible_with_f32_log_determinants() {
+        use crate::native::amp::{with_precision, Precision};
+        let shape = [2, 4, 4];
+        tch::manual_seed(4);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let layer = ImageCoupling::new(&vs.root(), &shape, Mask::Checkerboard { parity: false }, ImageTransform::Affine(ScaleBound::Sigmoid), 16, 1).unwrap();
+        // Small weights, so that log s stays moderate and f32 itself inverts to ~1e-6 (a log s of -20 would lose x
+        // in z = x e^{log s} + t whatever the conditioner's precision).
+        tch::no_grad(|| {
+            for mut p in vs.trainable_variables() {
+                let _ = p.g_add_(&(Tensor::randn_like(&p) * 0.05));
+            }
+        });
+        let x = Tensor::randn([3, 2, 4, 4], (Kind::Float, Device::Cpu));
+        let (z32, v32) = layer.forward(&x);
+        let ((z, v), (back, v_inv)) = with_precision(Precision::Bf16, || (layer.forward(&x), layer.inverse(&layer.forward(&x).0))).unwrap();
+        assert_eq!((z.kind(), v.kind(), back.kind()), (Kind::Float, Kind::Float, Kind::Float));
+        let round_trip = (&back - &x).abs().max().double_value(&[]);
+        assert!(round_trip < 1e-5, "inverse(forward(x)) off by {round_trip}");
+        assert!((&v + &v_inv).abs().max().double_value(&[]) < 1e-4, "the inverse's contribution must be -V");
+        let dv = (&v - &v32).abs().max().double_value(&[]);
+        assert!(dv > 0.0 && dv < 0.05 * v32.abs().max().double_value(&[]).max(1.0), "bf16 log-det {dv} away from f32");
+        assert!((&z - &z32).abs().max().double_value(&[]) > 0.0, "bf16 must change the numbers (else the test proves nothing)");
+        assert!(layer.forward(&x).0.equal(&z32), "back in f32, the same bits as before");
+    }
+
     #[test]
     fn masked_coordinates_pass_through_and_masks_are_complementary() {
         let shape = [2, 4, 4];

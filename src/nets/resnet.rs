@@ -48,8 +48,14 @@ impl ResNet {
         })
     }
 
-    /// [B, c_in, H, W] -> [B, c_out, H, W].
+    /// [B, c_in, H, W] -> [B, c_out, H, W], f32 for f32 input (under `train.precision = "bf16"` computed in bf16
+    /// autocast; see `native::amp::network`).
     pub fn forward(&self, x: &Tensor) -> Tensor {
+        crate::native::amp::network(x, || self.forward_at_precision(x))
+    }
+
+    /// The forward pass in whatever precision the caller set up.
+    fn forward_at_precision(&self, x: &Tensor) -> Tensor {
         let mut h = self.input.forward(x);
         for b in &self.blocks {
             h = b.forward(&h);

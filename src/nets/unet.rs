@@ -190,8 +190,14 @@ impl UNet {
     }
 
     /// x: [B, in_ch, H, W] with H, W divisible by 2^(mults.len()-1); t: \[B] float time in [0, 1]. Output: same
-    /// shape as x.
+    /// shape as x, f32 for f32 input (under `train.precision = "bf16"` computed in bf16 autocast; see
+    /// `native::amp::network`).
     pub fn forward(&self, x: &Tensor, t: &Tensor) -> Tensor {
+        crate::native::amp::network(x, || self.forward_at_precision(x, t))
+    }
+
+    /// The forward pass in whatever precision the caller set up.
+    fn forward_at_precision(&self, x: &Tensor, t: &Tensor) -> Tensor {
         let temb_act = self.time.forward(t, x.kind()).silu();
         let mut h = self.conv_in.forward(x);
         let mut skips = Vec::with_capacity(self.down.len());
@@ -270,6 +276,29 @@ mod tests {
             assert!(g.defined(), "{name}: no gradient");
             let g_max = g.abs().max().double_value(&[]);
             assert!(g_max.is_finite() && g_max > 0.0, "{name}: gradient max |g| = {g_max}");
+        }
+    }
+
+    #[test]
+    fn bf16_forward_is_close_to_f32_returns_f32_and_trains_f32_weights() {
+        use crate::native::amp::{with_precision, Precision};
+        tch::manual_seed(2);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = small(&vs);
+        perturb(&vs);
+        let x = Tensor::randn([2, 1, 28, 28], OPTS);
+        let t = Tensor::from_slice(&[0.2f32, 0.6]);
+        let f32_out = net.forward(&x, &t);
+        let bf16_out = with_precision(Precision::Bf16, || net.forward(&x, &t)).unwrap();
+        assert_eq!(bf16_out.kind(), Kind::Float);
+        let rel = (&bf16_out - &f32_out).abs().max().double_value(&[]) / f32_out.abs().max().double_value(&[]);
+        assert!(rel > 0.0 && rel < 0.1, "bf16 output {rel} (relative) away from f32");
+        assert!(net.forward(&x, &t).equal(&f32_out), "f32 again afterwards, bit for bit");
+        let loss = with_precision(Precision::Bf16, || net.forward(&x, &t)).unwrap().square().mean(Kind::Float);
+        loss.backward();
+        for (name, v) in vs.variables() {
+            assert_eq!(v.grad().kind(), Kind::Float, "{name}");
+            assert!(v.grad().isfinite().all().int64_value(&[]) == 1, "{name}: non-finite gradient");
         }
     }
 

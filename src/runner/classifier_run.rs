@@ -41,6 +41,8 @@ pub struct ClassifierRun {
 impl ClassifierRun {
     pub fn open(mut exp: Experiment, origin: &str, device: Device) -> Result<ClassifierRun> {
         let params = parse_params(&exp.model, origin)?;
+        // The classifier measures other models' samples, so its network stays f32: `bf16` gives it TF32 matmuls only.
+        crate::native::amp::set_precision(exp.train.precision).with_context(|| format!("{origin}: train.precision"))?;
         let mut resolved = toml::Table::try_from(&params)?;
         resolved.insert("kind".into(), toml::Value::String(KIND.into()));
         exp.model = resolved;

@@ -3,7 +3,13 @@
 //! At construction each parameter's storage is moved into a slice of `flat`, and each gradient into a slice of
 //! `grad`; autograd then accumulates gradients in place, so the update is a handful of kernels on two flat tensors
 //! whatever the number of parameters, with no host sync. The moments are ours, so they are checkpointed.
-use anyhow::{bail, Result};
+//!
+//! The update itself runs one of two ways (`train.optimizer_impl`): `flat`, tensor operations on the buffers, or
+//! `fused`, ATen's fused AdamW kernel on the same buffers through the C++ shim (`crate::native::fused_adam`).
+//! Both keep the same moments, so a checkpoint written by one resumes with the other.
+use crate::experiment::config::OptimizerImpl;
+use crate::native::{self, AdamOptions};
+use anyhow::{bail, Context, Result};
 use tch::{nn, Kind, Tensor};
 
 /// Adam's constants.
@@ -25,6 +31,10 @@ pub struct Adam {
     v: Tensor,
     /// Number of updates taken (for bias correction).
     pub t: i64,
+    /// How `step` runs.
+    imp: OptimizerImpl,
+    /// The fused kernel's step count: a float32 scalar on the parameters' device, set to `t` before each fused update.
+    step_t: Option<Tensor>,
 }
 
 impl Adam {
@@ -55,7 +65,28 @@ impl Adam {
             g.set_data(&grad.narrow(0, offset, n).view(size.as_slice()));
             offset += n;
         }
-        Ok(Adam { cfg, m: flat.zeros_like(), v: flat.zeros_like(), flat, grad, t: 0 })
+        Ok(Adam { cfg, m: flat.zeros_like(), v: flat.zeros_like(), flat, grad, t: 0, imp: OptimizerImpl::Flat, step_t: None })
+    }
+
+    /// The same optimizer with its update run by `imp` (builder form of [`Adam::set_impl`]).
+    pub fn with_impl(mut self, imp: OptimizerImpl) -> Result<Self> {
+        self.set_impl(imp)?;
+        Ok(self)
+    }
+
+    /// Chooses how `step` runs from now on; the moments and step count carry over unchanged.
+    pub fn set_impl(&mut self, imp: OptimizerImpl) -> Result<()> {
+        self.step_t = match imp {
+            OptimizerImpl::Flat => None,
+            OptimizerImpl::Fused => Some(Tensor::zeros([], (Kind::Float, self.flat.device()))),
+        };
+        self.imp = imp;
+        Ok(())
+    }
+
+    /// How `step` runs.
+    pub fn implementation(&self) -> OptimizerImpl {
+        self.imp
     }
 
     /// Number of trainable scalars.
@@ -73,6 +104,7 @@ impl Adam {
         [&mut self.m, &mut self.v]
     }
 
+    /// Zeroes the flat gradient buffer (every parameter's gradient is a view of it).
     pub fn zero_grad(&mut self) {
         let _ = self.grad.zero_();
     }
@@ -91,8 +123,38 @@ impl Adam {
     }
 
     /// One update with learning rate `lr`:
-    /// m ← β₁m + (1-β₁)g; v ← β₂v + (1-β₂)g²; θ ← θ - lr·(m/(1-β₁ᵗ)) / (√(v/(1-β₂ᵗ)) + ε).
+    /// m ← β₁m + (1-β₁)g; v ← β₂v + (1-β₂)g²; θ ← θ - lr·(m/(1-β₁ᵗ)) / (√(v/(1-β₂ᵗ)) + ε), after θ ← θ(1 - lr·wd)
+    /// with weight decay. Panics if the fused kernel fails (see [`Adam::try_step`]); the flat update cannot fail.
     pub fn step(&mut self, lr: f64) {
+        if let Err(e) = self.try_step(lr) {
+            panic!("{e:#}");
+        }
+    }
+
+    /// [`Adam::step`], with a failure of the fused kernel returned as an error (the step count is then unchanged).
+    pub fn try_step(&mut self, lr: f64) -> Result<()> {
+        match &self.step_t {
+            None => {
+                self.step_flat(lr);
+                Ok(())
+            }
+            Some(step_t) => {
+                let c = self.cfg;
+                let t = self.t + 1;
+                let opts = AdamOptions { lr, beta1: c.beta1, beta2: c.beta2, eps: c.eps, weight_decay: c.weight_decay, decoupled: true };
+                tch::no_grad(|| {
+                    let _ = step_t.shallow_clone().fill_(t as f64);
+                    native::fused_adam(&self.flat, &self.grad, &self.m, &self.v, step_t, None, &opts)
+                })
+                .with_context(|| format!("Adam update {t} (train.optimizer_impl = \"fused\")"))?;
+                self.t = t;
+                Ok(())
+            }
+        }
+    }
+
+    /// The update as tensor operations on the flat buffers (`train.optimizer_impl = "flat"`).
+    fn step_flat(&mut self, lr: f64) {
         let c = self.cfg;
         self.t += 1;
         tch::no_grad(|| {
@@ -174,6 +236,90 @@ mod tests {
             assert!(diff < 1e-6, "{name} differs by {diff}");
         }
         assert!(ours.grad_norm().double_value(&[]) > 0.0);
+    }
+
+    /// Trains `net` from step `from` to `to` with a varying learning rate and clipping at 1 (which acts: the loss is
+    /// scaled up); returns how many steps were clipped.
+    fn train_steps(net: &Mlp, adam: &mut Adam, x: &Tensor, from: usize, to: usize) -> usize {
+        let mut clipped = 0;
+        for k in from..to {
+            adam.zero_grad();
+            (loss(net, x) * 20.0).backward();
+            if adam.clip_grad_norm(1.0).double_value(&[]) > 1.0 {
+                clipped += 1;
+            }
+            adam.step(1e-2 * (1 + k % 7) as f64 / 7.0);
+        }
+        clipped
+    }
+
+    fn max_diff(a: &nn::VarStore, b: &nn::VarStore) -> f64 {
+        let (va, vb) = (a.variables(), b.variables());
+        assert_eq!(va.len(), vb.len());
+        va.iter().map(|(name, t)| (t - &vb[name]).abs().max().double_value(&[])).fold(0.0, f64::max)
+    }
+
+    #[test]
+    fn fused_equals_flat_over_100_steps_with_weight_decay_clipping_and_a_resume() {
+        let x = Tensor::randn([32, 3], (Kind::Float, Device::Cpu));
+        let cfg = AdamConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.05 };
+        let fresh = |seed: i64| {
+            tch::manual_seed(seed);
+            let vs = nn::VarStore::new(Device::Cpu);
+            let net = model(&vs);
+            (vs, net)
+        };
+        // Flat, uninterrupted.
+        let (vs_a, net_a) = fresh(7);
+        let mut flat = Adam::new(&vs_a, cfg).unwrap();
+        let clipped = train_steps(&net_a, &mut flat, &x, 0, 100);
+        assert!(clipped > 10, "clipping must act for the test to cover it ({clipped} of 100 steps clipped)");
+        // Fused: 50 steps, a checkpoint, then a fresh model (other initial weights) resumed from it for 50 more.
+        let (vs_b, net_b) = fresh(7);
+        let mut fused = Adam::new(&vs_b, cfg).unwrap().with_impl(OptimizerImpl::Fused).unwrap();
+        train_steps(&net_b, &mut fused, &x, 0, 50);
+        let dir = tempfile::tempdir().unwrap();
+        let ckpt = dir.path().join("checkpoint.pt");
+        crate::runner::checkpoint::save(&ckpt, &vs_b, &fused, crate::runner::checkpoint::Progress { step: 50, elapsed_s: 0.0 }).unwrap();
+        let (vs_c, net_c) = fresh(8);
+        assert!(max_diff(&vs_b, &vs_c) > 1e-3, "the resumed model must start from other weights");
+        let mut resumed = Adam::new(&vs_c, cfg).unwrap().with_impl(OptimizerImpl::Fused).unwrap();
+        crate::runner::checkpoint::load_all(&ckpt, &vs_c, &mut resumed).unwrap();
+        assert_eq!(resumed.t, 50);
+        train_steps(&net_c, &mut resumed, &x, 50, 100);
+        assert_eq!((resumed.t, resumed.implementation()), (100, OptimizerImpl::Fused));
+        let diff = max_diff(&vs_a, &vs_c);
+        eprintln!("fused (resumed at 50) vs flat after 100 steps: max |Δθ| = {diff:.2e}");
+        assert!(diff < 1e-6, "fused (resumed) and flat parameters differ by {diff}");
+        for ((name, a), (_, b)) in flat.state().iter().zip(resumed.state().iter()) {
+            let d = (a.to_kind(Kind::Double) - b.to_kind(Kind::Double)).abs().max().double_value(&[]);
+            assert!(d < 1e-6, "{name} differs by {d}");
+        }
+        // The comparison can see a difference of this kind: without weight decay the same run ends elsewhere.
+        let (vs_d, net_d) = fresh(7);
+        let mut no_decay = Adam::new(&vs_d, AdamConfig { weight_decay: 0.0, ..cfg }).unwrap().with_impl(OptimizerImpl::Fused).unwrap();
+        train_steps(&net_d, &mut no_decay, &x, 0, 100);
+        assert!(max_diff(&vs_a, &vs_d) > 1e-5, "weight decay must matter over 100 steps: {}", max_diff(&vs_a, &vs_d));
+    }
+
+    #[test]
+    fn the_implementation_can_change_between_steps() {
+        let x = Tensor::randn([8, 3], (Kind::Float, Device::Cpu));
+        let cfg = AdamConfig { beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 0.0 };
+        tch::manual_seed(2);
+        let vs_a = nn::VarStore::new(Device::Cpu);
+        let net_a = model(&vs_a);
+        tch::manual_seed(2);
+        let vs_b = nn::VarStore::new(Device::Cpu);
+        let net_b = model(&vs_b);
+        let mut a = Adam::new(&vs_a, cfg).unwrap();
+        let mut b = Adam::new(&vs_b, cfg).unwrap();
+        for (k, imp) in [OptimizerImpl::Fused, OptimizerImpl::Flat, OptimizerImpl::Fused].into_iter().enumerate() {
+            b.set_impl(imp).unwrap();
+            train_steps(&net_a, &mut a, &x, k * 3, k * 3 + 3);
+            train_steps(&net_b, &mut b, &x, k * 3, k * 3 + 3);
+        }
+        assert!(max_diff(&vs_a, &vs_b) < 1e-6);
     }
 
     #[test]

@@ -20,6 +20,7 @@ impl Session {
     /// Loads the data, seeds torch with `train.seed` and builds the model; `exp.model` becomes the resolved table.
     pub fn open(mut exp: Experiment, origin: &str, device: Device) -> Result<Session> {
         let data = data::load(&exp.data, Path::new(".")).with_context(|| format!("{origin}: loading [data]"))?;
+        crate::native::amp::set_precision(exp.train.precision).with_context(|| format!("{origin}: train.precision"))?;
         tch::manual_seed(exp.train.seed);
         let vs = nn::VarStore::new(device);
         let (model, resolved) = registry::build(&exp.model, &vs.root(), &data.shape, origin)?;
