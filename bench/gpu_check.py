@@ -477,6 +477,69 @@ def consistency_section(a, rep, rf, budget):
             f"{'ok' if ok else 'FAIL (more than 1e-3 relative)'}\n")
 
 
+def parallel_section(a, rep, rf, budget):
+    """Data parallelism on the device: two Gloo ranks train realnvp-moons on it (weights must stay bit-identical,
+    summary.json must say 2 ranks), and, with the NCCL build (target/gpu-check/relaxflow-nccl), a group of one on the
+    GPU runs dist-selftest's collectives and times its allreduce."""
+    import socket
+
+    def free_port():
+        with socket.socket() as s_:
+            s_.bind(("127.0.0.1", 0))
+            return s_.getsockname()[1]
+
+    limit = budget.limit(90 * a.plan["limit_scale"], a.plan["phase_b_reserve"])
+    out = rf.work / "runs" / "dp-realnvp-moons"
+    port = str(free_port())
+    cmd = [str(rf.bin), "train", "realnvp-moons", "--device", a.device, "--out", str(out), "--steps", "50",
+           "--set", "eval.n_final=500", "--set", "eval.n_samples=500", "--set", "eval.sampler_settings=[]"]
+    procs, start = [], time.monotonic()
+    for r in range(2):
+        env = dict(os.environ, RANK=str(r), WORLD_SIZE="2", LOCAL_RANK=str(r), MASTER_ADDR="127.0.0.1", MASTER_PORT=port,
+                   RELAXFLOW_DIST_TIMEOUT="60")
+        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    errs = []
+    for p in procs:
+        try:
+            _, err = p.communicate(timeout=max(1.0, limit - (time.monotonic() - start)))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            _, err = p.communicate()
+        errs.append((p.returncode, err or ""))
+    summary = read_run(out).get("summary") or {}
+    identical = "bit-identical" in errs[0][1]
+    ok = all(rc == 0 for rc, _ in errs) and identical and summary.get("world_size") == 2
+    text = "## Data parallel on the device\n\n"
+    text += (f"two Gloo ranks, realnvp-moons, 50 steps on `{a.device}`: {'ok' if ok else 'FAIL'} "
+             f"(exit codes {[rc for rc, _ in errs]}, weights bit-identical: {identical}, world_size "
+             f"{summary.get('world_size')}, test NLL {fmt(summary.get('test_nll_nats'), '.4f')}, "
+             f"{fmt(summary.get('steps_per_s'), '.1f')} steps/s)\n")
+    if not ok:
+        text += f"\n```text\n{tail(errs[0][1])}\n{tail(errs[1][1])}\n```\n"
+    rep.record("data_parallel_gloo", {"ok": ok, "summary": summary, "err": [tail(e) for _, e in errs]})
+    nccl = ROOT / "target" / "gpu-check" / "relaxflow-nccl"
+    if a.device != "cuda":
+        text += "\nNCCL: skipped (not a CUDA run).\n"
+    elif not nccl.exists():
+        text += "\nNCCL: skipped (no target/gpu-check/relaxflow-nccl: `make gpu-prep` builds it when CUDA's headers are installed).\n"
+    else:
+        env = dict(os.environ, RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()),
+                   RELAXFLOW_DIST_BACKEND="nccl", RELAXFLOW_DIST_TIMEOUT="60")
+        r = run([nccl, "dist-selftest", "--bench", "20"], budget.limit(60, a.plan["phase_b_reserve"]), a.device, env=env, mem=False)
+        try:
+            line = json.loads((r["out"] or "").splitlines()[0])
+        except (IndexError, json.JSONDecodeError):
+            line = {}
+        good = r["rc"] == 0 and line.get("ok") is True and line.get("backend") == "nccl"
+        ms = line.get("allreduce_ms_median") or {}
+        text += (f"\nNCCL, a group of one on the GPU (dist-selftest): {'ok' if good else 'FAIL'}; allreduce median "
+                 + ", ".join(f"{int(k):,} floats {v:.3f} ms" for k, v in sorted(ms.items(), key=lambda kv: int(kv[0]))) + "\n")
+        if not good:
+            text += f"\n```text\n{tail(r['err'])}\n```\n"
+        rep.record("data_parallel_nccl", {"ok": good, "line": line, "err": tail(r["err"])})
+    rep.add(text)
+
+
 def compile_warmups(a):
     """The torch.compile measurements of phase B, each run once briefly so that Inductor's on-disk cache holds the
     compiled graphs when phase B times them."""
@@ -820,7 +883,7 @@ def main():
     ap.add_argument("--glow-seconds", type=float, default=None, help="glow-mnist training seconds (cuda 240)")
     ap.add_argument("--compile", default=None, help="torch.compile cases: all, none, or a list (cuda all, cpu realnvp)")
     ap.add_argument("--work", default=None, help="scratch folder for run folders (default: a fresh temporary one)")
-    ap.add_argument("--skip", default="", help="comma-separated sections to skip: tests,smokes,consistency,glow,timing")
+    ap.add_argument("--skip", default="", help="comma-separated sections to skip: tests,smokes,consistency,parallel,glow,timing")
     a = ap.parse_args()
     a.plan = dict(PLANS[a.device])
     if a.glow_seconds is not None:
@@ -873,6 +936,9 @@ def main():
     if "consistency" not in skip:
         consistency_section(a, rep, rf, budget)
         mark("consistency")
+    if "parallel" not in skip:
+        parallel_section(a, rep, rf, budget)
+        mark("parallel")
     for t in threads:
         t.join(timeout=max(1.0, budget.left() - 5))
     if warm_jobs:

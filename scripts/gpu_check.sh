@@ -34,5 +34,10 @@ CUDART_DIR="$TORCH_LIB/../../nvidia/cu13/lib"
 if [ -d "$CUDART_DIR" ]; then
     export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$(cd "$CUDART_DIR" && pwd)"
 fi
+# The NCCL build (target/gpu-check/relaxflow-nccl) links the wheel's NCCL.
+NCCL_DIR="$TORCH_LIB/../../nvidia/nccl/lib"
+if [ -d "$NCCL_DIR" ]; then
+    export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$(cd "$NCCL_DIR" && pwd)"
+fi
 echo "gpu-check: python $PY, torch libraries from $TORCH_LIB" >&2
 exec "$PY" bench/gpu_check.py --python "$PY" "$@"

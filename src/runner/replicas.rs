@@ -36,8 +36,10 @@ impl Replicas {
     /// (`cuda` with several ranks on a machine means the local rank's GPU); returns it with the rank's device.
     pub fn from_env(device: Device) -> Result<(Self, Device)> {
         let world = World::from_env_for(device)?;
+        // `cuda` with several ranks: one GPU per local rank (ranks beyond the GPU count share them, which Gloo
+        // allows; NCCL refuses two ranks on one GPU with its own error).
         let device = match device {
-            Device::Cuda(0) if world.world_size() > 1 => Device::Cuda(world.local_rank()),
+            Device::Cuda(0) if world.world_size() > 1 => Device::Cuda(world.local_rank() % tch::Cuda::device_count().max(1) as usize),
             d => d,
         };
         Ok((Self::new(world, device), device))
