@@ -85,7 +85,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="few steps, one repetition (a smoke test of this script)")
     args = ap.parse_args()
     reps = 1 if args.quick else args.reps
-    models = [("realnvp-moons", 30 if args.quick else 400, 512), ("realnvp-mnist", 3 if args.quick else 30, 64)]
+    models = [("realnvp-moons", 30 if args.quick else 400, 512), ("realnvp-mnist", 3 if args.quick else 12, 64)]
     settings = [(1, 1), (1, 2), (2, 1)]
     results = {}
     for exp, steps, batch in models:
