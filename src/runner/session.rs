@@ -47,7 +47,8 @@ pub fn open_run_with(run: &Path, device: Device, overrides: &[String]) -> Result
     }
     let trained = crate::experiment::config::load(&config, &[])?;
     check_keeps_model(&trained.model, overrides)?;
-    let exp = crate::experiment::config::load(&config, overrides)?;
+    // Loaded once when nothing changes (an old flat-layout config then says so once, not twice).
+    let exp = if overrides.is_empty() { trained } else { crate::experiment::config::load(&config, overrides)? };
     let s = Session::open(exp, &config.display().to_string(), device)?;
     super::checkpoint::load_weights(&run.join(super::checkpoint::FILE), &s.vs)?;
     Ok(s)
