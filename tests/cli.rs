@@ -219,6 +219,13 @@ fn diffflow_resumes_exactly_and_evaluates_with_other_settings() {
     assert!(e["nll_nats"].as_f64().unwrap() > s["test_nll_nats"].as_f64().unwrap() - 0.5, "{e}");
     let err = fails(&["eval", a.to_str().unwrap(), "--set", "model.sample_stpes=2"]);
     assert!(err.contains("sample_stpes"), "{err}");
+    // The older flat spelling of an ODE setting is moved into [model.ode] and judged by what it changes (kept);
+    // a setting that changes the network is still refused.
+    let old = relaxflow(&["eval", a.to_str().unwrap(), "--set", "model.ode_rtol=1e-3"]);
+    assert!(old.status.success(), "{}", String::from_utf8_lossy(&old.stderr));
+    assert!(String::from_utf8_lossy(&old.stderr).contains("older flat layout"));
+    let err = fails(&["eval", a.to_str().unwrap(), "--set", "model.net.hidden=[8,8]"]);
+    assert!(err.contains("model.net") && err.contains("changes the trained"), "{err}");
 }
 
 /// The workspace: experiments from --experiments (or $RELAXFLOW_EXPERIMENTS), runs under --runs, from any folder.

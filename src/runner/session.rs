@@ -46,9 +46,9 @@ pub fn open_run_with(run: &Path, device: Device, overrides: &[String]) -> Result
         anyhow::bail!("{}: not a run folder (no config.toml)", run.display());
     }
     let trained = crate::experiment::config::load(&config, &[])?;
-    check_keeps_model(&trained.model, overrides)?;
     // Loaded once when nothing changes (an old flat-layout config then says so once, not twice).
-    let exp = if overrides.is_empty() { trained } else { crate::experiment::config::load(&config, overrides)? };
+    let exp = if overrides.is_empty() { trained.clone() } else { crate::experiment::config::load(&config, overrides)? };
+    check_keeps_model(&trained.model, &exp.model)?;
     let s = Session::open(exp, &config.display().to_string(), device)?;
     super::checkpoint::load_weights(&run.join(super::checkpoint::FILE), &s.vs)?;
     Ok(s)
@@ -56,20 +56,21 @@ pub fn open_run_with(run: &Path, device: Device, overrides: &[String]) -> Result
 
 /// Refuses `--set model.KEY=...` on a trained run unless KEY only chooses how the model is sampled or evaluated
 /// (`registry::inference_keys`): a different architecture or activation would run the saved weights in another
-/// model and report its numbers as the run's.
-pub fn check_keeps_model(model: &toml::Table, overrides: &[String]) -> Result<()> {
-    let kind = model.get("kind").and_then(|k| k.as_str()).unwrap_or("?");
+/// model and report its numbers as the run's. It compares the `[model]` tables as read (`trained`) and with the
+/// settings applied (`changed`), both already moved to the current layout, so an older spelling of an allowed key
+/// (`model.ode_rtol` for `model.ode.rtol`) is judged by what it changes.
+pub fn check_keeps_model(trained: &toml::Table, changed: &toml::Table) -> Result<()> {
+    let kind = trained.get("kind").and_then(|k| k.as_str()).unwrap_or("?");
     let allowed = crate::experiment::registry::inference_keys(kind);
-    for o in overrides {
-        let key = o.split_once('=').map_or(o.as_str(), |(k, _)| k).trim();
-        let Some(model_key) = key.strip_prefix("model.") else { continue };
-        let table = model_key.split('.').next().unwrap_or(model_key);
-        if !allowed.contains(&model_key) && !allowed.contains(&table) {
-            let keep = if allowed.is_empty() { "none for this kind".to_string() } else { allowed.iter().map(|k| format!("model.{k}")).collect::<Vec<_>>().join(", ") };
-            anyhow::bail!(
-                "--set {key}: changes the trained `{kind}` model, whose weights would no longer mean what they did; settings that keep it: {keep}"
-            );
+    let keys: std::collections::BTreeSet<&String> = trained.keys().chain(changed.keys()).collect();
+    for key in keys {
+        if trained.get(key) == changed.get(key) || allowed.contains(&key.as_str()) {
+            continue;
         }
+        let keep = if allowed.is_empty() { "none for this kind".to_string() } else { allowed.iter().map(|k| format!("model.{k}")).collect::<Vec<_>>().join(", ") };
+        anyhow::bail!(
+            "--set model.{key}: changes the trained `{kind}` model, whose weights would no longer mean what they did; settings that keep it: {keep}"
+        );
     }
     Ok(())
 }
