@@ -95,6 +95,11 @@ pub struct TrainConfig {
     /// The classifier's network (the instrument of image sample quality) stays f32; `bf16` gives it TF32 only.
     #[serde(default)]
     pub precision: crate::native::amp::Precision,
+    /// On CUDA, let cuDNN time its convolution algorithms and keep the fastest (`torch.backends.cudnn.benchmark`).
+    /// Off by default: algorithms chosen by timing can differ between processes, so a resumed run would no longer
+    /// retrace the uninterrupted one bit for bit. Does nothing on the CPU.
+    #[serde(default)]
+    pub cudnn_benchmark: bool,
     #[serde(default = "default_schedule")]
     pub lr_schedule: LrSchedule,
     /// Linear warm-up steps.

@@ -58,6 +58,9 @@ pub fn train(opts: &TrainOptions) -> Result<PathBuf> {
         None => fresh(opts, device, &replicas)?,
     };
     let (step, elapsed_s) = replicas.sync_state(job.vs(), &mut adam, start.step, start.elapsed_s)?;
+    if device.is_cuda() && job.exp().train.cudnn_benchmark {
+        tch::Cuda::cudnn_set_benchmark(true);
+    }
     job.prepare();
     run_loop(&*job, &mut adam, &run, &name, Progress { step, elapsed_s }, opts.halt_after, &replicas)?;
     if replicas.size() > 1 {
@@ -496,5 +499,8 @@ mod tests {
         assert!(lr_at(&t, 99) < 1e-3);
         t.lr_schedule = LrSchedule::Constant;
         assert_eq!(lr_at(&t, 99), 1.0);
+        assert!(!t.cudnn_benchmark, "cuDNN's timed algorithm choice is opt-in");
+        let on: TrainConfig = toml::from_str("batch_size = 1\nsteps = 1\nlr = 1.0\ncudnn_benchmark = true").unwrap();
+        assert!(on.cudnn_benchmark);
     }
 }
