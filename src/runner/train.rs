@@ -436,7 +436,7 @@ fn run_loop(job: &dyn Trainable, adam: &mut Adam, run: &Path, name: &str, start:
             None => log_now.then(|| adam.grad_norm()),
         };
         let lr = lr_at(t, step);
-        adam.step(lr);
+        adam.try_step(lr)?;
         tally.add(&loss, step, split.weight());
         bar.inc(1);
         let stop_now = replicas.any(interrupt::pending().is_some())?;
