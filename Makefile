@@ -78,13 +78,16 @@ figure-double-well: build
 	$(BIN) figure double-well $$NF $$SNF --out runs/figure-double-well.png
 
 # The survey's comparison, measured: runs, noise ablations and notebooks-export/survey-comparison.{md,ipynb}.
-# PROFILE=cpu (default, about 1.5 hours on 2 cores, the SNF paper table included) or PROFILE=full (the shipped, paper-sized experiments: a GPU's hours).
+# PROFILE=cpu (default, about 1.5 hours on 2 cores, the SNF paper table included), PROFILE=gpu (images at GPU size with
+# time budgets, 2D at the paper's size on the CPU cores beside: 60 minutes planned on one H200; report in
+# notebooks-export/gpu) or PROFILE=full (the shipped, paper-sized experiments, no time limits: hours).
+# WINDOW_MIN=N stops after N minutes, checkpointed (exit 3); the same command continues.
 PROFILE ?= cpu
 reproduce: build data
 	bash scripts/reproduce.sh $(PROFILE)
 
 report: build
-	$(BIN) report runs/reproduce/$(PROFILE) --out notebooks-export
+	$(BIN) report runs/reproduce/$(PROFILE) --out notebooks-export$(if $(filter gpu,$(PROFILE)),/gpu,)
 
 clean-runs:
 	rm -rf runs

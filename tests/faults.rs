@@ -278,3 +278,25 @@ fn parallel_sweeps_match_serial_ones_and_stop_cleanly() {
         assert!(run.join("summary.json").exists());
     }
 }
+
+#[test]
+fn a_time_limit_ends_training_at_a_log_step_and_the_run_is_evaluated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("t");
+    // A limit of 6 microseconds is past at the first log step (step 5 of 1000).
+    let out = relaxflow(&refs(&tiny(&run, "1000", &["--set", "train.time_limit_min=1e-7"])));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("time_limit_min = 0.0000001 reached after step 5 of 1000"), "{}", stderr(&out));
+    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!((s["steps"].as_i64(), s["planned_steps"].as_i64()), (Some(5), Some(1000)), "{s}");
+    assert!(s["test_nll_nats"].as_f64().unwrap().is_finite());
+    // Without a limit the summary has no planned_steps.
+    let full = tmp.path().join("f");
+    ok(&refs(&tiny(&full, "5", &[])));
+    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(full.join("summary.json")).unwrap()).unwrap();
+    assert!(s.get("planned_steps").is_none(), "{s}");
+    let bad = tmp.path().join("bad");
+    let err = fails(&refs(&tiny(&bad, "5", &["--set", "train.time_limit_min=-1"])));
+    assert!(err.contains("train.time_limit_min"), "{err}");
+    assert!(!bad.exists());
+}

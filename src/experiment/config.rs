@@ -113,6 +113,12 @@ pub struct TrainConfig {
     /// Steps between pictures (0: only at the end).
     #[serde(default = "default_sample_every")]
     pub sample_every: i64,
+    /// A budget of training time in minutes (wall-clock of training steps, carried across resumes): at the first log
+    /// step past it the run checkpoints and ends training there, then evaluates as a finished run; summary.json says
+    /// it stopped by time (`time_limit`). The learning-rate schedule stays planned on `steps`. For GPU windows and
+    /// goals such as "bits/dim within 10 minutes".
+    #[serde(default)]
+    pub time_limit_min: Option<f64>,
 }
 
 /// The `[eval]` section.
@@ -304,6 +310,11 @@ fn validate(e: &Experiment) -> Result<()> {
     if let Some(c) = t.grad_clip {
         if !(c > 0.0 && c.is_finite()) {
             bail!("`train.grad_clip` must be a positive number, got {c}");
+        }
+    }
+    if let Some(m) = t.time_limit_min {
+        if !(m > 0.0 && m.is_finite()) {
+            bail!("`train.time_limit_min` must be a positive number of minutes, got {m}");
         }
     }
     if !(d.test_fraction > 0.0 && d.test_fraction < 1.0) {

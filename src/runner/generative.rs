@@ -139,6 +139,7 @@ fn finish(s: &Session, run: &Path, name: &str, replicas: &Replicas) -> Result<()
         true_entropy_nats: s.data.true_entropy,
         nll_gap_nats: s.data.true_entropy.map(|h| e.nll_nats - h),
         steps: progress.step,
+        planned_steps: (progress.step < s.exp.train.steps).then_some(s.exp.train.steps),
         train_time_s: progress.elapsed_s,
         steps_per_s: progress.step as f64 / progress.elapsed_s.max(1e-9),
         sample_ms_per_1000: sample_ms,

@@ -65,6 +65,9 @@ pub struct Summary {
     pub true_entropy_nats: Option<f64>,
     pub nll_gap_nats: Option<f64>,
     pub steps: i64,
+    /// The configured `train.steps` when training ended earlier, at `train.time_limit_min` (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned_steps: Option<i64>,
     #[serde(deserialize_with = "f64_or_nan")]
     pub train_time_s: f64,
     #[serde(deserialize_with = "f64_or_nan")]

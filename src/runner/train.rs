@@ -401,6 +401,11 @@ impl Tally {
     }
 }
 
+/// Whether `elapsed_s` seconds of training have used up `train.time_limit_min`.
+fn time_is_up(t: &TrainConfig, elapsed_s: f64) -> bool {
+    t.time_limit_min.is_some_and(|m| elapsed_s >= m * 60.0)
+}
+
 pub(crate) fn due(every: i64, step: i64) -> bool {
     every > 0 && step % every == 0
 }
@@ -423,6 +428,10 @@ fn run_loop(job: &dyn Trainable, adam: &mut Adam, run: &Path, name: &str, start:
     let mut elapsed = start.elapsed_s;
     let mut clock = Instant::now();
     let mut log_clock = (start.elapsed_s, start.step);
+    if start.step > 0 && start.step < t.steps && time_is_up(t, start.elapsed_s) {
+        // A run resumed after its time limit ended training (e.g. stopped during its final evaluation).
+        return Ok(());
+    }
     for step in start.step..t.steps {
         tch::manual_seed(step_seed(t.seed, step));
         let idx = Tensor::randint(n_train, [t.batch_size], (Kind::Int64, device));
@@ -440,7 +449,8 @@ fn run_loop(job: &dyn Trainable, adam: &mut Adam, run: &Path, name: &str, start:
         tally.add(&loss, step, split.weight());
         bar.inc(1);
         let stop_now = replicas.any(interrupt::pending().is_some())?;
-        let checkpoint_now = due(t.checkpoint_every, done) || done == t.steps || stop_now;
+        let out_of_time = log_now && done < t.steps && replicas.any(time_is_up(t, elapsed + clock.elapsed().as_secs_f64()))?;
+        let checkpoint_now = due(t.checkpoint_every, done) || done == t.steps || stop_now || out_of_time;
         let halt_now = halt_after == Some(done);
         if !(log_now || checkpoint_now || halt_now || due(exp.eval.every, done) || due(t.sample_every, done)) {
             continue;
@@ -476,6 +486,13 @@ fn run_loop(job: &dyn Trainable, adam: &mut Adam, run: &Path, name: &str, start:
         }
         if due(t.sample_every, done) && done != t.steps && main {
             job.picture(run, done)?;
+        }
+        if out_of_time {
+            bar.finish_and_clear();
+            if main {
+                eprintln!("{name}: train.time_limit_min = {} reached after step {done} of {}; training ends here", t.time_limit_min.unwrap_or(0.0), t.steps);
+            }
+            return Ok(());
         }
         if halt_now {
             bar.abandon();
