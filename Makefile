@@ -61,8 +61,8 @@ gpu-prep: $(TORCH_STAMP)
 	# After the tests (which rebuild the binary with their features): the plain release binary.
 	cargo build --release
 	cp $(BIN) $(GPU_DIR)/relaxflow
-	# With CUDA's headers at hand, also a binary with NCCL (its own target folder, so the plain build stays plain).
-	$(if $(GPU_TEST_FEATURES),CARGO_TARGET_DIR=target/nccl cargo build --release --features nccl && cp target/nccl/release/relaxflow $(GPU_DIR)/relaxflow-nccl,@echo "no CUDA headers: no NCCL binary (make nccl-headers)")
+	# With CUDA's headers at hand, also a binary with NCCL and CUDA graphs (train.cuda_graph), in its own target folder.
+	$(if $(GPU_TEST_FEATURES),CARGO_TARGET_DIR=target/nccl cargo build --release --features nccl,cuda-graphs && cp target/nccl/release/relaxflow $(GPU_DIR)/relaxflow-nccl,@echo "no CUDA headers: no NCCL binary (make nccl-headers)")
 	(git describe --always --dirty --abbrev=12 2>/dev/null || echo unknown) > $(GPU_DIR)/COMMIT
 	@echo "carry $(GPU_DIR) and data/mnist to the GPU machine; there: make gpu-check (or bash scripts/gpu_check.sh)"
 

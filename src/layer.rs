@@ -165,6 +165,11 @@ impl Model for LayerModel {
         -self.log_prob(x).value.mean(None)
     }
 
+    /// Maximum likelihood through the layers: device work of fixed shapes, independent of the step.
+    fn capturable(&self) -> bool {
+        true
+    }
+
     fn log_prob(&self, x: &Tensor) -> LogProb {
         let (z, v) = self.forward(x);
         LogProb { value: self.base.log_prob(&z) + v, kind: self.kind() }

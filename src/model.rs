@@ -148,6 +148,11 @@ pub trait Model {
         loss.backward();
         loss.detach()
     }
+    /// Whether `loss_backward` is a fixed sequence of device work that a CUDA graph may capture (`train.cuda_graph`):
+    /// the same shapes at every step, no host synchronisation, no host state changed per step, no use of `step`.
+    fn capturable(&self) -> bool {
+        false
+    }
     /// Per-example log-likelihood in nats with its kind.
     fn log_prob(&self, x: &Tensor) -> LogProb;
     /// `n` samples in data space, shape [n, D].

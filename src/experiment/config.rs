@@ -100,6 +100,13 @@ pub struct TrainConfig {
     /// retrace the uninterrupted one bit for bit. Does nothing on the CPU.
     #[serde(default)]
     pub cudnn_benchmark: bool,
+    /// On CUDA (a build with the feature `cuda-graphs`), capture the whole training step -- batch draw, loss,
+    /// backward, clipping, Adam -- as one CUDA graph after 3 eager warm-up steps and replay it: one launch instead of
+    /// hundreds, for small launch-bound models. Only models whose step is capturable (the flows; one process) use
+    /// it; elsewhere the same step runs eagerly and the run says why. Adam then reads its learning rate and step
+    /// count from device tensors (`optimizer_impl` is not used).
+    #[serde(default)]
+    pub cuda_graph: bool,
     #[serde(default = "default_schedule")]
     pub lr_schedule: LrSchedule,
     /// Linear warm-up steps.

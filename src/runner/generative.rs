@@ -49,6 +49,11 @@ impl Trainable for Session {
         self.model.set_training(false);
         loss
     }
+    fn not_capturable(&self) -> Option<String> {
+        (!self.model.capturable()).then(|| {
+            format!("a {} step is not capturable (per-step schedules, host-side draws or changing shapes); only the flows' is", self.model.family())
+        })
+    }
     /// The test NLL on `eval.n_eval` points when due.
     fn log(&self, line: &mut serde_json::Value, eval_now: bool, bar: &ProgressBar, name: &str, replicas: &Replicas) -> Result<()> {
         if eval_now {

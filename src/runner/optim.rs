@@ -104,9 +104,10 @@ impl Adam {
         [&mut self.m, &mut self.v]
     }
 
-    /// Zeroes the flat gradient buffer (every parameter's gradient is a view of it).
-    pub fn zero_grad(&mut self) {
-        let _ = self.grad.zero_();
+    /// Zeroes the flat gradient buffer (every parameter's gradient is a view of it). Device work only (a captured
+    /// step may call it).
+    pub fn zero_grad(&self) {
+        let _ = self.grad.shallow_clone().zero_();
     }
 
     /// ||g||₂ over all parameters (a device tensor; no sync).
@@ -114,11 +115,12 @@ impl Adam {
         self.grad.norm()
     }
 
-    /// Scales the gradient so that its global norm is at most `max_norm`; returns the norm before clipping.
-    pub fn clip_grad_norm(&mut self, max_norm: f64) -> Tensor {
+    /// Scales the gradient so that its global norm is at most `max_norm`; returns the norm before clipping. Device
+    /// work only (a captured step may call it).
+    pub fn clip_grad_norm(&self, max_norm: f64) -> Tensor {
         let norm = self.grad_norm();
         let factor = (max_norm / (&norm + 1e-6)).clamp_max(1.0);
-        let _ = self.grad.g_mul_(&factor);
+        let _ = self.grad.shallow_clone().g_mul_(&factor);
         norm
     }
 
@@ -171,6 +173,35 @@ impl Adam {
             let _ = update.g_mul_scalar_(lr / bias1);
             let _ = self.flat.g_sub_(&update);
         });
+    }
+
+    /// [`Adam::step`]'s flat update with the learning rate and the step count read from device tensors, so that a
+    /// captured CUDA graph replays it with the values of each step (`train.cuda_graph`): increments `t_dev` (a
+    /// float64 scalar on the parameters' device holding the update count) and takes update `t_dev` at `lr`
+    /// (a float64 scalar there too). Host state is left alone: after the step runs, call [`Adam::count_step`].
+    pub fn step_on_device(&self, lr: &Tensor, t_dev: &Tensor) {
+        let c = self.cfg;
+        tch::no_grad(|| {
+            let _ = t_dev.shallow_clone().g_add_scalar_(1.0);
+            if c.weight_decay > 0.0 {
+                let _ = self.flat.shallow_clone().g_mul_(&(lr * (-c.weight_decay) + 1.0));
+            }
+            let _ = self.m.shallow_clone().lerp_(&self.grad, 1.0 - c.beta1);
+            let _ = self.v.shallow_clone().lerp_(&self.grad.square(), 1.0 - c.beta2);
+            // 1 - β^t for both moments, computed where t lives.
+            let bias1 = -Tensor::pow_scalar(c.beta1, t_dev) + 1.0;
+            let bias2 = -Tensor::pow_scalar(c.beta2, t_dev) + 1.0;
+            let mut denom = self.v.sqrt();
+            let _ = denom.g_div_(&bias2.sqrt()).g_add_scalar_(c.eps);
+            let mut update = &self.m / denom;
+            let _ = update.g_mul_(&(lr / bias1));
+            let _ = self.flat.shallow_clone().g_sub_(&update);
+        });
+    }
+
+    /// Counts one update taken by [`Adam::step_on_device`] in the host's step count (checkpoints save it).
+    pub fn count_step(&mut self) {
+        self.t += 1;
     }
 
     /// The optimizer's state for a checkpoint: moments and step count.
@@ -257,6 +288,40 @@ mod tests {
         let (va, vb) = (a.variables(), b.variables());
         assert_eq!(va.len(), vb.len());
         va.iter().map(|(name, t)| (t - &vb[name]).abs().max().double_value(&[])).fold(0.0, f64::max)
+    }
+
+    #[test]
+    fn the_device_resident_update_equals_the_flat_one_over_100_steps() {
+        let x = Tensor::randn([32, 3], (Kind::Float, Device::Cpu));
+        let cfg = AdamConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.05 };
+        let fresh = || {
+            tch::manual_seed(3);
+            let vs = nn::VarStore::new(Device::Cpu);
+            let net = model(&vs);
+            (vs, net)
+        };
+        let (vs_a, net_a) = fresh();
+        let mut flat = Adam::new(&vs_a, cfg).unwrap();
+        train_steps(&net_a, &mut flat, &x, 0, 100);
+        let (vs_b, net_b) = fresh();
+        let mut dev = Adam::new(&vs_b, cfg).unwrap();
+        let (lr, t_dev) = (Tensor::zeros([], (Kind::Double, Device::Cpu)), Tensor::zeros([], (Kind::Double, Device::Cpu)));
+        for k in 0..100 {
+            dev.zero_grad();
+            (loss(&net_b, &x) * 20.0).backward();
+            let _ = dev.clip_grad_norm(1.0);
+            let _ = lr.shallow_clone().fill_(1e-2 * (1 + k % 7) as f64 / 7.0);
+            dev.step_on_device(&lr, &t_dev);
+            dev.count_step();
+        }
+        assert_eq!((dev.t, t_dev.int64_value(&[])), (100, 100));
+        let diff = max_diff(&vs_a, &vs_b);
+        eprintln!("device-resident vs flat Adam after 100 steps: max |Δθ| = {diff:.2e}");
+        assert!(diff < 1e-6, "device-resident and flat parameters differ by {diff}");
+        for ((name, a), (_, b)) in flat.state().iter().zip(dev.state().iter()) {
+            let d = (a.to_kind(Kind::Double) - b.to_kind(Kind::Double)).abs().max().double_value(&[]);
+            assert!(d < 1e-6, "{name} differs by {d}");
+        }
     }
 
     #[test]

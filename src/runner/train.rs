@@ -5,6 +5,7 @@
 //! and the classifier (`classifier_run.rs`) implement it, and `open` chooses between them once, from `model.kind`.
 use super::checkpoint::{self, Progress};
 use super::metrics::MetricsLog;
+use super::graph_step::GraphStep;
 use super::optim::{Adam, AdamConfig};
 use super::replicas::Replicas;
 use super::session::Session;
@@ -92,6 +93,10 @@ pub trait Trainable {
     fn data_init(&self) {}
     /// The loss of the training rows `idx` at `step`, after backward (gradients accumulated in `vs`).
     fn loss_backward(&self, idx: &Tensor, step: i64) -> Tensor;
+    /// Why `loss_backward` cannot be captured in a CUDA graph (`train.cuda_graph`), or None when it can.
+    fn not_capturable(&self) -> Option<String> {
+        Some("this family's training step is not capturable".into())
+    }
     /// What a log line adds (tallies since the last line; a test evaluation when `eval_now`), and the bar's message.
     /// Every rank calls it at the same step: an evaluation is sharded over the ranks.
     fn log(&self, line: &mut serde_json::Value, eval_now: bool, bar: &ProgressBar, name: &str, replicas: &Replicas) -> Result<()>;
@@ -432,20 +437,40 @@ fn run_loop(job: &dyn Trainable, adam: &mut Adam, run: &Path, name: &str, start:
         // A run resumed after its time limit ended training (e.g. stopped during its final evaluation).
         return Ok(());
     }
+    let mut graphed = GraphStep::new(job, adam, replicas.size());
+    if let Some(note) = graphed.as_ref().and_then(|g| g.note()).filter(|_| main) {
+        eprintln!("{name}: {note}");
+    }
     for step in start.step..t.steps {
         tch::manual_seed(step_seed(t.seed, step));
-        let idx = Tensor::randint(n_train, [t.batch_size], (Kind::Int64, device));
-        adam.zero_grad();
-        let loss = crate::rows::with_split(split, || job.loss_backward(&split.rows_of(&idx), step));
-        replicas.reduce_grads(adam, split)?;
         let done = step + 1;
         let log_now = due(t.log_every, done) || done == t.steps;
-        let grad_norm = match t.grad_clip {
-            Some(c) => Some(adam.clip_grad_norm(c)),
-            None => log_now.then(|| adam.grad_norm()),
-        };
         let lr = lr_at(t, step);
-        adam.try_step(lr)?;
+        let (loss, grad_norm) = match graphed.as_mut() {
+            Some(g) => {
+                let (was_captured, had_note) = (g.is_captured(), g.note().is_some());
+                let (loss, norm) = g.step(job, adam, step, lr)?;
+                if main && !was_captured && g.is_captured() {
+                    eprintln!("{name}: train.cuda_graph: the training step was captured at step {done}; later steps replay it");
+                }
+                if let Some(note) = g.note().filter(|_| main && !had_note) {
+                    eprintln!("{name}: {note}");
+                }
+                (loss, Some(norm))
+            }
+            None => {
+                let idx = Tensor::randint(n_train, [t.batch_size], (Kind::Int64, device));
+                adam.zero_grad();
+                let loss = crate::rows::with_split(split, || job.loss_backward(&split.rows_of(&idx), step));
+                replicas.reduce_grads(adam, split)?;
+                let grad_norm = match t.grad_clip {
+                    Some(c) => Some(adam.clip_grad_norm(c)),
+                    None => log_now.then(|| adam.grad_norm()),
+                };
+                adam.try_step(lr)?;
+                (loss, grad_norm)
+            }
+        };
         tally.add(&loss, step, split.weight());
         bar.inc(1);
         let stop_now = replicas.any(interrupt::pending().is_some())?;
@@ -465,6 +490,9 @@ fn run_loop(job: &dyn Trainable, adam: &mut Adam, run: &Path, name: &str, start:
                 "grad_norm": grad_norm.map(|g| g.double_value(&[])), "wall_time_s": elapsed,
                 "steps_per_s": (done - log_clock.1) as f64 / (elapsed - log_clock.0).max(1e-9),
             });
+            if let Some(g) = &graphed {
+                line["cuda_graph"] = json!(if g.is_captured() { "replayed" } else { "eager" });
+            }
             job.log(&mut line, due(exp.eval.every, done), &bar, name, replicas)?;
             if main {
                 metrics.append(&line)?;
