@@ -810,7 +810,24 @@ def phase_b(a, rep, rf, budget):
                           for x in recs if "peak_allocated_mib" in x)
     text += (f"\nPeak process memory: relaxflow DDPM run {mib(r_ddpm['peak_mib'])} MiB, DiffFlow run {mib(r_df['peak_mib'])} MiB; "
              f"PyTorch {torch_mem or '–'}\n")
-    results["sampling"] = {"relaxflow_ms_per_1000": samp, "torch_ms_per_1000": {f"{k[0]} / {k[1]}": v for k, v in torch_ms.items()}}
+    # `relaxflow sample` of the DDPM run in 4 blocks of n, eagerly and replaying a captured sampler (train.cuda_graph;
+    # the build with the feature `cuda-graphs`): wall time of the whole command (loading included).
+    graph_bin = ROOT / "target" / "gpu-check" / "relaxflow-nccl"
+    ddpm_run = timing_runs / "sample-ddpm"
+    graphed = {}
+    if a.device == "cuda" and graph_bin.exists() and (ddpm_run / "checkpoint.pt").exists():
+        for label, binary, extra in [("eager", rf.bin, []), ("cuda_graph", graph_bin, ["--set", "train.cuda_graph=true"])]:
+            cmd = [binary, "sample", ddpm_run, "-n", str(4 * n), "--out", rf.work / f"sample-{label}.npy", "--device", a.device,
+                   "--set", f"eval.batch_size={n}"] + extra
+            start = time.monotonic()
+            r = run(cmd, budget.limit(120 * a.plan['limit_scale'], reserve), a.device, mem=False)
+            graphed[label] = {"rc": r["rc"], "wall_s": time.monotonic() - start, "err": tail(r["err"], 4)}
+        e, g = graphed["eager"], graphed["cuda_graph"]
+        text += (f"\n`relaxflow sample` of the DDPM run ({s['timesteps']} steps), 4 blocks of {n}, whole command: eager "
+                 f"{e['wall_s']:.1f} s (rc {e['rc']}), train.cuda_graph {g['wall_s']:.1f} s (rc {g['rc']}; "
+                 f"{'replayed' if 'replayed a captured CUDA graph' in g['err'] else 'NOT replayed: ' + g['err']}).\n")
+    results["sampling"] = {"relaxflow_ms_per_1000": samp, "torch_ms_per_1000": {f"{k[0]} / {k[1]}": v for k, v in torch_ms.items()},
+                           "sample_command_graph": graphed}
     rep.record("timing/sampling", results["sampling"] | {"rf_err": tail(r_ddpm["err"]) + tail(r_df["err"]),
                                                          "torch_err": tail(pr["err"], 10)})
     rep.add(text)

@@ -344,9 +344,15 @@ fn sample(run: PathBuf, n: i64, out: PathBuf, seed: i64, device: Option<String>,
     let s = session::open_run_with(&run, device, set)?;
     let kind = s.exp.model.get("kind").and_then(|k| k.as_str()).unwrap_or("?").to_string();
     tch::manual_seed(seed);
-    let draw = |m: i64| -> Result<Tensor> {
+    let block = sample_block(&s, n);
+    // With train.cuda_graph (e.g. --set train.cuda_graph=true) full blocks replay a captured sampler on CUDA.
+    let mut sampler = runner::graph_sample::BlockSampler::new(&*s.model, device, block, s.exp.train.cuda_graph && temperature == 1.0);
+    if let Some(note) = sampler.note() {
+        eprintln!("{note}");
+    }
+    let mut draw = |m: i64| -> Result<Tensor> {
         let x = if temperature == 1.0 {
-            tch::no_grad(|| s.model.sample(m))
+            sampler.draw(m)?
         } else {
             tch::no_grad(|| s.model.sample_tempered(m, temperature)).with_context(|| format!("model kind `{kind}` has no sampling temperature (flows do)"))?
         };
@@ -354,7 +360,6 @@ fn sample(run: PathBuf, n: i64, out: PathBuf, seed: i64, device: Option<String>,
     };
     // Rows holding NaN or inf are counted: all of them is an error (no file), some of them a warning.
     let nonfinite = |x: &Tensor| x.isfinite().logical_not().flatten(1, -1).any_dim(1, false).sum(tch::Kind::Int64).int64_value(&[]);
-    let block = sample_block(&s, n);
     let mut bad = 0;
     if ext.as_deref() == Some("npy") {
         let mut writer: Option<relaxflow::data::npy::NpyWriter> = None;
@@ -393,6 +398,12 @@ fn sample(run: PathBuf, n: i64, out: PathBuf, seed: i64, device: Option<String>,
     }
     if bad > 0 {
         eprintln!("warning: {bad} of {n} samples hold NaN or inf");
+    }
+    if sampler.replays > 0 {
+        eprintln!("train.cuda_graph: {} of the blocks of {block} samples replayed a captured CUDA graph", sampler.replays);
+    }
+    if let Some(note) = sampler.note().filter(|n| n.contains("capturing the sampler failed")) {
+        eprintln!("{note}");
     }
     eprintln!("wrote {n} samples to {}", out.display());
     Ok(())

@@ -92,3 +92,18 @@ fn a_model_whose_step_is_not_capturable_trains_eagerly_with_the_key() {
     assert!(err.contains("every step runs eagerly"), "{err}");
     assert!(run.join("summary.json").exists());
 }
+
+#[test]
+fn sampling_with_the_key_draws_the_same_samples_and_says_it_is_eager_on_the_cpu() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("ddpm");
+    train("ddpm-rings", &run, "10", &["--set", "model.timesteps=50"]);
+    let (a, b) = (tmp.path().join("a.npy"), tmp.path().join("b.npy"));
+    let r = run.to_str().unwrap();
+    relaxflow(&["sample", r, "-n", "700", "--out", a.to_str().unwrap(), "--device", "cpu", "--set", "eval.batch_size=200"]);
+    let o = relaxflow(&["sample", r, "-n", "700", "--out", b.to_str().unwrap(), "--device", "cpu", "--set", "eval.batch_size=200",
+                        "--set", "train.cuda_graph=true"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("CUDA graphs need a CUDA device, and sampling runs on Cpu; every block is sampled eagerly"), "{err}");
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap(), "the same seed draws the same samples");
+}

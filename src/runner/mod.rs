@@ -6,6 +6,7 @@ pub mod classifier_summary;
 pub mod convergence;
 pub use crate::files;
 pub mod generative;
+pub mod graph_sample;
 pub(crate) mod graph_step;
 pub mod evaluate;
 pub mod metrics;
