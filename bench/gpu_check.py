@@ -747,6 +747,11 @@ def phase_b(a, rep, rf, budget):
                            budget.limit(120 * a.plan['limit_scale'], reserve), steps=u["steps"], runs=timing_runs)
             results["unet"][f"relaxflow_{b}_bf16"] = r16.get("rate")
             rows.append(rf_row('relaxflow, train.precision = "bf16"', r16))
+            # ... and with the convolution weights (so the activations) channels-last (train.channels_last).
+            r16cl = rf.train("ddpm-mnist", timing_runs / f"unet-{b}-bf16-cl", sets + ['train.precision="bf16"', "train.channels_last=true"],
+                             budget.limit(120 * a.plan['limit_scale'], reserve), steps=u["steps"], runs=timing_runs)
+            results["unet"][f"relaxflow_{b}_bf16_cl"] = r16cl.get("rate")
+            rows.append(rf_row('relaxflow, bf16 and train.channels_last = true', r16cl))
         rows += torch_rows([x for x in recs if x.get("batch") == b], torch_label)
         rep.record(f"timing/unet-{b}", {"relaxflow": r.get("rate"), "rf_err": tail(r["err"]), "torch_err": tail(pr["err"], 10)})
         timing_table(rep, f"ddpm-mnist U-Net training step, batch {b}",
@@ -861,6 +866,7 @@ def goals_section(a, rep, results, glow):
         (f"U-Net batch {b_small} >= PyTorch eager", ratio(un.get(f"relaxflow_{b_small}"), torch_rate("unet", mode="eager", batch=b_small, dtype="fp32"))),
         (f"U-Net batch {b_large} >= torch.compile bf16 (relaxflow fp32)", ratio(un.get(f"relaxflow_{b_large}"), torch_rate("unet", mode="compile", batch=b_large, dtype="bf16"))),
         (f"U-Net batch {b_large} >= torch.compile bf16 (relaxflow bf16)", ratio(un.get(f"relaxflow_{b_large}_bf16"), torch_rate("unet", mode="compile", batch=b_large, dtype="bf16"))),
+        (f"U-Net batch {b_large} >= torch.compile bf16 (relaxflow bf16, channels-last)", ratio(un.get(f"relaxflow_{b_large}_bf16_cl"), torch_rate("unet", mode="compile", batch=b_large, dtype="bf16"))),
         ("DiffFlow MNIST step >= PyTorch eager", ratio(df.get("relaxflow_recompute"), torch_rate("diffflow", mode="eager"))),
         ("DiffFlow sampling >= 20x faster than DDPM 1000 steps (speed only; equal quality needs trained models)",
          ratio(ddpm_ms, df_ms)),

@@ -120,6 +120,13 @@ fn diffflow_on_two_ranks_follows_one_process() {
     follows_one_process("diffflow-rings", 15, &["train.batch_size=128", "model.steps=8"], 1e-3);
 }
 
+#[test]
+fn channels_last_convolutions_on_two_ranks_follow_one_process() {
+    // train.channels_last: the ranks' first broadcast sends the NHWC-strided weights through contiguous copies.
+    follows_one_process("glow-mnist", 6, &["model.hidden_channels=8", "model.steps=1", "train.batch_size=16",
+                                          "train.channels_last=true", "eval.every=0", "train.sample_every=0"], 1e-4);
+}
+
 /// Two ranks stopped after step 13 (checkpoint at 10) and resumed as two ranks end where one uninterrupted
 /// process does.
 #[test]

@@ -107,6 +107,11 @@ pub struct TrainConfig {
     /// count from device tensors (`optimizer_impl` is not used).
     #[serde(default)]
     pub cuda_graph: bool,
+    /// Lay out convolution weights (and so the activations of the image networks) channels-last (NHWC) during
+    /// training: what cuDNN's bf16/TF32 tensor-core kernels prefer. Off by default: on the CPU it is slower for the
+    /// U-Net (0.19 vs 0.18 s a step, PyTorch on 2 cores); its gain on a GPU is for `make gpu-check` to measure.
+    #[serde(default)]
+    pub channels_last: bool,
     #[serde(default = "default_schedule")]
     pub lr_schedule: LrSchedule,
     /// Linear warm-up steps.

@@ -40,6 +40,13 @@ pub struct Adam {
 impl Adam {
     /// Moves every trainable variable of `vs` (in name order) into one flat buffer, and its gradient likewise.
     pub fn new(vs: &nn::VarStore, cfg: AdamConfig) -> Result<Self> {
+        Self::with_layout(vs, cfg, false)
+    }
+
+    /// [`Adam::new`], with 4-D parameters (convolution weights) laid out channels-last in the flat buffer when
+    /// `channels_last`: each is a permuted view with NHWC strides (`train.channels_last`), so convolutions may run in
+    /// that memory format (cuDNN's tensor-core kernels prefer it) while the update still sees one flat buffer.
+    pub fn with_layout(vs: &nn::VarStore, cfg: AdamConfig, channels_last: bool) -> Result<Self> {
         let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         if vars.is_empty() {
@@ -58,11 +65,15 @@ impl Adam {
         for (_, var) in vars.iter_mut() {
             let n = var.numel() as i64;
             let size = var.size();
-            let view = flat.narrow(0, offset, n).view(size.as_slice());
+            let shaped = |buffer: &Tensor| match size.as_slice() {
+                &[o, i, h, w] if channels_last => buffer.narrow(0, offset, n).view([o, h, w, i]).permute([0, 3, 1, 2]),
+                _ => buffer.narrow(0, offset, n).view(size.as_slice()),
+            };
+            let view = shaped(&flat);
             tch::no_grad(|| view.shallow_clone().copy_(var));
             var.set_data(&view);
             let mut g = var.grad();
-            g.set_data(&grad.narrow(0, offset, n).view(size.as_slice()));
+            g.set_data(&shaped(&grad));
             offset += n;
         }
         Ok(Adam { cfg, m: flat.zeros_like(), v: flat.zeros_like(), flat, grad, t: 0, imp: OptimizerImpl::Flat, step_t: None })
@@ -291,6 +302,41 @@ mod tests {
     }
 
     #[test]
+    fn channels_last_weights_train_like_contiguous_ones_and_stay_views_of_the_flat_buffer() {
+        use tch::nn::Module;
+        let x = Tensor::randn([4, 3, 8, 8], (Kind::Float, Device::Cpu));
+        let run = |channels_last: bool| {
+            tch::manual_seed(11);
+            let vs = nn::VarStore::new(Device::Cpu);
+            let c1 = nn::conv2d(vs.root() / "c1", 3, 8, 3, nn::ConvConfig { padding: 1, ..Default::default() });
+            let c2 = nn::conv2d(vs.root() / "c2", 8, 2, 3, nn::ConvConfig { padding: 1, ..Default::default() });
+            let cfg = AdamConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 };
+            let mut adam = Adam::with_layout(&vs, cfg, channels_last).unwrap();
+            for _ in 0..20 {
+                adam.zero_grad();
+                c2.forward(&c1.forward(&x).relu()).square().mean(None).backward();
+                adam.step(1e-2);
+            }
+            let w = vs.variables()["c1.weight"].shallow_clone();
+            (vs, w, adam)
+        };
+        let (vs_a, w_a, _) = run(false);
+        let (vs_b, w_b, adam_b) = run(true);
+        assert_eq!(w_a.stride(), vec![27, 9, 3, 1]);
+        assert_eq!(w_b.stride(), vec![27, 1, 9, 3], "NHWC strides: the input channel is innermost");
+        assert_eq!(w_b.grad().stride(), w_b.stride(), "the gradient has the weight's layout");
+        let d = max_diff(&vs_a, &vs_b);
+        assert!(d < 1e-5, "channels-last and contiguous training differ by {d}");
+        assert!((&w_a - &w_b).abs().max().double_value(&[]) < 1e-5 && (&w_a - w_a.zeros_like()).abs().max().double_value(&[]) > 0.0);
+        // The weight is still the flat buffer's memory: an update of the buffer shows in the parameter.
+        let before = w_b.sum(Kind::Double).double_value(&[]);
+        tch::no_grad(|| {
+            let _ = adam_b.flat.shallow_clone().g_add_scalar_(1.0);
+        });
+        assert!((w_b.sum(Kind::Double).double_value(&[]) - before - w_b.numel() as f64).abs() < 1e-3);
+    }
+
+    #[test]
     fn the_device_resident_update_equals_the_flat_one_over_100_steps() {
         let x = Tensor::randn([32, 3], (Kind::Float, Device::Cpu));
         let cfg = AdamConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.05 };
@@ -392,7 +438,7 @@ mod tests {
         let vs = nn::VarStore::new(Device::Cpu);
         let net = model(&vs);
         let cfg = AdamConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 };
-        let mut adam = Adam::new(&vs, cfg).unwrap();
+        let adam = Adam::new(&vs, cfg).unwrap();
         adam.zero_grad();
         (loss(&net, &(Tensor::ones([4, 3], (Kind::Float, Device::Cpu)) * 100.0)) * 1e3).backward();
         let before = adam.clip_grad_norm(0.5).double_value(&[]);

@@ -109,7 +109,14 @@ impl Replicas {
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         tch::no_grad(|| -> Result<()> {
             for (_, var) in &vars {
-                self.world.broadcast_(&mut var.detach(), 0).with_context(what)?;
+                if var.is_contiguous() {
+                    self.world.broadcast_(&mut var.detach(), 0).with_context(what)?;
+                } else {
+                    // A channels-last weight (train.channels_last): collectives take contiguous tensors.
+                    let mut dense = var.contiguous();
+                    self.world.broadcast_(&mut dense, 0).with_context(what)?;
+                    var.detach().copy_(&dense);
+                }
             }
             for t in adam.moments_mut() {
                 self.world.broadcast_(t, 0).with_context(what)?;

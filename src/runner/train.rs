@@ -125,6 +125,11 @@ fn adam_config(t: &TrainConfig) -> AdamConfig {
     AdamConfig { beta1: t.beta1, beta2: t.beta2, eps: t.eps, weight_decay: t.weight_decay }
 }
 
+/// The run's optimizer: its constants, update implementation and parameter layout from `[train]`.
+fn new_adam(vs: &nn::VarStore, t: &TrainConfig) -> Result<Adam> {
+    Adam::with_layout(vs, adam_config(t), t.channels_last)?.with_impl(t.optimizer_impl)
+}
+
 /// The job, its run folder, the experiment's name, where it starts, the optimizer and (rank 0) the folder's lock.
 type Started = (Box<dyn Trainable>, PathBuf, String, Progress, Adam, Option<FolderLock>);
 
@@ -225,7 +230,7 @@ fn resume_state(opts: &TrainOptions, run: &Path, vs: &tch::nn::VarStore, exp: &E
     let text = std::fs::read_to_string(&info_path).with_context(|| format!("{}: not a relaxflow run (cannot read run.json)", run.display()))?;
     let info: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: malformed", info_path.display()))?;
     let name = info["experiment"].as_str().with_context(|| format!("{}: lacks `experiment`", info_path.display()))?.to_string();
-    let mut adam = Adam::new(vs, adam_config(&exp.train))?.with_impl(exp.train.optimizer_impl)?;
+    let mut adam = new_adam(vs, &exp.train)?;
     let ckpt = run.join(checkpoint::FILE);
     let progress = if ckpt.exists() { Some(checkpoint::load_all(&ckpt, vs, &mut adam)?) } else { None };
     let step = progress.map_or(0, |p| p.step);
@@ -265,7 +270,7 @@ fn fresh(opts: &TrainOptions, device: Device, replicas: &Replicas) -> Result<Sta
     // The folder is made only once the data loads and the model builds, so a bad config leaves nothing behind.
     let job = open(exp, &file.display().to_string(), device, &opts.workspace)?;
     replicas.check_same_job(&toml::to_string(job.exp())?)?;
-    let adam = Adam::new(job.vs(), adam_config(&job.exp().train))?.with_impl(job.exp().train.optimizer_impl)?;
+    let adam = new_adam(job.vs(), &job.exp().train)?;
     data_init(&*job);
     let start = Progress { step: 0, elapsed_s: 0.0 };
     if !replicas.is_main() {
@@ -286,7 +291,7 @@ fn resume(opts: &TrainOptions, run: &Path, device: Device, replicas: &Replicas) 
     replicas.check_same_job(&toml::to_string(job.exp())?)?;
     if !replicas.is_main() {
         // Weights, moments and progress come from rank 0 (`Replicas::sync_state`); this rank writes nothing.
-        let adam = Adam::new(job.vs(), adam_config(&job.exp().train))?.with_impl(job.exp().train.optimizer_impl)?;
+        let adam = new_adam(job.vs(), &job.exp().train)?;
         let start = Progress { step: 0, elapsed_s: 0.0 };
         return Ok((job, run.to_path_buf(), String::new(), start, adam, None));
     }

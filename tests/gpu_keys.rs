@@ -1,6 +1,8 @@
-//! `train.cuda_graph` on the CPU: the step that a CUDA graph captures (device-resident learning rate and Adam count,
-//! static loss and norm) runs eagerly here, so these tests check the step itself -- it trains as the ordinary step
-//! does, resumes exactly, and says why it is not captured. tests/gpu.rs checks the capture on CUDA.
+//! The GPU-speed keys on the CPU. With `train.cuda_graph` the step that a CUDA graph captures (device-resident
+//! learning rate and Adam count, static loss and norm) runs eagerly here, so these tests check the step itself: it
+//! trains as the ordinary step does, resumes exactly, says why it is not captured, and `relaxflow sample` draws the
+//! same samples. tests/gpu.rs checks the capture on CUDA; `train.channels_last` is checked in runner/optim.rs and
+//! tests/data_parallel.rs.
 use std::path::Path;
 use std::process::{Command, Output};
 
