@@ -62,7 +62,7 @@ gpu-prep: $(TORCH_STAMP)
 	cargo build --release
 	cp $(BIN) $(GPU_DIR)/relaxflow
 	# With CUDA's headers at hand, also a binary with NCCL and CUDA graphs (train.cuda_graph), in its own target folder.
-	$(if $(GPU_TEST_FEATURES),CARGO_TARGET_DIR=target/nccl cargo build --release --features nccl,cuda-graphs && cp target/nccl/release/relaxflow $(GPU_DIR)/relaxflow-nccl,@echo "no CUDA headers: no NCCL binary (make nccl-headers)")
+	$(if $(GPU_TEST_FEATURES),CARGO_TARGET_DIR=target/nccl cargo build --release --features "nccl cuda-graphs" && cp target/nccl/release/relaxflow $(GPU_DIR)/relaxflow-nccl,@echo "no CUDA headers: no NCCL binary (make nccl-headers)")
 	(git describe --always --dirty --abbrev=12 2>/dev/null || echo unknown) > $(GPU_DIR)/COMMIT
 	@echo "carry $(GPU_DIR) and data/mnist to the GPU machine; there: make gpu-check (or bash scripts/gpu_check.sh)"
 
