@@ -24,7 +24,7 @@ fn main() {
 /// The shim over what tch does not wrap (csrc/optim.cpp: the fused Adam step; csrc/amp.cpp: autocast with a dtype,
 /// TF32), a library of its own so that editing one shim does not recompile the other.
 fn compile_native(lib: &Path) {
-    for f in ["csrc/optim.cpp", "csrc/amp.cpp", "csrc/graph.cpp", "csrc/native.h", "csrc/native_util.hpp"] {
+    for f in ["csrc/optim.cpp", "csrc/amp.cpp", "csrc/graph.cpp", "csrc/coupling.cpp", "csrc/native.h", "csrc/native_util.hpp"] {
         println!("cargo:rerun-if-changed={f}");
     }
     let include = lib.join("../include");
@@ -51,6 +51,7 @@ fn compile_native(lib: &Path) {
         .file("csrc/optim.cpp")
         .file("csrc/amp.cpp")
         .file("csrc/graph.cpp")
+        .file("csrc/coupling.cpp")
         .compile("relaxflow_native");
 }
 

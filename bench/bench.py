@@ -1,7 +1,8 @@
 """`make bench`: training steps/s of realnvp-moons and diffflow-checkerboard in relaxflow against PyTorch references,
 same machine, same run (DiffFlow also reports peak memory of full vs recomputed backprop). RealNVP is measured with
-relaxflow's flat Adam and its fused Adam (`train.optimizer_impl = "fused"`, ATen's fused kernel through the C++ shim)
-against torch.optim.Adam with its default (foreach) and fused implementations.
+relaxflow's flat Adam and its fused Adam (`train.optimizer_impl = "fused"`, ATen's fused kernel through the C++ shim),
+and with its couplings op by op instead of one fused autograd node each (RELAXFLOW_FUSED_COUPLING=0), against
+torch.optim.Adam with its default (foreach) and fused implementations.
 
 Both sides use 2 CPU threads, batch 512, Adam at a constant learning rate, and time only training steps (relaxflow's
 own loop: per-step seeding, batch gather, loss, backward, flat Adam step, device-side NaN bookkeeping). Each side is
@@ -20,8 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / "target" / "release" / "relaxflow"
 
 
-def relaxflow_steps_per_s(steps, threads, batch, optimizer="flat"):
-    """realnvp-moons' training steps/s with Adam's update run `optimizer` way (train.optimizer_impl: flat | fused)."""
+def relaxflow_steps_per_s(steps, threads, batch, optimizer="flat", fused_coupling=True):
+    """realnvp-moons' training steps/s with Adam's update run `optimizer` way (train.optimizer_impl: flat | fused),
+    its couplings as one fused autograd node each (the default) or op by op (RELAXFLOW_FUSED_COUPLING=0)."""
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
         sets = [
@@ -32,7 +34,7 @@ def relaxflow_steps_per_s(steps, threads, batch, optimizer="flat"):
         cmd = [str(BIN), "train", "realnvp-moons", "--steps", str(steps), "--device", "cpu", "--out", str(run)]
         for s in sets:
             cmd += ["--set", s]
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), RELAXFLOW_FUSED_COUPLING="1" if fused_coupling else "0")
         subprocess.run(cmd, check=True, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return json.loads((run / "summary.json").read_text())["steps_per_s"]
 
@@ -124,6 +126,7 @@ def measure(a, batch):
     sides = {
         "relaxflow (tch, flat Adam)": lambda: relaxflow_steps_per_s(a.steps, a.threads, batch),
         "relaxflow (tch, fused Adam: train.optimizer_impl = \"fused\")": lambda: relaxflow_steps_per_s(a.steps, a.threads, batch, "fused"),
+        "relaxflow (tch, flat Adam, couplings op by op: RELAXFLOW_FUSED_COUPLING=0)": lambda: relaxflow_steps_per_s(a.steps, a.threads, batch, fused_coupling=False),
         "PyTorch, torch.optim.Adam default": lambda: pytorch_steps_per_s(a.steps, a.threads, batch, "default"),
         "PyTorch, torch.optim.Adam(fused=True)": lambda: pytorch_steps_per_s(a.steps, a.threads, batch, "fused"),
     }

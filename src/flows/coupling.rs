@@ -3,6 +3,7 @@
 //! The input is split into a conditioning half x_a and a transformed half x_b; a network reads x_a and sets the
 //! element-wise transform of x_b, so the Jacobian is triangular and log|det| = Σ log s.
 use crate::layer::{Layer, LayerKind};
+use crate::native;
 use crate::nets::{Activation, Mlp};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
@@ -57,6 +58,21 @@ pub enum Transformer {
     Affine(ScaleBound),
     /// z_b = x_b + t(x_a) (volume preserving).
     Additive,
+}
+
+thread_local! {
+    /// Whether affine couplings use the fused node: on, unless RELAXFLOW_FUSED_COUPLING=0 (what `make bench` compares
+    /// against); tests switch it per thread with [`with_fused`].
+    static FUSED: std::cell::Cell<bool> = std::cell::Cell::new(std::env::var("RELAXFLOW_FUSED_COUPLING").map_or(true, |v| v != "0"));
+}
+
+/// Runs `f` with the fused coupling on or off on this thread (the op-by-op version is the reference in tests and
+/// `make bench`'s comparison).
+pub fn with_fused<T>(on: bool, f: impl FnOnce() -> T) -> T {
+    let before = FUSED.with(|c| c.replace(on));
+    let out = f();
+    FUSED.with(|c| c.set(before));
+    out
 }
 
 /// A coupling layer on inputs of shape [batch, dim].
@@ -137,6 +153,28 @@ impl Coupling {
         (out, log_grad.sum_dim_intlist(1, false, None))
     }
 
+    /// (z_b, ldj) of the forward map through the fused coupling (`native::coupling`, one autograd node) when this
+    /// coupling is what it computes -- affine, log s = tanh, one shared MLP -- and fusing is on; else None.
+    fn fused(&self, x_a: &Tensor, x_b: &Tensor) -> Option<(Tensor, Tensor)> {
+        if !FUSED.with(|f| f.get()) || self.transformer != Transformer::Affine(ScaleBound::Tanh) || self.shift_net.is_some() {
+            return None;
+        }
+        let act = match self.net.activation() {
+            Activation::Relu => native::coupling::Act::Relu,
+            Activation::Tanh => native::coupling::Act::Tanh,
+            Activation::Silu => native::coupling::Act::Silu,
+        };
+        // The shim checks shapes; a failure there is a bug: say so once and compute the same map op by op.
+        match native::coupling::affine_coupling(x_a, x_b, &self.net.params(), act) {
+            Ok(out) => Some(out),
+            Err(e) => {
+                static WARNED: std::sync::Once = std::sync::Once::new();
+                WARNED.call_once(|| eprintln!("warning: {e:#}; affine couplings run op by op instead"));
+                None
+            }
+        }
+    }
+
     /// (log s, t) from the conditioner; log s is None for the additive coupling.
     fn params(&self, x_a: &Tensor) -> (Option<Tensor>, Tensor) {
         let h = self.net.forward(x_a);
@@ -165,6 +203,10 @@ impl Layer for Coupling {
         if let Transformer::Spline { bins, bound } = self.transformer {
             let (z_b, v) = self.spline(&x_a, &x_b, bins, bound, false);
             return (self.join(&x_a, &z_b), v);
+        }
+        if let Some(fused) = self.fused(&x_a, &x_b) {
+            let (z_b, ldj) = fused;
+            return (self.join(&x_a, &z_b), ldj);
         }
         let (log_s, t) = self.params(&x_a);
         match log_s {
@@ -226,6 +268,59 @@ mod tests {
         assert!(ldj.abs().max().double_value(&[]) <= (-1.0f64).exp() + 1e-6, "|log s| <= e^-1 at init");
         let spline = Transformer::Spline { bins: 4, bound: 3.0 };
         assert!(Coupling::new(&vs.root(), 2, &[8], Activation::Relu, spline, false, Conditioner::Separate).is_err());
+    }
+
+    /// The fused node (one autograd node, hand-written backward) against the op-by-op coupling under autograd:
+    /// outputs, and the gradients of every input and parameter for losses reading z, ldj or both.
+    #[test]
+    fn the_fused_coupling_equals_the_op_by_op_one_in_value_and_every_gradient() {
+        use tch::{Device, Kind};
+        for (act, dim, parity, hidden) in [(Activation::Relu, 2, false, vec![16, 16]), (Activation::Tanh, 5, true, vec![7]),
+                                            (Activation::Silu, 4, false, vec![9, 5, 6]), (Activation::Relu, 3, true, vec![12])] {
+            tch::manual_seed(4);
+            let vs = nn::VarStore::new(Device::Cpu);
+            let c = Coupling::new(&vs.root(), dim, &hidden, act, Transformer::Affine(ScaleBound::Tanh), parity, Conditioner::Shared).unwrap();
+            // Leave the zero-initialised output layer: move every parameter so log s and t are far from 0.
+            tch::no_grad(|| {
+                for v in vs.trainable_variables() {
+                    let _ = v.shallow_clone().g_add_(&(v.randn_like() * 0.5));
+                }
+            });
+            let x = Tensor::randn([33, dim], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+            let (x_a, x_b) = c.split(&x);
+            assert!(native::coupling::affine_coupling(&x_a, &x_b, &c.net.params(), native::coupling::Act::Relu).is_ok());
+            assert!(with_fused(true, || c.fused(&x_a, &x_b)).is_some() && with_fused(false, || c.fused(&x_a, &x_b)).is_none());
+            let (wz, wl) = (Tensor::randn([33, dim], (Kind::Float, Device::Cpu)), Tensor::randn([33], (Kind::Float, Device::Cpu)));
+            for (use_z, use_ldj) in [(true, true), (true, false), (false, true)] {
+                let grads = |fused: bool| {
+                    with_fused(fused, || {
+                        let (z, ldj) = c.forward(&x);
+                        let mut loss = Tensor::zeros([], (Kind::Float, Device::Cpu));
+                        if use_z {
+                            loss = loss + (&z * &wz).sum(Kind::Float);
+                        }
+                        if use_ldj {
+                            loss = loss + (&ldj * &wl).sum(Kind::Float);
+                        }
+                        let mut inputs = vec![x.shallow_clone()];
+                        inputs.extend(vs.trainable_variables());
+                        let g = Tensor::run_backward(&[loss], &inputs, false, false);
+                        (z.detach(), ldj.detach(), g)
+                    })
+                };
+                let (z0, l0, g0) = grads(false);
+                let (z1, l1, g1) = grads(true);
+                let what = format!("{act:?}, dim {dim}, parity {parity}, hidden {hidden:?}, z {use_z}, ldj {use_ldj}");
+                assert!((&z0 - &z1).abs().max().double_value(&[]) < 1e-6, "{what}: z");
+                assert!((&l0 - &l1).abs().max().double_value(&[]) < 1e-6, "{what}: ldj");
+                assert!(l0.abs().max().double_value(&[]) > 0.1, "{what}: the test must exercise log s");
+                for (i, (a, b)) in g0.iter().zip(&g1).enumerate() {
+                    let d = (a - b).abs().max().double_value(&[]);
+                    assert!(d < 1e-5 * (1.0 + a.abs().max().double_value(&[])), "{what}: gradient of input {i} differs by {d}");
+                }
+                assert!(g1.iter().skip(1).any(|g| g.abs().max().double_value(&[]) > 1e-3), "{what}: parameters get gradients");
+            }
+        }
     }
 
     #[test]

@@ -42,6 +42,17 @@ extern "C" {
         opts: *const RfAdamOptions,
         err: *mut *mut c_char,
     ) -> i32;
+    /// `params`: weight, bias pairs; writes two new tch handles to `z_b` and `ldj`.
+    pub fn rf_affine_coupling(
+        x_a: *mut torch_sys::C_tensor,
+        x_b: *mut torch_sys::C_tensor,
+        params: *const *mut torch_sys::C_tensor,
+        n_params: i32,
+        act: i32,
+        z_b: *mut *mut torch_sys::C_tensor,
+        ldj: *mut *mut torch_sys::C_tensor,
+        err: *mut *mut c_char,
+    ) -> i32;
     pub fn rf_autocast_enter(device: i32, dtype: i32, saved: *mut RfAutocastSaved, err: *mut *mut c_char) -> i32;
     pub fn rf_autocast_exit(device: i32, saved: *const RfAutocastSaved, err: *mut *mut c_char) -> i32;
     pub fn rf_set_float32_matmul_precision(precision: *const c_char, err: *mut *mut c_char) -> i32;

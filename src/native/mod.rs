@@ -5,6 +5,7 @@
 //! the C boundary and comes back as a status and a message, turned into an `anyhow` error naming the operation. This
 //! module imports nothing else of the crate.
 pub mod amp;
+pub mod coupling;
 pub mod ffi;
 pub mod graph;
 

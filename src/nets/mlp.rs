@@ -57,6 +57,15 @@ impl Mlp {
         Ok(Mlp { weights, biases, act })
     }
 
+    /// weight_1, bias_1, ..., weight_L, bias_L.
+    pub fn params(&self) -> Vec<&Tensor> {
+        self.weights.iter().zip(&self.biases).flat_map(|(w, b)| [w, b]).collect()
+    }
+
+    pub fn activation(&self) -> Activation {
+        self.act
+    }
+
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let last = self.weights.len() - 1;
         let mut h = x.shallow_clone();
