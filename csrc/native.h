@@ -40,11 +40,12 @@ rf_native_status rf_fused_adam(rf_tensor *param, rf_tensor *grad, rf_tensor *exp
                                rf_tensor *step, rf_tensor *lr_tensor, const rf_adam_options *opts, char **err);
 
 /* RealNVP's affine coupling with an MLP conditioner as one autograd node with a hand-written backward (coupling.cpp):
- * h = MLP(x_a) with `params` = weight_1, bias_1, ..., weight_L, bias_L (torch.nn.Linear layout) and hidden activation
- * `act` (0 relu, 1 tanh, 2 silu); log s = tanh(h[:, :d]), z_b = x_b * exp(log s) + h[:, d:], ldj = sum log s. Writes two
- * new tensors (tch handles, freed by tch) to *z_b and *ldj. */
-rf_native_status rf_affine_coupling(rf_tensor *x_a, rf_tensor *x_b, rf_tensor **params, int32_t n_params, int32_t act,
-                                    rf_tensor **z_b, rf_tensor **ldj, char **err);
+ * x = [first | second] (`split` columns first); parity 0: x_a = first, x_b = second, else the reverse. h = MLP(x_a) with
+ * `params` = weight_1, bias_1, ..., weight_L, bias_L (torch.nn.Linear layout) and hidden activation `act` (0 relu,
+ * 1 tanh, 2 silu); log s = tanh(h[:, :d_b]), z_b = x_b * exp(log s) + h[:, d_b:], z = x with x_b replaced by z_b,
+ * ldj = sum log s. Writes two new tensors (tch handles, freed by tch) to *z and *ldj. */
+rf_native_status rf_affine_coupling(rf_tensor *x, int64_t split, int32_t parity, rf_tensor **params, int32_t n_params,
+                                    int32_t act, rf_tensor **z, rf_tensor **ldj, char **err);
 
 /* Autocast regions. device: 0 = CPU, 1 = CUDA; dtype: 0 = bfloat16, 1 = float16. `enter` records the previous
  * state of that device's autocast in *saved and turns it on with `dtype`; `exit` restores *saved (and drops the cast

@@ -14,17 +14,18 @@ pub enum Act {
     Silu = 2,
 }
 
-/// h = MLP(x_a) (`params` = weight_1, bias_1, ..., weight_L, bias_L; weights `[out, in]`), log s = tanh(h[:, :d]),
-/// z_b = x_b · exp(log s) + h[:, d:], and ldj = Σ log s per row (Dinh et al. 2017, eq. 7-8). Differentiable in every
-/// input through one node whose backward is the chain rule written out (checked against autograd of the op-by-op
-/// version in `flows::coupling`).
-pub fn affine_coupling(x_a: &Tensor, x_b: &Tensor, params: &[&Tensor], act: Act) -> Result<(Tensor, Tensor)> {
+/// The coupling of `x` = [first | second] (`split` columns first; `parity`: second conditions first, else first
+/// conditions second): h = MLP(x_a) (`params` = weight_1, bias_1, ..., weight_L, bias_L; weights `[out, in]`),
+/// log s = tanh(h[:, :d]), z_b = x_b · exp(log s) + h[:, d:], z = x with x_b replaced by z_b, and ldj = Σ log s per row
+/// (Dinh et al. 2017, eq. 7-8). Differentiable in every input through one node whose backward is the chain rule
+/// written out (checked against autograd of the op-by-op version in `flows::coupling`).
+pub fn affine_coupling(x: &Tensor, split: i64, parity: bool, params: &[&Tensor], act: Act) -> Result<(Tensor, Tensor)> {
     let handles: Vec<*mut torch_sys::C_tensor> = params.iter().map(|t| handle(t)).collect();
-    let (mut z_b, mut ldj) = (ptr::null_mut(), ptr::null_mut());
+    let (mut z, mut ldj) = (ptr::null_mut(), ptr::null_mut());
     call("fused affine coupling", |err| unsafe {
         // SAFETY: every pointer is a live tch handle borrowed for the call; the outputs are new handles we own.
-        ffi::rf_affine_coupling(handle(x_a), handle(x_b), handles.as_ptr(), handles.len() as i32, act as i32, &mut z_b, &mut ldj, err)
+        ffi::rf_affine_coupling(handle(x), split, parity as i32, handles.as_ptr(), handles.len() as i32, act as i32, &mut z, &mut ldj, err)
     })?;
     // SAFETY: on success the shim wrote two `new at::Tensor` handles, which tch frees on drop.
-    Ok(unsafe { (Tensor::from_ptr(z_b), Tensor::from_ptr(ldj)) })
+    Ok(unsafe { (Tensor::from_ptr(z), Tensor::from_ptr(ldj)) })
 }

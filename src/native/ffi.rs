@@ -42,14 +42,15 @@ extern "C" {
         opts: *const RfAdamOptions,
         err: *mut *mut c_char,
     ) -> i32;
-    /// `params`: weight, bias pairs; writes two new tch handles to `z_b` and `ldj`.
+    /// `params`: weight, bias pairs; writes two new tch handles to `z` and `ldj`.
     pub fn rf_affine_coupling(
-        x_a: *mut torch_sys::C_tensor,
-        x_b: *mut torch_sys::C_tensor,
+        x: *mut torch_sys::C_tensor,
+        split: i64,
+        parity: i32,
         params: *const *mut torch_sys::C_tensor,
         n_params: i32,
         act: i32,
-        z_b: *mut *mut torch_sys::C_tensor,
+        z: *mut *mut torch_sys::C_tensor,
         ldj: *mut *mut torch_sys::C_tensor,
         err: *mut *mut c_char,
     ) -> i32;
