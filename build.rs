@@ -24,7 +24,7 @@ fn main() {
 /// The shim over what tch does not wrap (csrc/optim.cpp: the fused Adam step; csrc/amp.cpp: autocast with a dtype,
 /// TF32), a library of its own so that editing one shim does not recompile the other.
 fn compile_native(lib: &Path) {
-    for f in ["csrc/optim.cpp", "csrc/amp.cpp", "csrc/graph.cpp", "csrc/coupling.cpp", "csrc/native.h", "csrc/native_util.hpp"] {
+    for f in ["csrc/optim.cpp", "csrc/amp.cpp", "csrc/graph.cpp", "csrc/coupling.cpp", "csrc/native.h", "csrc/native_util.hpp", "csrc/shim_errors.hpp"] {
         println!("cargo:rerun-if-changed={f}");
     }
     let include = lib.join("../include");
@@ -58,7 +58,7 @@ fn compile_native(lib: &Path) {
 /// The C++ shim over c10d. `lib` is `<torch>/lib`; the headers are in `<torch>/include` (the wheel's layout, and
 /// libtorch's zip's).
 fn compile_shim(lib: &Path) {
-    for f in ["csrc/dist.cpp", "csrc/dist.h", "third_party/gloo"] {
+    for f in ["csrc/dist.cpp", "csrc/dist.h", "csrc/shim_errors.hpp", "third_party/gloo"] {
         println!("cargo:rerun-if-changed={f}");
     }
     let include = lib.join("../include");

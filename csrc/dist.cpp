@@ -1,6 +1,7 @@
 // relaxflow's shim over c10d (see dist.h). Only c10d's public classes are used; gloo types stay behind the
 // shared_ptrs ProcessGroupGloo keeps, so no gloo code is compiled here (its headers are vendored in third_party/).
 #include "dist.h"
+#include "shim_errors.hpp"
 
 #include <torch/csrc/distributed/c10d/Backend.hpp>
 #include <torch/csrc/distributed/c10d/FileStore.hpp>
@@ -28,29 +29,14 @@ struct rf_dist_group {
 
 namespace {
 
-// Thrown by the shim's own argument checks; reported as RF_DIST_INVALID.
-struct Invalid {
-  std::string msg;
-};
-struct Unsupported {
-  std::string msg;
-};
-
-char *copy(const std::string &s) {
-  char *p = static_cast<char *>(std::malloc(s.size() + 1));
-  if (p != nullptr) std::memcpy(p, s.c_str(), s.size() + 1);
-  return p;
-}
+using rf_shim::fail;
+using rf_shim::Invalid;
+using rf_shim::Unsupported;
 
 bool mentions_timeout(const std::string &s) {
   std::string l(s);
   std::transform(l.begin(), l.end(), l.begin(), [](unsigned char c) { return std::tolower(c); });
   return l.find("timeout") != std::string::npos || l.find("timed out") != std::string::npos;
-}
-
-rf_dist_status fail(char **err, rf_dist_status code, const std::string &msg) {
-  if (err != nullptr) *err = copy(msg);
-  return code;
 }
 
 // Runs `f`, turning every exception into a status and a message (never a C++ backtrace).

@@ -1,7 +1,8 @@
-// Internal to the native-ops shim (optim.cpp, amp.cpp): turning every C++ exception into an rf_native_status.
+// Internal to the native-ops shim (optim, amp, graph, coupling): turning every C++ exception into an rf_native_status.
 #pragma once
 
 #include "native.h"
+#include "shim_errors.hpp"
 
 #include <c10/util/Exception.h>
 
@@ -12,21 +13,10 @@
 
 namespace rf_native {
 
-// Thrown by the shim's own argument checks; reported as RF_NATIVE_INVALID.
-struct Invalid {
-  std::string msg;
-};
-
-inline char *copy(const std::string &s) {
-  char *p = static_cast<char *>(std::malloc(s.size() + 1));
-  if (p != nullptr) std::memcpy(p, s.c_str(), s.size() + 1);
-  return p;
-}
-
-inline rf_native_status fail(char **err, rf_native_status code, const std::string &msg) {
-  if (err != nullptr) *err = copy(msg);
-  return code;
-}
+// The shim's own argument errors (RF_NATIVE_INVALID) and the message helpers, shared with the c10d shim.
+using rf_shim::copy;
+using rf_shim::fail;
+using rf_shim::Invalid;
 
 // Runs `f`, turning every exception into a status and a message (never a C++ backtrace across the boundary).
 template <typename F>

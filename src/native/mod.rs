@@ -33,6 +33,18 @@ fn handle(t: &Tensor) -> *mut torch_sys::C_tensor {
     t.as_ptr() as *mut torch_sys::C_tensor
 }
 
+/// The message a C shim wrote into its error slot (both relaxflow shims, this one and the c10d one in
+/// `parallel::ffi`, use the convention), released with that shim's `free`; "no message" when the slot is empty.
+pub(crate) fn take_message(err: *mut c_char, free: unsafe extern "C" fn(*mut c_char)) -> String {
+    if err.is_null() {
+        return "no message".to_string();
+    }
+    // SAFETY: a non-null err is a NUL-terminated string the shim allocated for us, freed once here.
+    let m = unsafe { CStr::from_ptr(err) }.to_string_lossy().trim().to_string();
+    unsafe { free(err) };
+    m
+}
+
 /// Runs one shim call and turns a failure into an error naming `what`.
 pub(crate) fn call(what: &str, f: impl FnOnce(*mut *mut c_char) -> i32) -> Result<()> {
     let mut err: *mut c_char = ptr::null_mut();
@@ -40,14 +52,7 @@ pub(crate) fn call(what: &str, f: impl FnOnce(*mut *mut c_char) -> i32) -> Resul
     if status == ffi::RF_NATIVE_OK {
         return Ok(());
     }
-    let msg = if err.is_null() {
-        "no message".to_string()
-    } else {
-        // SAFETY: a non-null err is a NUL-terminated string the shim allocated for us, freed once here.
-        let m = unsafe { CStr::from_ptr(err) }.to_string_lossy().trim().to_string();
-        unsafe { ffi::rf_native_free_error(err) };
-        m
-    };
+    let msg = take_message(err, ffi::rf_native_free_error);
     let kind = match status {
         ffi::RF_NATIVE_INVALID => " (invalid argument)",
         ffi::RF_NATIVE_UNSUPPORTED => " (unsupported)",

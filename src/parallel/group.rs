@@ -2,7 +2,7 @@
 //! store, destroyed on drop, its collectives returning `anyhow` errors (never panics, never C++ exceptions).
 use super::ffi;
 use anyhow::{anyhow, bail, Result};
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::os::raw::c_char;
 use std::path::PathBuf;
 use std::ptr::{self, NonNull};
@@ -89,13 +89,7 @@ fn call(what: impl FnOnce() -> String, timeout: Duration, f: impl FnOnce(*mut *m
     if status == ffi::RF_DIST_OK {
         return Ok(());
     }
-    let msg = if err.is_null() {
-        "no message".to_string()
-    } else {
-        let m = unsafe { CStr::from_ptr(err) }.to_string_lossy().trim().to_string();
-        unsafe { ffi::rf_dist_free_error(err) };
-        m
-    };
+    let msg = crate::native::take_message(err, ffi::rf_dist_free_error);
     let kind = match status {
         ffi::RF_DIST_TIMEOUT => {
             format!(" (timed out; the limit is {} s, set by RELAXFLOW_DIST_TIMEOUT)", timeout.as_secs_f64())
