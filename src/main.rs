@@ -347,7 +347,8 @@ fn sample(run: PathBuf, n: i64, out: PathBuf, seed: i64, device: Option<String>,
     let block = sample_block(&s, n);
     // With train.cuda_graph (e.g. --set train.cuda_graph=true) full blocks replay a captured sampler on CUDA.
     let mut sampler = runner::graph_sample::BlockSampler::new(&*s.model, device, block, s.exp.train.cuda_graph && temperature == 1.0);
-    if let Some(note) = sampler.note() {
+    let first_note = sampler.note();
+    if let Some(note) = &first_note {
         eprintln!("{note}");
     }
     let mut draw = |m: i64| -> Result<Tensor> {
@@ -402,7 +403,7 @@ fn sample(run: PathBuf, n: i64, out: PathBuf, seed: i64, device: Option<String>,
     if sampler.replays > 0 {
         eprintln!("train.cuda_graph: {} of the blocks of {block} samples replayed a captured CUDA graph", sampler.replays);
     }
-    if let Some(note) = sampler.note().filter(|n| n.contains("capturing the sampler failed")) {
+    if let Some(note) = sampler.note().filter(|n| Some(n) != first_note.as_ref()) {
         eprintln!("{note}");
     }
     eprintln!("wrote {n} samples to {}", out.display());

@@ -101,7 +101,7 @@ fn fused_steps(device: Device, steps: usize, graphed: bool) -> (Tensor, bool) {
     let o = AdamOptions { lr: 0.0, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01, decoupled: true };
     // Give w its gradient tensor once, so every step accumulates into the same memory.
     (x.matmul(&w) - &target).square().mean(None).backward();
-    let step = || -> anyhow::Result<()> {
+    let mut step = || -> anyhow::Result<()> {
         let mut g = w.grad();
         let _ = g.zero_();
         (x.matmul(&w) - &target).square().mean(None).backward();
@@ -116,9 +116,9 @@ fn fused_steps(device: Device, steps: usize, graphed: bool) -> (Tensor, bool) {
         }
         return (w.detach().to_device(Device::Cpu), false);
     }
-    let mut g = Graphed::new(device, 1, step).unwrap();
-    for _ in 1..steps {
-        g.run().unwrap();
+    let mut g = Graphed::new(device, 1, None);
+    for _ in 0..steps {
+        g.run(&mut step).unwrap();
     }
     if let Some(why) = g.fallback() {
         eprintln!("graph fallback: {why}");

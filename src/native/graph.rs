@@ -51,48 +51,63 @@ impl Drop for CudaGraph {
     }
 }
 
-/// A fixed-shape step run as a replayed CUDA graph where that is possible, else eagerly.
-pub struct Graphed<F: FnMut() -> Result<()>> {
-    step: F,
-    graph: Option<CudaGraph>,
-    /// Why the step runs eagerly (None when it replays a graph).
+enum Stage {
+    /// Every call runs the step (why: [`Graphed::fallback`]).
+    Eager,
+    /// This many eager calls are left before the capture.
+    Warmup(usize),
+    Captured(CudaGraph),
+}
+
+/// A fixed-shape step run as a replayed CUDA graph where that is possible, else eagerly: `warmup` calls of
+/// [`Graphed::run`] run the step (real steps: they count), the next one captures it and replays the capture, later
+/// ones replay. On the CPU, in builds without the feature, when the caller gives a reason, or when the capture fails,
+/// every call runs the step and [`Graphed::fallback`] says why. The training step (`runner::graph_step`) and
+/// `relaxflow sample`'s blocks (`runner::graph_sample`) go through it.
+pub struct Graphed {
+    stage: Stage,
+    device: Device,
+    /// Why the step runs eagerly (None when it is, or will be, captured).
     fallback: Option<String>,
 }
 
-impl<F: FnMut() -> Result<()>> Graphed<F> {
-    /// Runs `step` eagerly `warmup` times (at least once before a capture), then captures it on a CUDA `device` when
-    /// this build has graphs. On the CPU, without the feature, or when the capture fails, the step stays eager and
-    /// [`Graphed::fallback`] says why. The warm-up calls are real steps: they count.
-    pub fn new(device: Device, warmup: usize, mut step: F) -> Result<Self> {
-        for _ in 0..warmup {
-            step()?;
-        }
-        let why_not = match device {
+impl Graphed {
+    /// `why_not`: the caller's reason not to capture (its wording is kept); else the device and the build decide.
+    pub fn new(device: Device, warmup: usize, why_not: Option<String>) -> Self {
+        let fallback = why_not.or_else(|| match device {
             Device::Cuda(_) if !available() => Some("this build has no CUDA graphs (cargo feature `cuda-graphs`)".to_string()),
-            Device::Cuda(_) if warmup == 0 => Some("no warm-up call before the capture".to_string()),
             Device::Cuda(_) => None,
             other => Some(format!("CUDA graphs need a CUDA device; {other:?} runs the step eagerly")),
-        };
-        if let Some(reason) = why_not {
-            return Ok(Graphed { step, graph: None, fallback: Some(reason) });
-        }
-        match CudaGraph::capture(device, &mut step) {
-            Ok(graph) => Ok(Graphed { step, graph: Some(graph), fallback: None }),
-            Err(e) => Ok(Graphed { step, graph: None, fallback: Some(format!("capture failed: {e:#}")) }),
-        }
+        });
+        let stage = if fallback.is_some() { Stage::Eager } else { Stage::Warmup(warmup) };
+        Graphed { stage, device, fallback }
     }
 
-    /// One step: a replay of the captured graph, or a call of the step.
-    pub fn run(&mut self) -> Result<()> {
-        match &self.graph {
-            Some(g) => g.replay(),
-            None => (self.step)(),
+    /// One step: a call of `step` (eager or warm-up), the capture of `step` then its first replay, or a replay. The
+    /// captured work does not run while it is captured, so a failed capture runs `step` instead.
+    pub fn run(&mut self, mut step: impl FnMut() -> Result<()>) -> Result<()> {
+        if let Stage::Warmup(0) = self.stage {
+            match CudaGraph::capture(self.device, &mut step) {
+                Ok(g) => self.stage = Stage::Captured(g),
+                Err(e) => {
+                    self.fallback = Some(format!("capture failed: {e:#}"));
+                    self.stage = Stage::Eager;
+                }
+            }
+        }
+        match &mut self.stage {
+            Stage::Captured(g) => g.replay(),
+            Stage::Warmup(left) => {
+                *left -= 1;
+                step()
+            }
+            Stage::Eager => step(),
         }
     }
 
     /// Whether steps replay a captured graph.
     pub fn is_captured(&self) -> bool {
-        self.graph.is_some()
+        matches!(self.stage, Stage::Captured(_))
     }
 
     /// Why the step runs eagerly, if it does.
@@ -111,34 +126,37 @@ mod tests {
     fn on_the_cpu_the_step_runs_eagerly_every_time() {
         let calls = Cell::new(0);
         let x = Tensor::zeros([4], (Kind::Float, Device::Cpu));
-        let mut g = Graphed::new(Device::Cpu, 2, || {
-            calls.set(calls.get() + 1);
-            let _ = x.shallow_clone().g_add_scalar_(1.0);
-            Ok(())
-        })
-        .unwrap();
+        let mut g = Graphed::new(Device::Cpu, 2, None);
         assert!(!g.is_captured());
         assert!(g.fallback().unwrap().contains("CUDA device"), "{:?}", g.fallback());
-        for _ in 0..3 {
-            g.run().unwrap();
+        for _ in 0..5 {
+            g.run(|| {
+                calls.set(calls.get() + 1);
+                let _ = x.shallow_clone().g_add_scalar_(1.0);
+                Ok(())
+            })
+            .unwrap();
         }
-        assert_eq!(calls.get(), 5, "2 warm-up calls and 3 runs");
+        assert!(!g.is_captured());
+        assert_eq!(calls.get(), 5, "2 warm-up calls and 3 runs, all eager");
         assert_eq!(x.double_value(&[0]), 5.0);
+        let told = Graphed::new(Device::Cuda(0), 1, Some("not this model".into()));
+        assert_eq!(told.fallback(), Some("not this model"), "the caller's reason wins");
     }
 
     #[test]
     fn errors_of_the_step_come_through_the_fallback() {
         let mut n = 0;
-        let mut g = Graphed::new(Device::Cpu, 0, || {
+        let mut g = Graphed::new(Device::Cpu, 0, None);
+        let mut step = || {
             n += 1;
             if n == 2 {
                 bail!("step 2 failed")
             }
             Ok(())
-        })
-        .unwrap();
-        g.run().unwrap();
-        assert!(g.run().unwrap_err().to_string().contains("step 2 failed"));
+        };
+        g.run(&mut step).unwrap();
+        assert!(g.run(&mut step).unwrap_err().to_string().contains("step 2 failed"));
     }
 
     #[test]

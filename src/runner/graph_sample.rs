@@ -4,26 +4,18 @@
 //! use the CUDA generator's graph-safe state, so a replay draws what the eager block would have. Samplers that
 //! synchronise with the host (adaptive ODE solvers) fail to capture and stay eager, saying why.
 use crate::model::Model;
-use crate::native::graph::{self, CudaGraph};
+use crate::native::graph::Graphed;
 use anyhow::{Context, Result};
 use tch::{Device, Tensor};
-
-enum Mode {
-    Eager,
-    /// The next full block runs eagerly; the one after is captured.
-    Warmup,
-    /// The next full block is captured, into a buffer like the warm-up block.
-    Capture { like: Tensor },
-    Captured { graph: CudaGraph, out: Tensor },
-}
 
 /// Draws blocks of samples from a model, through a CUDA graph where it can.
 pub struct BlockSampler<'a> {
     model: &'a dyn Model,
-    device: Device,
     block: i64,
-    mode: Mode,
-    note: Option<String>,
+    /// None when the run does not ask for graphs.
+    graph: Option<Graphed>,
+    /// The buffer a captured block writes (shaped like the warm-up block), once a full block has been drawn.
+    out: Option<Tensor>,
     /// Blocks drawn by replaying the graph.
     pub replays: usize,
 }
@@ -31,65 +23,39 @@ pub struct BlockSampler<'a> {
 impl<'a> BlockSampler<'a> {
     /// `graphs`: whether the run asks for CUDA graphs (`train.cuda_graph`).
     pub fn new(model: &'a dyn Model, device: Device, block: i64, graphs: bool) -> Self {
-        let why_eager = match device {
-            _ if !graphs => None,
-            Device::Cuda(_) if !graph::available() => Some("this build has no CUDA graphs (cargo feature `cuda-graphs`)".to_string()),
-            Device::Cuda(_) => None,
-            other => Some(format!("CUDA graphs need a CUDA device, and sampling runs on {other:?}")),
-        };
-        let mode = if graphs && why_eager.is_none() { Mode::Warmup } else { Mode::Eager };
-        let note = why_eager.map(|why| format!("train.cuda_graph: {why}; every block is sampled eagerly"));
-        BlockSampler { model, device, block, mode, note, replays: 0 }
+        let why_not = (!device.is_cuda()).then(|| format!("CUDA graphs need a CUDA device, and sampling runs on {device:?}"));
+        // The warm-up is the first full block, drawn eagerly to shape the buffer; the next one is captured.
+        let graph = graphs.then(|| Graphed::new(device, 0, why_not));
+        BlockSampler { model, block, graph, out: None, replays: 0 }
     }
 
     /// Why blocks are sampled eagerly, if the run asked for graphs and they are.
-    pub fn note(&self) -> Option<&str> {
-        self.note.as_deref()
+    pub fn note(&self) -> Option<String> {
+        let why = self.graph.as_ref()?.fallback()?;
+        Some(format!("train.cuda_graph: {why}; every block is sampled eagerly"))
     }
 
-    /// `m` samples (no gradients): a replay when `m` is the block size and a graph is captured, else eagerly.
+    /// `m` samples (no gradients): through the graph when `m` is the block size, else eagerly.
     pub fn draw(&mut self, m: i64) -> Result<Tensor> {
-        let eager = || tch::no_grad(|| self.model.sample(m));
-        if m != self.block {
-            return Ok(eager());
+        let model = self.model;
+        let eager = || tch::no_grad(|| model.sample(m));
+        let graph = match self.graph.as_mut() {
+            Some(g) if m == self.block && g.fallback().is_none() => g,
+            _ => return Ok(eager()),
+        };
+        let Some(out) = &self.out else {
+            let x = eager();
+            self.out = Some(x.zeros_like());
+            return Ok(x);
+        };
+        graph.run(|| {
+            tch::no_grad(|| out.shallow_clone().copy_(&model.sample(m)));
+            Ok(())
+        })
+        .context("sampling a block through the CUDA graph")?;
+        if graph.is_captured() {
+            self.replays += 1;
         }
-        match std::mem::replace(&mut self.mode, Mode::Eager) {
-            Mode::Eager => Ok(eager()),
-            Mode::Warmup => {
-                let x = eager();
-                self.mode = Mode::Capture { like: x.shallow_clone() };
-                Ok(x)
-            }
-            Mode::Capture { like } => {
-                // The output buffer stays put across replays.
-                let out = like.zeros_like();
-                drop(like);
-                let captured = CudaGraph::capture(self.device, || {
-                    tch::no_grad(|| out.shallow_clone().copy_(&self.model.sample(m)));
-                    Ok(())
-                });
-                match captured {
-                    Ok(graph) => {
-                        self.mode = Mode::Captured { graph, out };
-                        self.replay()
-                    }
-                    Err(e) => {
-                        self.note = Some(format!("train.cuda_graph: capturing the sampler failed ({e:#}); every block is sampled eagerly"));
-                        Ok(eager())
-                    }
-                }
-            }
-            captured @ Mode::Captured { .. } => {
-                self.mode = captured;
-                self.replay()
-            }
-        }
-    }
-
-    fn replay(&mut self) -> Result<Tensor> {
-        let Mode::Captured { graph, out } = &self.mode else { unreachable!("replay without a graph") };
-        graph.replay().context("replaying the captured sampler")?;
-        self.replays += 1;
         Ok(out.copy())
     }
 }

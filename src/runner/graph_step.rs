@@ -11,23 +11,15 @@
 //! model whose step is not capturable, several processes, a failed capture), so CPU tests check the step itself.
 use super::optim::Adam;
 use super::train::Trainable;
-use crate::native::graph::{self, CudaGraph};
+use crate::native::graph::Graphed;
 use anyhow::{Context, Result};
 use tch::{Device, Kind, Tensor};
 
 /// Eager steps before the capture (allocator pools, cuBLAS handles and lazy initialisation settle in them).
 const WARMUP: usize = 3;
 
-enum Mode {
-    /// Every step runs eagerly (why: [`GraphStep::note`]).
-    Eager,
-    /// This many eager steps are left before the capture.
-    Warmup(usize),
-    Captured(CudaGraph),
-}
-
-/// The training step of `train.cuda_graph`.
-pub(crate) struct GraphStep {
+/// What the step reads and writes besides the model and Adam: device tensors that stay put across replays.
+struct Buffers {
     /// The learning rate (float64 scalar on the device), filled before each step.
     lr: Tensor,
     /// Adam's update count on the device, incremented by the step.
@@ -35,53 +27,13 @@ pub(crate) struct GraphStep {
     /// The step's loss and gradient norm (before clipping), written by the step.
     loss: Tensor,
     norm: Tensor,
-    mode: Mode,
     n_train: i64,
     batch: i64,
     clip: Option<f64>,
     device: Device,
-    note: Option<String>,
 }
 
-impl GraphStep {
-    /// The step of a run with `train.cuda_graph` (None when the key is off), starting from Adam's update count.
-    pub fn new(job: &dyn Trainable, adam: &Adam, ranks: usize) -> Option<GraphStep> {
-        let t = &job.exp().train;
-        if !t.cuda_graph {
-            return None;
-        }
-        let device = job.device();
-        let why_eager = match device {
-            Device::Cuda(_) if !graph::available() => Some("this build has no CUDA graphs (cargo feature `cuda-graphs`)".to_string()),
-            Device::Cuda(_) if ranks > 1 => Some(format!("{ranks} processes reduce gradients between backward and update; only one process is captured")),
-            Device::Cuda(_) => job.not_capturable(),
-            other => Some(format!("CUDA graphs need a CUDA device, and this run is on {other:?}")),
-        };
-        let scalar = |v: f64, kind: Kind| Tensor::full([], v, (kind, device));
-        Some(GraphStep {
-            lr: scalar(t.lr, Kind::Double),
-            t: scalar(adam.t as f64, Kind::Double),
-            loss: scalar(0.0, Kind::Float),
-            norm: scalar(0.0, Kind::Float),
-            mode: if why_eager.is_some() { Mode::Eager } else { Mode::Warmup(WARMUP) },
-            n_train: job.n_train(),
-            batch: t.batch_size,
-            clip: t.grad_clip,
-            device,
-            note: why_eager.map(|why| format!("train.cuda_graph: {why}; every step runs eagerly")),
-        })
-    }
-
-    /// Why the steps run eagerly, if they do.
-    pub fn note(&self) -> Option<&str> {
-        self.note.as_deref()
-    }
-
-    /// Whether steps replay a captured graph.
-    pub fn is_captured(&self) -> bool {
-        matches!(self.mode, Mode::Captured(_))
-    }
-
+impl Buffers {
     /// The step's device work; the same whether it runs now or is being captured.
     fn work(&self, job: &dyn Trainable, adam: &Adam, step: i64) -> Result<()> {
         let idx = Tensor::randint(self.n_train, [self.batch], (Kind::Int64, self.device));
@@ -98,34 +50,58 @@ impl GraphStep {
         });
         Ok(())
     }
+}
+
+/// The training step of `train.cuda_graph`.
+pub(crate) struct GraphStep {
+    buffers: Buffers,
+    graph: Graphed,
+}
+
+impl GraphStep {
+    /// The step of a run with `train.cuda_graph` (None when the key is off), starting from Adam's update count.
+    pub fn new(job: &dyn Trainable, adam: &Adam, ranks: usize) -> Option<GraphStep> {
+        let t = &job.exp().train;
+        if !t.cuda_graph {
+            return None;
+        }
+        let device = job.device();
+        let why_eager = match device {
+            Device::Cuda(_) if ranks > 1 => Some(format!("{ranks} processes reduce gradients between backward and update; only one process is captured")),
+            Device::Cuda(_) => job.not_capturable(),
+            other => Some(format!("CUDA graphs need a CUDA device, and this run is on {other:?}")),
+        };
+        let scalar = |v: f64, kind: Kind| Tensor::full([], v, (kind, device));
+        let buffers = Buffers {
+            lr: scalar(t.lr, Kind::Double),
+            t: scalar(adam.t as f64, Kind::Double),
+            loss: scalar(0.0, Kind::Float),
+            norm: scalar(0.0, Kind::Float),
+            n_train: job.n_train(),
+            batch: t.batch_size,
+            clip: t.grad_clip,
+            device,
+        };
+        Some(GraphStep { buffers, graph: Graphed::new(device, WARMUP, why_eager) })
+    }
+
+    /// Why the steps run eagerly, if they do.
+    pub fn note(&self) -> Option<String> {
+        self.graph.fallback().map(|why| format!("train.cuda_graph: {why}; every step runs eagerly"))
+    }
+
+    /// Whether steps replay a captured graph.
+    pub fn is_captured(&self) -> bool {
+        self.graph.is_captured()
+    }
 
     /// Step `step` at learning rate `lr` (the caller has seeded it): eager, a warm-up, the capture then its first
     /// replay, or a replay. Returns the step's loss and gradient norm (device scalars, valid until the next step).
     pub fn step(&mut self, job: &dyn Trainable, adam: &mut Adam, step: i64, lr: f64) -> Result<(Tensor, Tensor)> {
-        let _ = self.lr.shallow_clone().fill_(lr);
-        let capture_now = match &mut self.mode {
-            Mode::Warmup(0) => true,
-            Mode::Warmup(left) => {
-                *left -= 1;
-                false
-            }
-            Mode::Eager | Mode::Captured(_) => false,
-        };
-        if capture_now {
-            match CudaGraph::capture(self.device, || self.work(job, adam, step)) {
-                Ok(g) => self.mode = Mode::Captured(g),
-                Err(e) => {
-                    // Nothing of the captured work ran: this step and every later one run eagerly.
-                    self.note = Some(format!("train.cuda_graph: the capture failed ({e:#}); every step runs eagerly"));
-                    self.mode = Mode::Eager;
-                }
-            }
-        }
-        match &self.mode {
-            Mode::Captured(g) => g.replay().with_context(|| format!("replaying the captured training step {}", step + 1))?,
-            _ => self.work(job, adam, step)?,
-        }
+        let b = &self.buffers;
+        let _ = b.lr.shallow_clone().fill_(lr);
+        self.graph.run(|| b.work(job, adam, step)).with_context(|| format!("training step {}", step + 1))?;
         adam.count_step();
-        Ok((self.loss.shallow_clone(), self.norm.shallow_clone()))
+        Ok((b.loss.shallow_clone(), b.norm.shallow_clone()))
     }
 }
