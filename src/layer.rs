@@ -53,6 +53,19 @@ pub trait Layer: std::fmt::Debug {
     }
     /// Training (batch statistics, fresh Monte Carlo estimates) or evaluation mode; evaluation unless told.
     fn set_training(&self, _on: bool) {}
+    /// Data -> latent given the context features h(c) \[batch, E] of a conditional model (see `crate::context`).
+    /// Layers without learned parts, and layers built unconditional, ignore `h`.
+    fn forward_given(&self, x: &Tensor, _h: &Tensor) -> (Tensor, Tensor) {
+        self.forward(x)
+    }
+    /// Latent -> data given h(c); the contribution as in `inverse`.
+    fn inverse_given(&self, z: &Tensor, _h: &Tensor) -> (Tensor, Tensor) {
+        self.inverse(z)
+    }
+    /// `data_init` of a conditional model's layer, whose output may depend on h(c).
+    fn data_init_given(&self, x: &Tensor, _h: &Tensor) -> Tensor {
+        self.data_init(x)
+    }
 }
 
 /// Layers composed with a base distribution: log p(x) = log p_base(z) + sum of V (the flow, SurVAE and VAE model).
@@ -96,6 +109,30 @@ impl LayerModel {
         let mut v = Tensor::zeros([z.size()[0]], (z.kind(), z.device()));
         for layer in self.layers.iter().rev() {
             let (x_prev, v_l) = layer.inverse_tempered(&x, t);
+            v = v + v_l;
+            x = x_prev;
+        }
+        (x, v)
+    }
+
+    /// z = f(x; h) through every layer given the context features h(c), and the summed contributions V.
+    pub fn forward_given(&self, x: &Tensor, h: &Tensor) -> (Tensor, Tensor) {
+        let mut z = x.shallow_clone();
+        let mut v = Tensor::zeros([x.size()[0]], (x.kind(), x.device()));
+        for layer in &self.layers {
+            let (z_next, v_l) = layer.forward_given(&z, h);
+            v = v + v_l;
+            z = z_next;
+        }
+        (z, v)
+    }
+
+    /// x = f^{-1}(z; h) through every layer in reverse, and the summed generative contributions.
+    pub fn inverse_given(&self, z: &Tensor, h: &Tensor) -> (Tensor, Tensor) {
+        let mut x = z.shallow_clone();
+        let mut v = Tensor::zeros([z.size()[0]], (z.kind(), z.device()));
+        for layer in self.layers.iter().rev() {
+            let (x_prev, v_l) = layer.inverse_given(&x, h);
             v = v + v_l;
             x = x_prev;
         }
@@ -156,6 +193,15 @@ impl<L: Layer> Layer for std::rc::Rc<L> {
     }
     fn set_training(&self, on: bool) {
         (**self).set_training(on)
+    }
+    fn forward_given(&self, x: &Tensor, h: &Tensor) -> (Tensor, Tensor) {
+        (**self).forward_given(x, h)
+    }
+    fn inverse_given(&self, z: &Tensor, h: &Tensor) -> (Tensor, Tensor) {
+        (**self).inverse_given(z, h)
+    }
+    fn data_init_given(&self, x: &Tensor, h: &Tensor) -> Tensor {
+        (**self).data_init_given(x, h)
     }
 }
 

@@ -6,6 +6,7 @@
 //! plots) serves the runner and the report and imports only `files` (atomic writes). `native` (ATen ops tch does not
 //! wrap, through the C++ shim csrc/optim.cpp) imports nothing of the crate.
 pub mod classifier;
+pub mod context;
 pub mod data;
 pub mod diffflow;
 pub mod diffusion;
@@ -37,6 +38,7 @@ pub use workspace::Workspace;
 pub use dist::{DiagNormal, Distribution, StandardNormal};
 pub use flows::build::{nsf, realnvp, NsfParams, RealNvpParams};
 pub use layer::{Layer, LayerKind, LayerModel};
+pub use context::{Context, ContextSpec};
 pub use model::{Family, Kind, LogProb, Model};
 pub use runner::session::{open_run, Session};
 pub use runner::train::{train, TrainOptions};

@@ -1,4 +1,5 @@
 //! The `Model` trait every family implements, and how far a reported likelihood can be trusted.
+use crate::context::{Context, ContextSpec};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
@@ -127,6 +128,17 @@ pub struct SamplingCost {
 pub trait ModelParams: serde::de::DeserializeOwned + Serialize + Default {
     /// The model for data of event `shape` (\[D] for vectors, [C, H, W] for images), its variables under `path`.
     fn build(&self, path: &tch::nn::Path, shape: &[i64]) -> anyhow::Result<Box<dyn Model>>;
+    /// The conditional model p(x | c) for contexts `context` (see `crate::context`); kinds without a conditional
+    /// form say so.
+    fn build_conditional(&self, _path: &tch::nn::Path, _shape: &[i64], context: &ContextSpec) -> anyhow::Result<Box<dyn Model>> {
+        anyhow::bail!("this model kind has no conditional form yet, so it cannot be trained on data with a context ({})", context.describe())
+    }
+}
+
+/// The panic of an unconditional model handed a context: the runner and the CLI check contexts against
+/// `Model::context_spec` first, so reaching it is a bug.
+pub fn expect_unconditional(family: Family, c: &Context) {
+    assert!(c.is_none(), "a {family} model without a conditional form was given a context (the caller checks contexts first)");
 }
 
 /// The single dimension of vector data, or an error telling how to get it.
@@ -188,5 +200,38 @@ pub trait Model {
     /// How `log_prob` is computed (solver, divergence estimator, number of samples...), for summary.json.
     fn estimator(&self) -> serde_json::Value {
         serde_json::Value::Null
+    }
+    /// The context a conditional model p(x | c) reads; None for an unconditional model p(x).
+    fn context_spec(&self) -> Option<ContextSpec> {
+        None
+    }
+    /// `loss` of a batch whose rows are paired with the rows of `c` (`Context::None` for an unconditional model).
+    fn loss_given(&self, x: &Tensor, c: &Context, step: i64) -> Tensor {
+        expect_unconditional(self.family(), c);
+        self.loss(x, step)
+    }
+    /// `loss_backward` of a batch paired with `c`.
+    fn loss_backward_given(&self, x: &Tensor, c: &Context, step: i64) -> Tensor {
+        if c.is_none() {
+            return self.loss_backward(x, step);
+        }
+        let loss = self.loss_given(x, c, step);
+        loss.backward();
+        loss.detach()
+    }
+    /// log p(x_i | c_i) per example, with its kind.
+    fn log_prob_given(&self, x: &Tensor, c: &Context) -> LogProb {
+        expect_unconditional(self.family(), c);
+        self.log_prob(x)
+    }
+    /// `data_init` from a first batch paired with its contexts.
+    fn data_init_given(&self, x: &Tensor, c: &Context) {
+        expect_unconditional(self.family(), c);
+        self.data_init(x)
+    }
+    /// One sample per row of `c` (for `Context::None`, `n` samples of p(x)).
+    fn sample_given(&self, n: i64, c: &Context) -> Tensor {
+        expect_unconditional(self.family(), c);
+        self.sample(n)
     }
 }

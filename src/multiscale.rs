@@ -178,7 +178,7 @@ pub fn multiscale(path: &nn::Path, shape: &[i64], p: &MultiscaleParams) -> Resul
     let base: Box<dyn Distribution> = match p.base.kind {
         Base::StandardNormal => Box::new(StandardNormal { shape: shape.clone(), device: path.device() }),
         Base::DiagNormal => Box::new(DiagNormal::new(&path.sub("base"), &shape)),
-        Base::Gmm | Base::Resampled => bail!("model.base.kind = {:?} is for vector data; use standard_normal or diag_normal on images", p.base.kind),
+        Base::Gmm | Base::Resampled | Base::ConditionalNormal => bail!("model.base.kind = {:?} is for vector data; use standard_normal or diag_normal on images", p.base.kind),
     };
     // Max pooling and variational dequantization make it a SurVAE flow (the slice alone keeps Glow a flow).
     let surjective = p.downsample == Downsample::MaxPool || p.dequantization == Dequantization::Variational;

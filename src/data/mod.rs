@@ -3,10 +3,12 @@
 pub mod idx;
 pub mod npy;
 pub mod points;
+pub mod sbi;
 pub mod toy;
 pub mod truth;
 
-use anyhow::{bail, Context, Result};
+use crate::context::{Context, ContextSpec};
+use anyhow::{bail, Context as _, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
@@ -41,6 +43,22 @@ pub struct DataConfig {
     /// 10 x n_train steps, every 10th state kept. The test points stay exact samples.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub train_sampler: Option<TrainSampler>,
+    /// Conditional models p(x | c): which columns (0-based) of `path` (and `test_path`) are the context c; the
+    /// other columns are x.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context_columns: Option<Vec<i64>>,
+    /// Or the context in a file of its own, one row per row of `path` (.npy/.csv)...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context_path: Option<PathBuf>,
+    /// ... and one per row of `test_path`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_context_path: Option<PathBuf>,
+    /// The context is one column of class indices 0..K-1 (K = this), not a continuous vector.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context_classes: Option<i64>,
+    /// `"labels"`: MNIST / Fashion-MNIST class labels as the context (10 classes), for class-conditional models.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
 }
 
 impl Default for DataConfig {
@@ -58,6 +76,11 @@ impl Default for DataConfig {
             dim: Default::default(),
             dir: PathBuf::from("data"),
             train_sampler: Default::default(),
+            context_columns: None,
+            context_path: None,
+            test_context_path: None,
+            context_classes: None,
+            context: None,
         }
     }
 }
@@ -88,6 +111,18 @@ pub struct Dataset {
     pub true_entropy: Option<f64>,
     /// The true law of a synthetic set (a toy set or an energy target's samples), as far as it is known.
     pub truth: Option<truth::Truth>,
+    /// The context of every train and test row, for conditional models p(x | c).
+    pub context: Option<ContextData>,
+}
+
+/// The contexts that travel beside a dataset's rows (the same index selects both).
+#[derive(Debug)]
+pub struct ContextData {
+    pub spec: ContextSpec,
+    pub train: Context,
+    pub test: Context,
+    /// A simulation-based-inference task: its reference posteriors (`sbi::Task`).
+    pub task: Option<sbi::Task>,
 }
 
 impl Dataset {
@@ -99,6 +134,21 @@ impl Dataset {
     /// A synthetic set (toy or energy target): its scale is known, so pictures use a fixed window.
     pub fn is_synthetic(&self) -> bool {
         self.truth.is_some()
+    }
+
+    /// The contexts of training rows `idx` on `device` (`Context::None` for an unconditional dataset).
+    pub fn context_batch(&self, idx: &Tensor, device: tch::Device) -> Context {
+        self.context.as_ref().map_or(Context::None, |c| c.train.rows(idx, device))
+    }
+
+    /// The contexts of test rows `start..start + len` on `device`.
+    pub fn test_context(&self, start: i64, len: i64, device: tch::Device) -> Context {
+        self.context.as_ref().map_or(Context::None, |c| c.test.narrow(start, len, device))
+    }
+
+    /// The context spec, if the data has contexts.
+    pub fn context_spec(&self) -> Option<ContextSpec> {
+        self.context.as_ref().map(|c| c.spec)
     }
 
     /// Number of dimensions D of one example.
@@ -137,8 +187,9 @@ pub fn load(cfg: &DataConfig, root: &Path) -> Result<Dataset> {
         let what = cfg.path.as_ref().map_or_else(|| format!("`{}`", cfg.name.as_deref().unwrap_or("?")), |p| p.display().to_string());
         bail!("data.train_sampler = \"chain\" draws training points from an energy target (doublewell, gmm), not from {what}");
     }
+    check_context_keys(cfg)?;
     if let Some(path) = &cfg.path {
-        return load_user(cfg, &root.join(path));
+        return load_user(cfg, &root.join(path), root);
     }
     let Some(name) = cfg.name.as_deref() else { bail!("[data] needs `name` (a dataset) or `path` (a .npy/.csv file)") };
     if cfg.binarize && !matches!(name, "mnist" | "fashion-mnist") {
@@ -148,11 +199,13 @@ pub fn load(cfg: &DataConfig, root: &Path) -> Result<Dataset> {
         "mnist" | "fashion-mnist" => load_images(cfg, name, &root.join(&cfg.dir).join(name)),
         "doublewell" | "gmm" => load_energy(cfg, name),
         "exchangeable" => load_exchangeable(cfg),
+        _ if sbi::Task::from_name(name).is_some() => load_task(cfg, sbi::Task::from_name(name).expect("checked")),
         _ => match toy::Toy::from_name(name) {
             Some(t) => load_toy(cfg, t),
             None => bail!(
-                "unknown dataset `{name}` in data.name; known: {}, exchangeable, doublewell, gmm, mnist, fashion-mnist (or data.path = a .npy/.csv file)",
-                toy::names().join(", ")
+                "unknown dataset `{name}` in data.name; known: {}, exchangeable, doublewell, gmm, mnist, fashion-mnist, the simulation-based-inference tasks {} (or data.path = a .npy/.csv file)",
+                toy::names().join(", "),
+                sbi::Task::names().join(", ")
             ),
         },
     }
@@ -168,7 +221,7 @@ fn load_toy(cfg: &DataConfig, toy: toy::Toy) -> Result<Dataset> {
     let test = toy.generate(cfg.n_test);
     let truth = truth::Truth::new(std::rc::Rc::new(toy));
     let true_entropy = truth.entropy();
-    Ok(Dataset { name: toy.name().into(), train, test, shape: vec![2], dequantized_8bit: false, binarized: false, true_entropy, truth: Some(truth) })
+    Ok(Dataset { name: toy.name().into(), train, test, shape: vec![2], dequantized_8bit: false, binarized: false, true_entropy, truth: Some(truth), context: None })
 }
 
 /// Exact samples of an energy target (see `dist::energy`); the true entropy comes from quadrature.
@@ -185,7 +238,7 @@ fn load_energy(cfg: &DataConfig, name: &str) -> Result<Dataset> {
     };
     tch::manual_seed(cfg.seed * 2 + 2);
     let test = energy.sample(cfg.n_test);
-    Ok(Dataset { name: name.into(), train, test, shape: vec![dim], dequantized_8bit: false, binarized: false, true_entropy: Some(energy.entropy()), truth: Some(truth::Truth::new(energy)) })
+    Ok(Dataset { name: name.into(), train, test, shape: vec![dim], dequantized_8bit: false, binarized: false, true_entropy: Some(energy.entropy()), truth: Some(truth::Truth::new(energy)), context: None })
 }
 
 /// `n` points from one random-walk Metropolis chain on `energy` started at (-2, 0, ...): proposal N(0, std² I),
@@ -212,6 +265,35 @@ fn metropolis_chain(energy: &dyn crate::dist::energy::Energy, n: i64, stride: i6
     Tensor::cat(&kept, 0).to_kind(tch::Kind::Float)
 }
 
+/// A simulation-based-inference task: `n_train` simulated pairs (θ, x) to learn q(θ | x) from, `n_test` fresh ones;
+/// the rows are θ, the context x. H(θ | x) is the dataset's true entropy where the task knows it (gaussian_linear).
+fn load_task(cfg: &DataConfig, task: sbi::Task) -> Result<Dataset> {
+    if cfg.n_train < 1 || cfg.n_test < 1 {
+        bail!("data.n_train (the simulation budget) and data.n_test must be positive");
+    }
+    let draw = |seed: i64, n: i64| {
+        tch::manual_seed(seed);
+        let theta = task.prior(n);
+        let x = task.simulate(&theta);
+        (theta.to_kind(Kind::Float), x.to_kind(Kind::Float))
+    };
+    let (train, x_train) = draw(cfg.seed * 2 + 1, cfg.n_train);
+    let (test, x_test) = draw(cfg.seed * 2 + 2, cfg.n_test);
+    let spec = ContextSpec::Vector { width: task.x_dim() };
+    let context = ContextData { spec, train: Context::Vector(x_train), test: Context::Vector(x_test), task: Some(task) };
+    Ok(Dataset {
+        name: task.name().into(),
+        train,
+        test,
+        shape: vec![task.theta_dim()],
+        dequantized_8bit: false,
+        binarized: false,
+        true_entropy: task.conditional_entropy(),
+        truth: None,
+        context: Some(context),
+    })
+}
+
 /// `exchangeable` (dimension `data.dim`, default 4): i.i.d. mixture coordinates, true entropy by quadrature.
 fn load_exchangeable(cfg: &DataConfig) -> Result<Dataset> {
     if cfg.n_train < 1 || cfg.n_test < 1 {
@@ -226,16 +308,21 @@ fn load_exchangeable(cfg: &DataConfig) -> Result<Dataset> {
     tch::manual_seed(cfg.seed * 2 + 2);
     let test = toy::exchangeable(cfg.n_test, dim);
     let h = toy::exchangeable_entropy(dim);
-    Ok(Dataset { name: "exchangeable".into(), train, test, shape: vec![dim], dequantized_8bit: false, binarized: false, true_entropy: Some(h), truth: None })
+    Ok(Dataset { name: "exchangeable".into(), train, test, shape: vec![dim], dequantized_8bit: false, binarized: false, true_entropy: Some(h), truth: None, context: None })
 }
 
-fn load_user(cfg: &DataConfig, path: &Path) -> Result<Dataset> {
-    let x = points::load_points(path)?;
-    points::check_not_constant(&x, path)?;
-    points::warn_if_discrete(&x, path);
+fn load_user(cfg: &DataConfig, path: &Path, root: &Path) -> Result<Dataset> {
+    let (x, columns) = with_context_columns(cfg, points::load_points(path)?, path, root, cfg.context_path.as_deref(), "data.context_path")?;
+    let x_only = match &columns {
+        Some(cols) => split_columns(&x, cols).0,
+        None => x.shallow_clone(),
+    };
+    points::check_not_constant(&x_only, path)?;
+    points::warn_if_discrete(&x_only, path);
     let (train, test) = match &cfg.test_path {
         Some(t) => {
-            let test = points::load_points(t)?;
+            let t = root.join(t);
+            let (test, _) = with_context_columns(cfg, points::load_points(&t)?, &t, root, cfg.test_context_path.as_deref(), "data.test_context_path")?;
             if test.size()[1] != x.size()[1] {
                 bail!("{}: {} columns, but {} has {}", t.display(), test.size()[1], path.display(), x.size()[1]);
             }
@@ -253,13 +340,104 @@ fn load_user(cfg: &DataConfig, path: &Path) -> Result<Dataset> {
         }
     };
     let name = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+    let (train, test, context) = match columns {
+        None => (train, test, None),
+        Some(cols) => {
+            let (train, c_train) = split_columns(&train, &cols);
+            let (test, c_test) = split_columns(&test, &cols);
+            let spec = match cfg.context_classes {
+                Some(classes) => ContextSpec::Class { classes },
+                None => ContextSpec::Vector { width: cols.len() as i64 },
+            };
+            let what = |split: &str| format!("{}: the context of the {split} rows", path.display());
+            let c_train = spec.from_matrix(&c_train).with_context(|| what("training"))?;
+            let c_test = spec.from_matrix(&c_test).with_context(|| what("test"))?;
+            (train, test, Some(ContextData { spec, train: c_train, test: c_test, task: None }))
+        }
+    };
     let shape = vec![train.size()[1]];
-    Ok(Dataset { name, train, test, shape, dequantized_8bit: false, binarized: false, true_entropy: None, truth: None })
+    Ok(Dataset { name, train, test, shape, dequantized_8bit: false, binarized: false, true_entropy: None, truth: None, context })
+}
+
+/// The points with their context columns, and which columns those are: `data.context_columns` of the file itself,
+/// or a context file's columns appended (`file_key` names that file's key for messages). None: no context.
+fn with_context_columns(cfg: &DataConfig, x: Tensor, path: &Path, root: &Path, file: Option<&Path>, file_key: &str) -> Result<(Tensor, Option<Vec<i64>>)> {
+    let d = x.size()[1];
+    match (&cfg.context_columns, file) {
+        (Some(_), Some(_)) => bail!("data.context_columns and {file_key} both give the context; use one"),
+        (Some(cols), None) => {
+            let mut seen = std::collections::BTreeSet::new();
+            for &c in cols {
+                if c < 0 || c >= d {
+                    bail!("data.context_columns: column {c} is out of range for {} ({d} columns, numbered from 0)", path.display());
+                }
+                if !seen.insert(c) {
+                    bail!("data.context_columns: column {c} is listed twice");
+                }
+            }
+            if cols.is_empty() || cols.len() as i64 >= d {
+                bail!("data.context_columns must leave at least one column of x and name at least one context column ({} has {d} columns)", path.display());
+            }
+            Ok((x, Some(cols.clone())))
+        }
+        (None, Some(f)) => {
+            let f = root.join(f);
+            let c = points::load_points(&f).with_context(|| format!("{file_key}"))?;
+            if c.size()[0] != x.size()[0] {
+                bail!("{file_key} {}: {} rows, but {} has {} rows (one context row per data row)", f.display(), c.size()[0], path.display(), x.size()[0]);
+            }
+            let k = c.size()[1];
+            Ok((Tensor::cat(&[x, c], 1), Some((d..d + k).collect())))
+        }
+        (None, None) => Ok((x, None)),
+    }
+}
+
+/// (x, c): the columns not in `cols`, and those in `cols` (in the order given).
+fn split_columns(m: &Tensor, cols: &[i64]) -> (Tensor, Tensor) {
+    let d = m.size()[1];
+    let rest: Vec<i64> = (0..d).filter(|c| !cols.contains(c)).collect();
+    (m.index_select(1, &Tensor::from_slice(&rest)), m.index_select(1, &Tensor::from_slice(cols)))
+}
+
+/// Refuses context keys that do not fit the rest of `[data]`.
+fn check_context_keys(cfg: &DataConfig) -> Result<()> {
+    let from_file = cfg.context_columns.is_some() || cfg.context_path.is_some();
+    if from_file && cfg.path.is_none() {
+        bail!("data.context_columns and data.context_path apply to a user's own points (data.path)");
+    }
+    if cfg.test_context_path.is_some() && (cfg.test_path.is_none() || cfg.context_path.is_none()) {
+        bail!("data.test_context_path needs data.test_path and data.context_path");
+    }
+    if cfg.test_path.is_some() && cfg.context_path.is_some() && cfg.test_context_path.is_none() {
+        bail!("data.test_path has no context: set data.test_context_path (one context row per test row)");
+    }
+    if cfg.context_classes.is_some() && !from_file {
+        bail!("data.context_classes says the context column holds classes; name that column (data.context_columns) or file (data.context_path)");
+    }
+    if let Some(k) = cfg.context_classes {
+        if k < 1 {
+            bail!("data.context_classes must be at least 1, got {k}");
+        }
+    }
+    if let Some(c) = &cfg.context {
+        if c != "labels" {
+            bail!("data.context = \"{c}\" is not known; \"labels\" (MNIST / Fashion-MNIST classes) is, or use data.context_columns / data.context_path");
+        }
+        if cfg.path.is_some() || !matches!(cfg.name.as_deref(), Some("mnist" | "fashion-mnist")) {
+            bail!("data.context = \"labels\" applies to mnist and fashion-mnist, not {}", cfg.display_name());
+        }
+    }
+    Ok(())
 }
 
 fn load_images(cfg: &DataConfig, name: &str, dir: &Path) -> Result<Dataset> {
     let train = idx::load_split(dir, idx::Split::Train, true).with_context(|| format!("loading {name} train split"))?;
     let test = idx::load_split(dir, idx::Split::Test, true).with_context(|| format!("loading {name} test split"))?;
+    let context = cfg.context.is_some().then(|| {
+        let labels = |set: &idx::ImageSet| Context::Class(Tensor::from_slice(&set.labels).to_kind(Kind::Int64));
+        ContextData { spec: ContextSpec::Class { classes: 10 }, train: labels(&train), test: labels(&test), task: None }
+    });
     let (train, test) = (idx::pixels(&train), idx::pixels(&test));
     tch::manual_seed(cfg.seed * 2 + 2);
     let test = if cfg.binarize { binarize(&test) } else { dequantize(&test) };
@@ -270,7 +448,7 @@ fn load_images(cfg: &DataConfig, name: &str, dir: &Path) -> Result<Dataset> {
     } else {
         (train, test)
     };
-    Ok(Dataset { name: name.into(), train, test, shape, dequantized_8bit: !cfg.binarize, binarized: cfg.binarize, true_entropy: None, truth: None })
+    Ok(Dataset { name: name.into(), train, test, shape, dequantized_8bit: !cfg.binarize, binarized: cfg.binarize, true_entropy: None, truth: None, context })
 }
 
 /// The largest f32 below 1.

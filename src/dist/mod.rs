@@ -3,9 +3,11 @@ pub mod energy;
 pub mod law;
 pub mod mixture;
 pub mod normal;
+pub mod conditional;
 pub mod resampled;
 
 pub use mixture::GaussianMixture as MixtureBase;
+pub use conditional::ConditionalNormal;
 pub use normal::{DiagNormal, StandardNormal};
 pub use resampled::{ResampledGaussian, ResampledParams};
 use tch::Tensor;
@@ -26,6 +28,14 @@ pub trait Distribution: std::fmt::Debug {
     /// Exact, or an estimate when the density needs a Monte Carlo normaliser (the resampled base).
     fn kind(&self) -> crate::model::Kind {
         crate::model::Kind::Exact
+    }
+    /// log p(z | c) given the context features h(c) \[batch, E]; an unconditional base ignores `h`.
+    fn log_prob_given(&self, z: &Tensor, _h: &Tensor) -> Tensor {
+        self.log_prob(z)
+    }
+    /// One sample per row of h(c) at temperature `t`; an unconditional base ignores `h`.
+    fn sample_given(&self, h: &Tensor, t: f64) -> Tensor {
+        self.sample_tempered(h.size()[0], t)
     }
     /// How the density is computed, when there is something to say (summary.json's `estimator`).
     fn describe(&self) -> serde_json::Value {

@@ -161,6 +161,14 @@ pub struct EvalConfig {
     /// runs/mnist-classifier or runs/fashion-classifier run), and how many samples it scores.
     pub classifier: Option<PathBuf>,
     pub quality_samples: i64,
+    /// Simulation-based-inference tasks: reference observations (default 10, as sbibm), posterior samples per side
+    /// of each C2ST (default 10,000, as sbibm) and its folds (default 5).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sbi_observations: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sbi_samples: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub c2st_folds: Option<i64>,
 }
 
 impl Default for EvalConfig {
@@ -178,6 +186,9 @@ impl Default for EvalConfig {
             sampler_settings: Default::default(),
             classifier: Default::default(),
             quality_samples: 1000,
+            sbi_observations: None,
+            sbi_samples: None,
+            c2st_folds: None,
         }
     }
 }

@@ -5,6 +5,7 @@ use crate::diffflow::DiffFlowParams;
 use crate::diffusion::DdpmParams;
 use crate::flows::build::{MafParams, NiceParams, NsfParams, PlanarParams, RealNvpParams};
 use crate::flows::sinh_arcsinh::SinhArcsinhParams;
+use crate::context::ContextSpec;
 use crate::model::{Family, Model, ModelParams};
 use crate::multiscale;
 use crate::score::ScoreParams;
@@ -18,7 +19,8 @@ use tch::nn;
 
 /// A constructor: the `[model]` table (without `kind`), the VarStore path, the data's event shape; returns the model
 /// and the table with every default filled in (written to the run's resolved config).
-pub type Build = fn(&toml::Table, &nn::Path, &[i64], &str) -> Result<(Box<dyn Model>, toml::Table)>;
+/// With a context spec it builds the conditional model p(x | c) (or says the kind has none).
+pub type Build = fn(&toml::Table, &nn::Path, &[i64], Option<&ContextSpec>, &str) -> Result<(Box<dyn Model>, toml::Table)>;
 
 /// One model kind.
 pub struct Entry {
@@ -105,10 +107,16 @@ pub fn entry_for(model: &toml::Table, origin: &str) -> Result<Entry> {
 
 /// Builds the model an experiment's `[model]` table describes.
 pub fn build(model: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
+    build_given(model, path, shape, None, origin)
+}
+
+/// Builds the model of a `[model]` table for data with contexts `context` (None: unconditional).
+pub fn build_given(model: &toml::Table, path: &nn::Path, shape: &[i64], context: Option<&ContextSpec>, origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
     let entry = entry_for(model, origin)?;
     let mut params = model.clone();
     params.remove("kind");
-    let (m, mut resolved) = (entry.build)(&params, path, shape, origin)?;
+    let (m, mut resolved) = (entry.build)(&params, path, shape, context, origin)
+        .map_err(|e| if context.is_some() { e.context(format!("model kind `{}`", entry.kind)) } else { e })?;
     resolved.insert("kind".into(), toml::Value::String(entry.kind.into()));
     Ok((m, resolved))
 }
@@ -121,35 +129,39 @@ fn params<T: DeserializeOwned + Serialize>(table: &toml::Table, origin: &str) ->
 }
 
 /// The one constructor of every kind: parse `P` from the `[model]` table, build it for the data's shape.
-pub fn build_kind<P: ModelParams>(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
+pub fn build_kind<P: ModelParams>(t: &toml::Table, path: &nn::Path, shape: &[i64], context: Option<&ContextSpec>, origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
     let (p, resolved) = params::<P>(t, origin)?;
-    let model = p.build(path, shape).map_err(|e| anyhow::anyhow!("{origin}: {e:#}"))?;
+    let model = match context {
+        Some(spec) => p.build_conditional(path, shape, spec),
+        None => p.build(path, shape),
+    };
+    let model = model.map_err(|e| anyhow::anyhow!("{origin}: {e:#}"))?;
     Ok((model, resolved))
 }
 
 /// RealNVP on images is the multi-scale flow with RealNVP's defaults (Dinh et al. 2017, §4.1).
-fn build_realnvp(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
+fn build_realnvp(t: &toml::Table, path: &nn::Path, shape: &[i64], context: Option<&ContextSpec>, origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
     if shape.len() != 3 {
-        return build_kind::<RealNvpParams>(t, path, shape, origin);
+        return build_kind::<RealNvpParams>(t, path, shape, context, origin);
     }
     let mut t = t.clone();
     for (k, v) in multiscale::realnvp_defaults() {
         t.entry(k).or_insert(v);
     }
-    build_kind::<multiscale::MultiscaleParams>(&t, path, shape, origin)
+    build_kind::<multiscale::MultiscaleParams>(&t, path, shape, context, origin)
 }
 
 /// NCSN = a VE score model with annealed Langevin sampling unless the table says otherwise.
-fn build_ncsn(t: &toml::Table, path: &nn::Path, shape: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
+fn build_ncsn(t: &toml::Table, path: &nn::Path, shape: &[i64], context: Option<&ContextSpec>, origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
     let mut t = t.clone();
     t.entry("sde").or_insert_with(|| toml::Value::String("ve".into()));
     t.entry("sampler").or_insert_with(|| toml::Value::String("ald".into()));
-    build_kind::<ScoreParams>(&t, path, shape, origin)
+    build_kind::<ScoreParams>(&t, path, shape, context, origin)
 }
 
 /// Classifiers are trained by `relaxflow train` (see `classifier::train`) and are no `Model`: a clear error for
 /// everything that needs a likelihood or a sampler.
-fn build_classifier(_: &toml::Table, _: &nn::Path, _: &[i64], origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
+fn build_classifier(_: &toml::Table, _: &nn::Path, _: &[i64], _: Option<&ContextSpec>, origin: &str) -> Result<(Box<dyn Model>, toml::Table)> {
     bail!(
         "{origin}: model kind `classifier` is not a generative model (no likelihood, no sampler), so eval and sample do not \
          apply; `relaxflow train` trains it, its summary.json holds the test accuracy, and it scores other runs' image \

@@ -3,6 +3,9 @@ use super::batchnorm::BatchNorm;
 use super::{ActNorm, Conditioner, Coupling, Permutation, Reverse, ScaleBound, Transformer};
 use crate::dist::{DiagNormal, Distribution, ResampledGaussian, ResampledParams, StandardNormal};
 use crate::layer::{Layer, LayerModel};
+use super::conditional::ConditionalFlow;
+use crate::context::ContextSpec;
+use crate::nets::embed::ContextEncoder;
 use crate::nets::Activation;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
@@ -50,6 +53,8 @@ pub enum Base {
     Gmm,
     /// N(0, I) resampled by a learned acceptance with truncation (Stimper et al.), set in `[model.base.resampled]`.
     Resampled,
+    /// Conditional models only: N(μ(h), diag σ(h)²) with (μ, log σ) from an MLP of the context features h(c).
+    ConditionalNormal,
 }
 
 /// `[model.base]`: a vector flow's base distribution p(z).
@@ -87,6 +92,10 @@ pub struct RealNvpParams {
     pub batchnorm: bool,
     pub mixing: Mixing,
     pub base: BaseParams,
+    /// Conditional models (data with a context): the width of the context features h(c); unset, a vector context
+    /// is read as it is and a class gets a learned 16-wide embedding.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context_embed: Option<i64>,
 }
 
 impl Default for RealNvpParams {
@@ -102,6 +111,7 @@ impl Default for RealNvpParams {
             batchnorm: false,
             mixing: Mixing::Alternate,
             base: BaseParams::default(),
+            context_embed: None,
         }
     }
 }
@@ -139,13 +149,17 @@ pub struct NsfParams {
     pub actnorm: bool,
     pub mixing: Mixing,
     pub base: BaseParams,
+    /// Conditional models (data with a context): the width of the context features h(c); unset, a vector context
+    /// is read as it is and a class gets a learned 16-wide embedding.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context_embed: Option<i64>,
 }
 
 impl Default for NsfParams {
     /// The defaults of `kind = "nsf"`.
     fn default() -> Self {
         let r = RealNvpParams::default();
-        NsfParams { n_layers: r.n_layers, hidden: r.hidden, activation: r.activation, bins: 8, bound: 4.0, actnorm: false, mixing: r.mixing, base: r.base }
+        NsfParams { n_layers: r.n_layers, hidden: r.hidden, activation: r.activation, bins: 8, bound: 4.0, actnorm: false, mixing: r.mixing, base: r.base, context_embed: None }
     }
 }
 
@@ -188,6 +202,10 @@ pub struct MafParams {
     /// Data in [0, 1] (flattened images): start with the logit preprocessing y = logit(α + (1 - 2α)x) with this α.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub logit_alpha: Option<f64>,
+    /// Conditional models (data with a context): the width of the context features h(c); unset, a vector context
+    /// is read as it is and a class gets a learned 16-wide embedding.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context_embed: Option<i64>,
 }
 
 impl Default for MafParams {
@@ -205,12 +223,19 @@ impl Default for MafParams {
             actnorm: false,
             base: n.base,
             logit_alpha: None,
+            context_embed: None,
         }
     }
 }
 
 /// A MAF (or IAF) on [batch, dim] data.
 pub fn maf(path: &nn::Path, dim: i64, p: &MafParams) -> Result<LayerModel> {
+    let layers = maf_layers(path, dim, p, 0)?;
+    Ok(LayerModel { layers, base: base(path, dim, &p.base)?, family: crate::model::Family::Flow })
+}
+
+/// The layers of a MAF whose MADEs also read `context` context features (0: unconditional).
+fn maf_layers(path: &nn::Path, dim: i64, p: &MafParams, context: i64) -> Result<Vec<Box<dyn Layer>>> {
     use super::made::{ArTransform, Autoregressive, MaskedAutoregressive};
     anyhow::ensure!(p.n_layers > 0, "model.n_layers must be at least 1");
     let kind = match p.direction {
@@ -230,7 +255,7 @@ pub fn maf(path: &nn::Path, dim: i64, p: &MafParams) -> Result<LayerModel> {
             ArTransformer::Affine => ArTransform::Affine,
             ArTransformer::Spline => ArTransform::Spline { bins: p.bins, bound: p.bound },
         };
-        layers.push(Box::new(MaskedAutoregressive::with_transform(&lp, dim, &p.hidden, p.activation, kind, transform)?));
+        layers.push(Box::new(MaskedAutoregressive::conditional(&lp, dim, &p.hidden, p.activation, kind, transform, context)?));
         if i + 1 < p.n_layers {
             if p.batchnorm {
                 layers.push(Box::new(BatchNorm::new(&lp.sub("batchnorm"), dim)));
@@ -238,7 +263,7 @@ pub fn maf(path: &nn::Path, dim: i64, p: &MafParams) -> Result<LayerModel> {
             layers.push(Box::new(Reverse));
         }
     }
-    Ok(LayerModel { layers, base: base(path, dim, &p.base)?, family: crate::model::Family::Flow })
+    Ok(layers)
 }
 
 /// The layer of `kind = "planar"`.
@@ -290,6 +315,8 @@ struct Stack<'a> {
     batchnorm: bool,
     mixing: Mixing,
     conditioner: Conditioner,
+    /// Width of the context features every conditioner also reads (0: unconditional).
+    context: i64,
 }
 
 fn couplings(path: &nn::Path, dim: i64, s: &Stack) -> Result<Vec<Box<dyn Layer>>> {
@@ -301,7 +328,7 @@ fn couplings(path: &nn::Path, dim: i64, s: &Stack) -> Result<Vec<Box<dyn Layer>>
             layers.push(Box::new(ActNorm::new(&p.sub("actnorm"), dim)));
         }
         let parity = s.mixing.parity(i);
-        layers.push(Box::new(Coupling::new(&p.sub("coupling"), dim, s.hidden, s.activation, s.transformer, parity, s.conditioner)?));
+        layers.push(Box::new(Coupling::conditional(&p.sub("coupling"), dim, s.hidden, s.activation, s.transformer, parity, s.conditioner, s.context)?));
         if i + 1 < s.n_layers {
             if s.batchnorm {
                 layers.push(Box::new(BatchNorm::new(&p.sub("batchnorm"), dim)));
@@ -319,11 +346,41 @@ pub fn base(path: &nn::Path, dim: i64, p: &BaseParams) -> Result<Box<dyn Distrib
         Base::Resampled => Box::new(ResampledGaussian::new(&path.sub("base"), dim, &p.resampled)?),
         Base::StandardNormal => Box::new(StandardNormal { shape: vec![dim], device: path.device() }),
         Base::DiagNormal => Box::new(DiagNormal::new(&path.sub("base"), &[dim])),
+        Base::ConditionalNormal => anyhow::bail!("model.base.kind = \"conditional_normal\" needs data with a context (data.context_columns, data.context_path or data.context)"),
     })
+}
+
+/// The base of a conditional flow: `conditional_normal` reads h(c) of width `context`; every other base is p(z).
+fn conditional_base(path: &nn::Path, dim: i64, p: &BaseParams, context: i64, hidden: &[i64]) -> Result<Box<dyn Distribution>> {
+    match p.kind {
+        Base::ConditionalNormal => Ok(Box::new(crate::dist::ConditionalNormal::new(&path.sub("base"), context, dim, hidden)?)),
+        _ => base(path, dim, p),
+    }
+}
+
+/// A conditional flow from the layers `make(E)` builds for context features of width E.
+fn conditional_flow(
+    path: &nn::Path,
+    dim: i64,
+    spec: &ContextSpec,
+    embed: Option<i64>,
+    base_params: &BaseParams,
+    hidden: &[i64],
+    make: impl FnOnce(i64) -> Result<Vec<Box<dyn Layer>>>,
+) -> Result<Box<dyn crate::model::Model>> {
+    let encoder = ContextEncoder::new(&path.sub("context"), *spec, embed)?;
+    let e = encoder.width();
+    let layers = make(e)?;
+    let base = conditional_base(path, dim, base_params, e, hidden)?;
+    Ok(Box::new(ConditionalFlow { flow: LayerModel { layers, base, family: crate::model::Family::Flow }, encoder }))
 }
 
 /// The layers of a RealNVP stack on [batch, dim] data (no base), for models that compose flows with other layers.
 pub fn realnvp_layers(path: &nn::Path, dim: i64, p: &RealNvpParams) -> Result<Vec<Box<dyn Layer>>> {
+    realnvp_stack(path, dim, p, 0)
+}
+
+fn realnvp_stack(path: &nn::Path, dim: i64, p: &RealNvpParams, context: i64) -> Result<Vec<Box<dyn Layer>>> {
     let stack = Stack {
         n_layers: p.n_layers,
         hidden: &p.hidden,
@@ -333,6 +390,7 @@ pub fn realnvp_layers(path: &nn::Path, dim: i64, p: &RealNvpParams) -> Result<Ve
         batchnorm: p.batchnorm,
         mixing: p.mixing,
         conditioner: p.conditioner,
+        context,
     };
     couplings(path, dim, &stack)
 }
@@ -341,7 +399,7 @@ pub fn realnvp_layers(path: &nn::Path, dim: i64, p: &RealNvpParams) -> Result<Ve
 /// blocks of a stochastic normalizing flow.
 pub fn spline_layers(path: &nn::Path, dim: i64, n_layers: usize, hidden: &[i64], activation: Activation, bins: i64, bound: f64) -> Result<Vec<Box<dyn Layer>>> {
     anyhow::ensure!(bound > 0.0, "the spline bound must be positive, got {bound}");
-    let stack = Stack { n_layers, hidden, activation, transformer: Transformer::Spline { bins, bound }, actnorm: false, batchnorm: false, mixing: Mixing::Alternate, conditioner: Conditioner::Shared };
+    let stack = Stack { n_layers, hidden, activation, transformer: Transformer::Spline { bins, bound }, actnorm: false, batchnorm: false, mixing: Mixing::Alternate, conditioner: Conditioner::Shared, context: 0 };
     couplings(path, dim, &stack)
 }
 
@@ -366,6 +424,11 @@ pub fn realnvp(path: &nn::Path, dim: i64, p: &RealNvpParams) -> Result<LayerMode
 
 /// A neural spline flow (coupling) on [batch, dim] data.
 pub fn nsf(path: &nn::Path, dim: i64, p: &NsfParams) -> Result<LayerModel> {
+    let layers = nsf_layers(&path.sub("flow"), dim, p, 0)?;
+    Ok(LayerModel { layers, base: base(path, dim, &p.base)?, family: crate::model::Family::Flow })
+}
+
+fn nsf_layers(path: &nn::Path, dim: i64, p: &NsfParams, context: i64) -> Result<Vec<Box<dyn Layer>>> {
     anyhow::ensure!(p.bound > 0.0, "model.bound must be positive, got {}", p.bound);
     let stack = Stack {
         n_layers: p.n_layers,
@@ -376,9 +439,9 @@ pub fn nsf(path: &nn::Path, dim: i64, p: &NsfParams) -> Result<LayerModel> {
         batchnorm: false,
         mixing: p.mixing,
         conditioner: Conditioner::Shared,
+        context,
     };
-    let layers = couplings(&path.sub("flow"), dim, &stack)?;
-    Ok(LayerModel { layers, base: base(path, dim, &p.base)?, family: crate::model::Family::Flow })
+    couplings(path, dim, &stack)
 }
 
 /// A NICE model on [batch, dim] data.
@@ -392,6 +455,7 @@ pub fn nice(path: &nn::Path, dim: i64, p: &NiceParams) -> Result<LayerModel> {
         batchnorm: false,
         mixing: p.mixing,
         conditioner: Conditioner::Shared,
+        context: 0,
     };
     let mut layers = couplings(&path.sub("flow"), dim, &stack)?;
     layers.push(Box::new(ActNorm::new(&path.sub("scaling"), dim)));
@@ -401,6 +465,10 @@ pub fn nice(path: &nn::Path, dim: i64, p: &NiceParams) -> Result<LayerModel> {
 impl crate::model::ModelParams for RealNvpParams {
     fn build(&self, path: &nn::Path, shape: &[i64]) -> Result<Box<dyn crate::model::Model>> {
         Ok(Box::new(realnvp(path, crate::model::vector_dim("realnvp", shape)?, self)?))
+    }
+    fn build_conditional(&self, path: &nn::Path, shape: &[i64], spec: &ContextSpec) -> Result<Box<dyn crate::model::Model>> {
+        let dim = crate::model::vector_dim("realnvp", shape)?;
+        conditional_flow(path, dim, spec, self.context_embed, &self.base, &self.hidden, |e| realnvp_stack(&path.sub("flow"), dim, self, e))
     }
 }
 
@@ -414,11 +482,19 @@ impl crate::model::ModelParams for NsfParams {
     fn build(&self, path: &nn::Path, shape: &[i64]) -> Result<Box<dyn crate::model::Model>> {
         Ok(Box::new(nsf(path, crate::model::vector_dim("nsf", shape)?, self)?))
     }
+    fn build_conditional(&self, path: &nn::Path, shape: &[i64], spec: &ContextSpec) -> Result<Box<dyn crate::model::Model>> {
+        let dim = crate::model::vector_dim("nsf", shape)?;
+        conditional_flow(path, dim, spec, self.context_embed, &self.base, &self.hidden, |e| nsf_layers(&path.sub("flow"), dim, self, e))
+    }
 }
 
 impl crate::model::ModelParams for MafParams {
     fn build(&self, path: &nn::Path, shape: &[i64]) -> Result<Box<dyn crate::model::Model>> {
         Ok(Box::new(maf(path, crate::model::vector_dim("maf", shape)?, self)?))
+    }
+    fn build_conditional(&self, path: &nn::Path, shape: &[i64], spec: &ContextSpec) -> Result<Box<dyn crate::model::Model>> {
+        let dim = crate::model::vector_dim("maf", shape)?;
+        conditional_flow(path, dim, spec, self.context_embed, &self.base, &self.hidden, |e| maf_layers(path, dim, self, e))
     }
 }
 

@@ -89,6 +89,8 @@ pub struct Coupling {
     parity: bool,
     /// log α of a `ScaledTanh` bound.
     log_alpha: Option<Tensor>,
+    /// Width E of the context features h(c) every conditioner also reads ([x_a, h(c)]); 0: unconditional.
+    context: i64,
 }
 
 impl Coupling {
@@ -101,9 +103,27 @@ impl Coupling {
         parity: bool,
         conditioner: Conditioner,
     ) -> Result<Self> {
+        Self::conditional(path, dim, hidden, act, transformer, parity, conditioner, 0)
+    }
+
+    /// A coupling whose conditioner reads [x_a, h(c)], with h(c) of width `context` (0: unconditional, as `new`):
+    /// z_b = τ(x_b; θ(x_a, h)), still triangular in x, so log|det ∂z/∂x| = Σ log|τ'| for every c.
+    #[allow(clippy::too_many_arguments)]
+    pub fn conditional(
+        path: &nn::Path,
+        dim: i64,
+        hidden: &[i64],
+        act: Activation,
+        transformer: Transformer,
+        parity: bool,
+        conditioner: Conditioner,
+        context: i64,
+    ) -> Result<Self> {
+        anyhow::ensure!(context >= 0, "a context width cannot be negative, got {context}");
         anyhow::ensure!(dim >= 2, "a coupling layer needs at least 2 dimensions, got {dim}");
         let split = dim / 2;
         let (d_cond, d_trans) = if parity { (dim - split, split) } else { (split, dim - split) };
+        let d_cond = d_cond + context;
         let d_out = match transformer {
             Transformer::Affine(_) => 2 * d_trans,
             Transformer::Additive => d_trans,
@@ -121,7 +141,7 @@ impl Coupling {
             (Conditioner::Shared, _) => (Mlp::new(&path.sub("net"), d_cond, hidden, d_out, act, true)?, None),
         };
         let log_alpha = (transformer == Transformer::Affine(ScaleBound::ScaledTanh)).then(|| path.var("log_alpha", &[1], nn::Init::Const(-1.0)));
-        Ok(Coupling { net, shift_net, transformer, split, dim, parity, log_alpha })
+        Ok(Coupling { net, shift_net, transformer, split, dim, parity, log_alpha, context })
     }
 
     /// (x_a, x_b): conditioning and transformed parts.
@@ -143,7 +163,16 @@ impl Coupling {
         }
     }
 
-    /// The spline of x_b (or its inverse) given x_a, and Σ log|derivative| per example.
+    /// What the conditioner reads: x_a, or [x_a, h(c)] for a conditional coupling.
+    fn conditioner_input(&self, x_a: &Tensor, h: Option<&Tensor>) -> Tensor {
+        match h {
+            Some(h) => Tensor::cat(&[x_a, &h.to_kind(x_a.kind())], 1),
+            None if self.context > 0 => panic!("this coupling is conditional: call forward_given / inverse_given with the context"),
+            None => x_a.shallow_clone(),
+        }
+    }
+
+    /// The spline of x_b (or its inverse) given the conditioner input, and Σ log|derivative| per example.
     fn spline(&self, x_a: &Tensor, input: &Tensor, bins: i64, bound: f64, inverse: bool) -> (Tensor, Tensor) {
         let (b, d) = (input.size()[0], input.size()[1]);
         let h = self.net.forward(x_a).view([b, d, 3 * bins - 1]);
@@ -199,15 +228,50 @@ impl Coupling {
 impl Layer for Coupling {
     /// z_b = x_b · exp(log s) + t, V = Σ log s.
     fn forward(&self, x: &Tensor) -> (Tensor, Tensor) {
-        if let Some(fused) = self.fused(x) {
-            return fused;
+        if self.context == 0 {
+            if let Some(fused) = self.fused(x) {
+                return fused;
+            }
         }
+        self.forward_with(x, None)
+    }
+
+    /// x_b = (z_b - t) · exp(-log s), contribution -Σ log s.
+    fn inverse(&self, z: &Tensor) -> (Tensor, Tensor) {
+        self.inverse_with(z, None)
+    }
+
+    fn forward_given(&self, x: &Tensor, h: &Tensor) -> (Tensor, Tensor) {
+        self.forward_with(x, (self.context > 0).then_some(h))
+    }
+
+    fn inverse_given(&self, z: &Tensor, h: &Tensor) -> (Tensor, Tensor) {
+        self.inverse_with(z, (self.context > 0).then_some(h))
+    }
+
+    fn data_init_given(&self, x: &Tensor, h: &Tensor) -> Tensor {
+        self.forward_given(x, h).0
+    }
+
+    fn kind(&self) -> LayerKind {
+        LayerKind::Bijection
+    }
+
+    fn nfe(&self) -> usize {
+        1
+    }
+}
+
+impl Coupling {
+    /// The forward map op by op, the conditioner reading x_a (and h(c) when given).
+    fn forward_with(&self, x: &Tensor, h: Option<&Tensor>) -> (Tensor, Tensor) {
         let (x_a, x_b) = self.split(x);
+        let cond = self.conditioner_input(&x_a, h);
         if let Transformer::Spline { bins, bound } = self.transformer {
-            let (z_b, v) = self.spline(&x_a, &x_b, bins, bound, false);
+            let (z_b, v) = self.spline(&cond, &x_b, bins, bound, false);
             return (self.join(&x_a, &z_b), v);
         }
-        let (log_s, t) = self.params(&x_a);
+        let (log_s, t) = self.params(&cond);
         match log_s {
             Some(log_s) => {
                 let z_b = t.addcmul(&x_b, &log_s.exp());
@@ -217,14 +281,15 @@ impl Layer for Coupling {
         }
     }
 
-    /// x_b = (z_b - t) · exp(-log s), contribution -Σ log s.
-    fn inverse(&self, z: &Tensor) -> (Tensor, Tensor) {
+    /// The inverse op by op.
+    fn inverse_with(&self, z: &Tensor, h: Option<&Tensor>) -> (Tensor, Tensor) {
         let (z_a, z_b) = self.split(z);
+        let cond = self.conditioner_input(&z_a, h);
         if let Transformer::Spline { bins, bound } = self.transformer {
-            let (x_b, v) = self.spline(&z_a, &z_b, bins, bound, true);
+            let (x_b, v) = self.spline(&cond, &z_b, bins, bound, true);
             return (self.join(&z_a, &x_b), v);
         }
-        let (log_s, t) = self.params(&z_a);
+        let (log_s, t) = self.params(&cond);
         match log_s {
             Some(log_s) => {
                 let x_b = (z_b - t) * (-&log_s).exp();
@@ -232,14 +297,6 @@ impl Layer for Coupling {
             }
             None => (self.join(&z_a, &(z_b - t)), Tensor::zeros([z.size()[0]], (z.kind(), z.device()))),
         }
-    }
-
-    fn kind(&self) -> LayerKind {
-        LayerKind::Bijection
-    }
-
-    fn nfe(&self) -> usize {
-        1
     }
 }
 

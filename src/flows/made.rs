@@ -18,6 +18,8 @@ pub struct Made {
     act: Activation,
     dim: i64,
     per_dim: i64,
+    /// Context inputs h(c) after the D data inputs, with degree 0: every hidden unit and output may read them.
+    context: i64,
 }
 
 /// Mask [out, in] keeping m_out ≥ m_in (hidden) or m_out > m_in (strict, output).
@@ -32,9 +34,15 @@ fn mask(deg_out: &[i64], deg_in: &[i64], strict: bool) -> Tensor {
 impl Made {
     /// `zero_last` starts the outputs at zero (an identity layer).
     pub fn new(path: &nn::Path, dim: i64, hidden: &[i64], per_dim: i64, act: Activation, zero_last: bool) -> Result<Self> {
-        ensure!(dim >= 1 && per_dim >= 1 && hidden.iter().all(|&h| h > 0), "MADE sizes must be positive");
+        Self::conditional(path, dim, hidden, per_dim, act, zero_last, 0)
+    }
+
+    /// A MADE that also reads `context` context features (Papamakarios et al. 2017, §3.4: the conditional MADE):
+    /// they get degree 0, so output i depends on x_{<i} and on all of h(c).
+    pub fn conditional(path: &nn::Path, dim: i64, hidden: &[i64], per_dim: i64, act: Activation, zero_last: bool, context: i64) -> Result<Self> {
+        ensure!(dim >= 1 && per_dim >= 1 && hidden.iter().all(|&h| h > 0) && context >= 0, "MADE sizes must be positive");
         let input: Vec<i64> = (1..=dim).collect();
-        let mut degrees = vec![input.clone()];
+        let mut degrees = vec![input.iter().copied().chain(std::iter::repeat(0).take(context as usize)).collect::<Vec<i64>>()];
         for &h in hidden {
             degrees.push((0..h).map(|k| k % (dim - 1).max(1) + 1).collect());
         }
@@ -52,11 +60,21 @@ impl Made {
             biases.push(p.var("bias", &[shape[0]], init));
             masks.push(mask(d_out, d_in, l == n - 1).to_device(path.device()));
         }
-        Ok(Made { weights, biases, masks, act, dim, per_dim })
+        Ok(Made { weights, biases, masks, act, dim, per_dim, context })
     }
 
     /// Outputs [batch, per_dim, D]: out[:, k, i] depends on x[:, ..i] only.
     pub fn forward(&self, x: &Tensor) -> Tensor {
+        assert!(self.context == 0, "this MADE is conditional: call forward_given with the context");
+        self.masked(x)
+    }
+
+    /// Outputs [batch, per_dim, D] of a conditional MADE: out[:, k, i] depends on x[:, ..i] and on h(c).
+    pub fn forward_given(&self, x: &Tensor, h: &Tensor) -> Tensor {
+        self.masked(&Tensor::cat(&[x, &h.to_kind(x.kind())], 1))
+    }
+
+    fn masked(&self, x: &Tensor) -> Tensor {
         let last = self.weights.len() - 1;
         let mut h = x.shallow_clone();
         for (l, ((w, b), m)) in self.weights.iter().zip(&self.biases).zip(&self.masks).enumerate() {
@@ -119,17 +137,34 @@ impl MaskedAutoregressive {
         kind: Autoregressive,
         transform: ArTransform,
     ) -> Result<Self> {
+        Self::conditional(path, dim, hidden, act, kind, transform, 0)
+    }
+
+    /// A layer whose MADE also reads h(c) of width `context` (0: unconditional).
+    pub fn conditional(
+        path: &nn::Path,
+        dim: i64,
+        hidden: &[i64],
+        act: Activation,
+        kind: Autoregressive,
+        transform: ArTransform,
+        context: i64,
+    ) -> Result<Self> {
         if let ArTransform::Spline { bins, bound } = transform {
             ensure!(bins >= 2, "a spline needs at least 2 bins, got {bins}");
             ensure!(bound > 0.0, "model.bound must be positive, got {bound}");
         }
-        let made = Made::new(&path.sub("made"), dim, hidden, transform.params_per_dim(), act, true)?;
+        let made = Made::conditional(&path.sub("made"), dim, hidden, transform.params_per_dim(), act, true, context)?;
         Ok(MaskedAutoregressive { made, kind, transform, dim })
     }
 
-    /// τ(input; θ(context)) element-wise (or τ⁻¹ with `inverse`), and Σ log|∂out/∂input| per example.
-    fn elementwise(&self, context: &Tensor, input: &Tensor, inverse: bool) -> (Tensor, Tensor) {
-        let h = self.made.forward(context);
+    /// τ(input; θ(cond, h(c))) element-wise (or τ⁻¹ with `inverse`), and Σ log|∂out/∂input| per example; `cond` is
+    /// what the MADE reads autoregressively (x, z, or the partial solution).
+    fn elementwise(&self, cond: &Tensor, input: &Tensor, inverse: bool, ctx: Option<&Tensor>) -> (Tensor, Tensor) {
+        let h = match ctx {
+            Some(c) => self.made.forward_given(cond, c),
+            None => self.made.forward(cond),
+        };
         match self.transform {
             ArTransform::Affine => {
                 let (mu, alpha) = (h.select(1, 0), h.select(1, 1).tanh());
@@ -151,31 +186,51 @@ impl MaskedAutoregressive {
     }
 
     /// Solves out = τ^{±1}(input; θ(out_<i)) for out, one dimension per pass (D passes), then its log-derivative.
-    fn sequential(&self, input: &Tensor, inverse: bool) -> (Tensor, Tensor) {
+    fn sequential(&self, input: &Tensor, inverse: bool, ctx: Option<&Tensor>) -> (Tensor, Tensor) {
         let mut out = input.zeros_like();
         for _ in 0..self.dim {
-            out = self.elementwise(&out, input, inverse).0;
+            out = self.elementwise(&out, input, inverse, ctx).0;
         }
-        let (_, ldj) = self.elementwise(&out, input, inverse);
+        let (_, ldj) = self.elementwise(&out, input, inverse, ctx);
         (out, ldj)
+    }
+
+    fn forward_with(&self, x: &Tensor, ctx: Option<&Tensor>) -> (Tensor, Tensor) {
+        match self.kind {
+            Autoregressive::Maf => self.elementwise(x, x, false, ctx),
+            Autoregressive::Iaf => self.sequential(x, false, ctx),
+        }
+    }
+
+    fn inverse_with(&self, z: &Tensor, ctx: Option<&Tensor>) -> (Tensor, Tensor) {
+        match self.kind {
+            Autoregressive::Maf => self.sequential(z, true, ctx),
+            Autoregressive::Iaf => self.elementwise(z, z, true, ctx),
+        }
     }
 }
 
 impl Layer for MaskedAutoregressive {
     /// Data -> latent. MAF: z = τ(x; θ(x_<i)) in one pass. IAF: z = τ(x; θ(z_<i)), solved in D passes.
     fn forward(&self, x: &Tensor) -> (Tensor, Tensor) {
-        match self.kind {
-            Autoregressive::Maf => self.elementwise(x, x, false),
-            Autoregressive::Iaf => self.sequential(x, false),
-        }
+        self.forward_with(x, None)
     }
 
     /// Latent -> data. MAF: x = τ⁻¹(z; θ(x_<i)) in D passes. IAF: x = τ⁻¹(z; θ(z_<i)) in one pass.
     fn inverse(&self, z: &Tensor) -> (Tensor, Tensor) {
-        match self.kind {
-            Autoregressive::Maf => self.sequential(z, true),
-            Autoregressive::Iaf => self.elementwise(z, z, true),
-        }
+        self.inverse_with(z, None)
+    }
+
+    fn forward_given(&self, x: &Tensor, h: &Tensor) -> (Tensor, Tensor) {
+        self.forward_with(x, (self.made.context > 0).then_some(h))
+    }
+
+    fn inverse_given(&self, z: &Tensor, h: &Tensor) -> (Tensor, Tensor) {
+        self.inverse_with(z, (self.made.context > 0).then_some(h))
+    }
+
+    fn data_init_given(&self, x: &Tensor, h: &Tensor) -> Tensor {
+        self.forward_given(x, h).0
     }
 
     fn kind(&self) -> LayerKind {

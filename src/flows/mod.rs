@@ -3,6 +3,7 @@
 pub mod actnorm;
 pub mod batchnorm;
 pub mod build;
+pub mod conditional;
 pub mod coupling;
 pub mod image_coupling;
 pub mod logit;

@@ -2,6 +2,7 @@
 use super::replicas::Replicas;
 use super::sync;
 use anyhow::Result;
+use crate::context::Context;
 use crate::data::{bits_per_dim, Dataset};
 use crate::model::{Kind, Model};
 use serde::{Deserialize, Serialize};
@@ -29,10 +30,20 @@ pub fn log_prob_batched(model: &dyn Model, x: &Tensor, batch: i64, device: Devic
     log_prob_sharded(model, x, batch, device, &Replicas::single()).expect("one process has no collective to fail")
 }
 
+/// log p(x_i | c_i) of every row of `x` with its context row of `c` (`Context::None`: log p(x_i)).
+pub fn log_prob_batched_given(model: &dyn Model, x: &Tensor, c: &Context, batch: i64, device: Device) -> (Tensor, Kind) {
+    log_prob_sharded_given(model, x, c, batch, device, &Replicas::single()).expect("one process has no collective to fail")
+}
+
 /// As [`log_prob_batched`], each batch split over the ranks of `replicas` (per-example noise drawn as the whole
 /// batch's rows, see `crate::rows`) and the values gathered on every rank: the same numbers as one process (for
 /// adaptive ODE likelihoods, up to the solver's tolerance: its steps adapt to the rows it is given).
 pub fn log_prob_sharded(model: &dyn Model, x: &Tensor, batch: i64, device: Device, replicas: &Replicas) -> Result<(Tensor, Kind)> {
+    log_prob_sharded_given(model, x, &Context::None, batch, device, replicas)
+}
+
+/// As [`log_prob_sharded`], each row of `x` with its row of the contexts `c`.
+pub fn log_prob_sharded_given(model: &dyn Model, x: &Tensor, c: &Context, batch: i64, device: Device, replicas: &Replicas) -> Result<(Tensor, Kind)> {
     let n = x.size()[0];
     let mut parts = Vec::new();
     let mut kind = Kind::Exact;
@@ -41,7 +52,13 @@ pub fn log_prob_sharded(model: &dyn Model, x: &Tensor, batch: i64, device: Devic
             let len = batch.min(n - start);
             let split = replicas.split(len);
             let rows = split.rows_of(&x.narrow(0, start, len)).to_device(device);
-            let lp = crate::rows::with_split(split, || model.log_prob(&rows));
+            let lp = match c {
+                Context::None => crate::rows::with_split(split, || model.log_prob(&rows)),
+                _ => {
+                    let ctx = c.narrow(start + split.offset, split.len, device);
+                    crate::rows::with_split(split, || model.log_prob_given(&rows, &ctx))
+                }
+            };
             kind = lp.kind;
             parts.push((lp.value.to_device(Device::Cpu).to_kind(tch::Kind::Double), split));
         }
@@ -69,7 +86,8 @@ pub fn test_nll(model: &dyn Model, data: &Dataset, n: Option<i64>, batch: i64, d
 pub fn test_nll_sharded(model: &dyn Model, data: &Dataset, n: Option<i64>, batch: i64, device: Device, replicas: &Replicas) -> Result<Evaluation> {
     let total = data.test.size()[0];
     let n = n.map_or(total, |k| k.min(total));
-    let (lp, kind) = log_prob_sharded(model, &data.test.narrow(0, 0, n), batch, device, replicas)?;
+    let c = data.test_context(0, n, Device::Cpu);
+    let (lp, kind) = log_prob_sharded_given(model, &data.test.narrow(0, 0, n), &c, batch, device, replicas)?;
     let nll = -lp;
     let mean = nll.mean(None).double_value(&[]);
     let stderr = if n > 1 { nll.std(true).double_value(&[]) / (n as f64).sqrt() } else { f64::NAN };
@@ -102,7 +120,7 @@ pub struct BitsPerDimCheck {
 
 /// The check on the first `n` test images (as `test_nll` with the same `n`), or None for models without a logit.
 pub fn bits_per_dim_check(model: &dyn Model, data: &Dataset, n: Option<i64>, batch: i64, device: Device) -> Option<BitsPerDimCheck> {
-    if !data.dequantized_8bit {
+    if !data.dequantized_8bit || data.context.is_some() {
         return None;
     }
     let total = data.test.size()[0];
@@ -140,10 +158,11 @@ pub fn bits_per_dim_check(model: &dyn Model, data: &Dataset, n: Option<i64>, bat
 pub fn timed_log_prob(model: &dyn Model, data: &Dataset, cap: Option<i64>, batch: i64, device: Device) -> f64 {
     let n = data.test.size()[0].min(1000).min(cap.unwrap_or(1000)).max(1);
     let x = data.test.narrow(0, 0, n);
-    let _ = log_prob_batched(model, &x.narrow(0, 0, n.min(8)), batch, device);
+    let c = data.test_context(0, n, Device::Cpu);
+    let _ = log_prob_batched_given(model, &x.narrow(0, 0, n.min(8)), &c.narrow(0, n.min(8), Device::Cpu), batch, device);
     sync(device);
     let start = Instant::now();
-    let _ = log_prob_batched(model, &x, batch, device);
+    let _ = log_prob_batched_given(model, &x, &c, batch, device);
     sync(device);
     start.elapsed().as_secs_f64() * 1000.0 * 1000.0 / n as f64
 }

@@ -40,12 +40,19 @@ impl Trainable for Session {
     fn data_init(&self) {
         let n_train = self.n_train();
         let idx = Tensor::randint(n_train, [n_train.min(self.exp.train.batch_size.max(4096))], (Kind::Int64, Device::Cpu));
-        self.model.data_init(&self.data.batch(&idx, self.device));
+        let x = self.data.batch(&idx, self.device);
+        match self.data.context {
+            Some(_) => self.model.data_init_given(&x, &self.data.context_batch(&idx, self.device)),
+            None => self.model.data_init(&x),
+        }
     }
     fn loss_backward(&self, idx: &Tensor, step: i64) -> Tensor {
         let x = self.data.batch(idx, self.device);
         self.model.set_training(true);
-        let loss = self.model.loss_backward(&x, step);
+        let loss = match self.data.context {
+            Some(_) => self.model.loss_backward_given(&x, &self.data.context_batch(idx, self.device), step),
+            None => self.model.loss_backward(&x, step),
+        };
         self.model.set_training(false);
         loss
     }
@@ -94,6 +101,19 @@ fn save_arrays(s: &Session, run: &Path, samples: &Tensor) -> Result<()> {
         crate::data::npy::write(&run.join("reference.npy"), &s.data.test.narrow(0, 0, m), Kind::Float)?;
     }
     Ok(())
+}
+
+/// The SBI measures of a run on a simulation-based-inference task (`eval.sbi_*` settings), else None.
+fn sbi_measures(s: &Session) -> Option<super::sbi::SbiResult> {
+    let task = s.data.context.as_ref()?.task?;
+    let settings = super::c2st::C2stSettings { folds: s.exp.eval.c2st_folds.unwrap_or(5), seed: s.exp.train.seed, ..Default::default() };
+    let (n_obs, n) = (s.exp.eval.sbi_observations.unwrap_or(10), s.exp.eval.sbi_samples.unwrap_or(10_000));
+    let bar = super::train::progress_bar(n_obs, 0);
+    bar.set_message(format!("{}: C2ST at {n_obs} reference posteriors", task.name()));
+    let r = super::sbi::evaluate(&*s.model, task, s.data.train.size()[0], n_obs, n, &settings, s.device);
+    bar.finish_and_clear();
+    eprintln!("{}: C2ST {:.3} (0.5 is perfect) over {n_obs} observations; NLL of the true θ {:.3} nats", task.name(), r.c2st_mean, r.nll_true_theta);
+    Some(r)
 }
 
 /// Final evaluation on the whole test set, sampler timing, pictures and summary.json. With several ranks the test
@@ -167,6 +187,8 @@ fn finish(s: &Session, run: &Path, name: &str, replicas: &Replicas) -> Result<()
         versions: summary::versions(),
         git_commit: summary::git_commit(),
         finished_at: chrono::Local::now().to_rfc3339(),
+        context: s.data.context_spec(),
+        sbi: sbi_measures(s),
         diagnostics: tch::no_grad(|| {
             let test = s.data.test.narrow(0, 0, e.n.min(2000)).to_device(device);
             s.model.diagnostics(s.exp.eval.diag_samples, s.exp.eval.diag_repeats).or_else(|| s.model.test_diagnostics(&test))

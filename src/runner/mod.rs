@@ -1,5 +1,6 @@
 //! Training, evaluation, sampling, checkpoints, metrics and pictures: everything that turns an experiment into a
 //! run folder.
+pub mod c2st;
 pub mod checkpoint;
 pub mod classifier_run;
 pub mod classifier_summary;
@@ -16,7 +17,9 @@ pub mod quality;
 pub mod replicas;
 pub mod rundir;
 pub mod interrupt;
+pub mod marginal;
 pub mod sampling;
+pub mod sbi;
 pub mod pool;
 pub mod session;
 pub mod summary;

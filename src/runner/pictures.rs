@@ -67,7 +67,8 @@ pub fn draw_with(model: &dyn Model, data: &Dataset, eval: &EvalConfig, device: D
         let bounds = bounds_for(data, eval);
         let shown = data.test.narrow(0, 0, n.min(data.test.size()[0]));
         let mut panels = vec![("data", scatter(&shown, bounds, size)), ("samples", scatter(&samples, bounds, size))];
-        if data.dim() == 2 {
+        // A conditional model has a density per context, not one map: its picture is data | samples.
+        if data.dim() == 2 && model.context_spec().is_none() {
             let grid = eval.grid.max(8) as usize;
             let (p, _, kind) = density_grid(model, bounds, grid, device);
             let (title, map) = match kind {

@@ -23,7 +23,14 @@ impl Session {
         crate::native::amp::set_precision(exp.train.precision).with_context(|| format!("{origin}: train.precision"))?;
         tch::manual_seed(exp.train.seed);
         let vs = nn::VarStore::new(device);
-        let (model, resolved) = registry::build(&exp.model, &vs.root(), &data.shape, origin)?;
+        let spec = data.context_spec();
+        let (model, resolved) = registry::build_given(&exp.model, &vs.root(), &data.shape, spec.as_ref(), origin)?;
+        anyhow::ensure!(model.context_spec() == spec, "{origin}: the model's context {:?} does not match the data's {:?}", model.context_spec(), spec);
+        // A conditional model samples at the test set's contexts wherever the runner asks for plain samples.
+        let model: Box<dyn Model> = match &data.context {
+            Some(c) => Box::new(super::marginal::Marginal { inner: model, contexts: c.test.to_device(device) }),
+            None => model,
+        };
         exp.model = resolved;
         Ok(Session { exp, data, vs, model, device, runs: "runs".into() })
     }

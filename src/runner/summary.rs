@@ -116,6 +116,12 @@ pub struct Summary {
     /// Family-specific evaluation (e.g. log Z, ESS, free-energy profile against an energy target).
     #[serde(default)]
     pub diagnostics: Option<serde_json::Value>,
+    /// A conditional model p(x | c): what its context is (the NLL is then of x given each test point's own c).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<crate::context::ContextSpec>,
+    /// A simulation-based-inference task: C2ST against reference posteriors and the NLL of the true parameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sbi: Option<super::sbi::SbiResult>,
 }
 
 /// What the NLL number means, in words, for the summary and the tables.

@@ -133,6 +133,7 @@ impl Snf {
             batchnorm: false,
             mixing: Mixing::Alternate,
             base: Default::default(),
+            context_embed: None,
         };
         let blocks = p.n_blocks;
         let lambda_after = |b: usize| match p.lambdas {

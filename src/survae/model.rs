@@ -107,6 +107,7 @@ impl Survae {
             batchnorm: false,
             mixing: Mixing::Alternate,
             base: Default::default(),
+            context_embed: None,
         };
         let mut layers = front;
         layers.extend(realnvp_layers(&path.sub("flow"), flow_dim, &flow)?);
