@@ -1,11 +1,12 @@
 //! The relaxflow command line: list | info | train | eval | sample | sweep | compare | report | figure.
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use relaxflow::data::points::load_points;
+use relaxflow::data::points::{load_matrix, load_points};
+use relaxflow::Context as Ctx;
 use relaxflow::experiment::{config, registry};
 use relaxflow::runner::{self, evaluate, pictures, session, train::TrainOptions};
 use serde_json::json;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use tch::Tensor;
 
 #[derive(Parser)]
@@ -68,6 +69,10 @@ enum Command {
         /// Skip the test likelihood: only sampler cost and sample quality.
         #[arg(long)]
         samples_only: bool,
+        /// A conditional run: the context of each row of --data (.npy/.csv, same row order; one column of class
+        /// indices for a class-conditional run).
+        #[arg(long, value_name = "FILE")]
+        context_file: Option<PathBuf>,
     },
     /// Draw samples from a run: .npy array or .png picture.
     Sample {
@@ -86,6 +91,8 @@ enum Command {
         /// Sampling temperature: the Gaussian noise of the base (and of factored-out latents) scaled by T (flows).
         #[arg(long, default_value_t = 1.0)]
         temperature: f64,
+        #[command(flatten)]
+        at: SampleContext,
     },
     /// A survey figure from finished runs: `double-well NF_RUN SNF_RUN...` (samples beside exact samples, free-energy
     /// profiles along x1).
@@ -154,6 +161,29 @@ enum Command {
 /// Where the last panic happened (for internal errors; libtorch errors are reported by their message alone).
 static PANIC_AT: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
 
+/// Where a conditional run's samples are drawn: -n samples for each context row, in row order. Without any of
+/// these a class-conditional run draws -n of every class and a vector-conditional one draws at the test set's
+/// contexts (a sample of the x-marginal).
+#[derive(clap::Args, Debug)]
+#[group(multiple = false)]
+struct SampleContext {
+    /// A class-conditional run: draw from this class.
+    #[arg(long)]
+    class: Option<i64>,
+    /// A vector-conditional run: draw at this context, e.g. --context "0.5,1.2".
+    #[arg(long, allow_hyphen_values = true)]
+    context: Option<String>,
+    /// One context per row of a .npy/.csv file (one column of class indices for a class-conditional run).
+    #[arg(long, value_name = "FILE")]
+    context_file: Option<PathBuf>,
+}
+
+impl SampleContext {
+    fn given(&self) -> bool {
+        self.class.is_some() || self.context.is_some() || self.context_file.is_some()
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     // One boundary for every failure: errors and panics (tch panics on libtorch errors) become one clean line
@@ -194,8 +224,8 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", run.display());
             Ok(())
         }
-        Command::Eval { run, data, logp_out, device, set, samples_only } => eval(run, data, logp_out, device, &set, samples_only),
-        Command::Sample { run, n, out, seed, device, set, temperature } => sample(run, n, out, seed, device, &set, temperature),
+        Command::Eval { run, data, logp_out, device, set, samples_only, context_file } => eval(run, data, logp_out, context_file, device, &set, samples_only),
+        Command::Sample { run, n, out, seed, device, set, temperature, at } => sample(run, n, out, seed, device, &set, temperature, &at),
         Command::Figure { which, runs, out } => {
             anyhow::ensure!(which == "double-well", "unknown figure `{which}` (known: double-well)");
             print!("{}", relaxflow::report::figure::double_well(&runs, &out)?);
@@ -260,7 +290,25 @@ fn sample_report(s: &session::Session, device: tch::Device) -> Result<serde_json
     Ok(v)
 }
 
-fn eval(run: PathBuf, data: Option<PathBuf>, logp_out: Option<PathBuf>, device: Option<String>, set: &[String], samples_only: bool) -> Result<()> {
+/// The contexts of `rows` rows of `data` from --context-file: required for a conditional run, refused for an
+/// unconditional one, checked against the run's context (kind, width, classes, rows).
+fn file_contexts(s: &session::Session, file: Option<&Path>, rows: i64, data: &Path) -> Result<Ctx> {
+    match (s.model.context_spec(), file) {
+        (None, None) => Ok(Ctx::None),
+        (None, Some(f)) => bail!("--context-file {}: this run's model is unconditional; it takes no context", f.display()),
+        (Some(spec), None) => bail!("this run's model is conditional ({}): give each row of {} its context with --context-file FILE", spec.describe(), data.display()),
+        (Some(spec), Some(f)) => {
+            let c = spec.from_matrix(&load_matrix(f)?).with_context(|| format!("--context-file {}", f.display()))?;
+            spec.check(&c, rows).with_context(|| format!("--context-file {} against --data {}", f.display(), data.display()))?;
+            Ok(c)
+        }
+    }
+}
+
+fn eval(run: PathBuf, data: Option<PathBuf>, logp_out: Option<PathBuf>, context_file: Option<PathBuf>, device: Option<String>, set: &[String], samples_only: bool) -> Result<()> {
+    if data.is_none() && context_file.is_some() {
+        bail!("--context-file gives the contexts of the rows of --data FILE; it needs --data");
+    }
     let device = runner::parse_device(device.as_deref())?;
     // Launched as several ranks, the likelihoods are sharded over them and rank 0 prints.
     let (replicas, device) = runner::replicas::Replicas::from_env(device)?;
@@ -299,7 +347,8 @@ fn eval(run: PathBuf, data: Option<PathBuf>, logp_out: Option<PathBuf>, device: 
             if x.size()[1..] != s.data.shape[..] {
                 bail!("{}: rows have {} columns, the model was trained on data of shape {:?}", file.display(), x.size()[1], s.data.shape);
             }
-            let (lp, kind) = evaluate::log_prob_sharded(&*s.model, &x, s.exp.eval.batch_size, device, &replicas)?;
+            let c = file_contexts(&s, context_file.as_deref(), x.size()[0], &file)?;
+            let (lp, kind) = evaluate::log_prob_sharded_given(&*s.model, &x, &c, s.exp.eval.batch_size, device, &replicas)?;
             if !replicas.is_main() {
                 return Ok(());
             }
@@ -312,7 +361,7 @@ fn eval(run: PathBuf, data: Option<PathBuf>, logp_out: Option<PathBuf>, device: 
             }
             json!({
                 "data": file, "n": x.size()[0], "mean_log_prob_nats": lp.mean(None).double_value(&[]),
-                "kind": kind, "logp_out": logp_out,
+                "kind": kind, "logp_out": logp_out, "context_file": context_file,
             })
         }
     };
@@ -330,32 +379,69 @@ fn sample_block(s: &session::Session, n: i64) -> i64 {
 /// The largest -n a .png picture takes (a picture of more points says nothing more; write .npy).
 const MAX_PICTURE: i64 = 100_000;
 
-fn sample(run: PathBuf, n: i64, out: PathBuf, seed: i64, device: Option<String>, set: &[String], temperature: f64) -> Result<()> {
+/// The contexts `relaxflow sample` draws at (one row each, -n samples per row), or None for plain samples (an
+/// unconditional run, or a vector-conditional one at the test set's contexts). Each is checked against the run.
+fn sample_contexts(s: &session::Session, at: &SampleContext) -> Result<Option<Ctx>> {
+    let Some(spec) = s.model.context_spec() else {
+        if at.given() {
+            bail!("this run's model is unconditional: --class, --context and --context-file need a conditional run");
+        }
+        return Ok(None);
+    };
+    let c = match (at.class, &at.context, &at.context_file) {
+        (Some(k), _, _) => match spec {
+            relaxflow::ContextSpec::Class { .. } => spec.parse_row(&k.to_string()).context("--class")?,
+            _ => bail!("--class {k}: this run's model takes {}; use --context \"v1,v2,...\" or --context-file", spec.describe()),
+        },
+        (_, Some(text), _) => spec.parse_row(text).with_context(|| format!("--context \"{text}\""))?,
+        (_, _, Some(f)) => spec.from_matrix(&load_matrix(f)?).with_context(|| format!("--context-file {}", f.display()))?,
+        // Every class, in order: a class-conditional picture has one row per class.
+        _ => return Ok(spec.all_classes(tch::Device::Cpu)),
+    };
+    Ok(Some(c))
+}
+
+/// The most context rows, and samples per row, that a .png of a conditional image run shows (one row each).
+const MAX_PICTURE_ROWS: i64 = 64;
+
+fn sample(run: PathBuf, n: i64, out: PathBuf, seed: i64, device: Option<String>, set: &[String], temperature: f64, at: &SampleContext) -> Result<()> {
     anyhow::ensure!(n > 0, "-n must be positive, got {n}");
     anyhow::ensure!(temperature.is_finite() && temperature >= 0.0, "--temperature must be a finite non-negative number, got {temperature}");
     let ext = out.extension().and_then(|e| e.to_str()).map(str::to_owned);
     match ext.as_deref() {
-        Some("npy") => {}
-        Some("png") if n <= MAX_PICTURE => {}
-        Some("png") => bail!("-n {n}: a .png picture takes at most {MAX_PICTURE} samples; write .npy for more"),
+        Some("npy") | Some("png") => {}
         _ => bail!("{}: --out must end in .npy or .png", out.display()),
     }
     let device = runner::parse_device(device.as_deref())?;
     let s = session::open_run_with(&run, device, set)?;
+    let contexts = sample_contexts(&s, at)?;
+    let rows = contexts.as_ref().and_then(Ctx::len).unwrap_or(1);
+    let total = n.checked_mul(rows).context("-n times the number of context rows overflows")?;
+    if ext.as_deref() == Some("png") && total > MAX_PICTURE {
+        bail!("-n {n}{}: a .png picture takes at most {MAX_PICTURE} samples; write .npy for more", if rows > 1 { format!(" x {rows} contexts") } else { String::new() });
+    }
+    if contexts.is_some() && temperature != 1.0 {
+        bail!("--temperature: a conditional run samples at temperature 1 only");
+    }
     let kind = s.exp.model.get("kind").and_then(|k| k.as_str()).unwrap_or("?").to_string();
     tch::manual_seed(seed);
     let block = sample_block(&s, n);
     // With train.cuda_graph (e.g. --set train.cuda_graph=true) full blocks replay a captured sampler on CUDA.
-    let mut sampler = runner::graph_sample::BlockSampler::new(&*s.model, device, block, s.exp.train.cuda_graph && temperature == 1.0);
+    let graphs = s.exp.train.cuda_graph && temperature == 1.0 && contexts.is_none();
+    let mut sampler = runner::graph_sample::BlockSampler::new(&*s.model, device, block, graphs);
     let first_note = sampler.note();
     if let Some(note) = &first_note {
         eprintln!("{note}");
     }
-    let mut draw = |m: i64| -> Result<Tensor> {
-        let x = if temperature == 1.0 {
-            sampler.draw(m)?
-        } else {
-            tch::no_grad(|| s.model.sample_tempered(m, temperature)).with_context(|| format!("model kind `{kind}` has no sampling temperature (flows do)"))?
+    // The blocks to draw, in output order: (context row, samples); -n samples for each context row.
+    let jobs: Vec<(Option<i64>, i64)> =
+        (0..rows).flat_map(|r| (0..n).step_by(block as usize).map(move |i| (Some(r), block.min(n - i)))).map(|(r, m)| (contexts.as_ref().and(r), m)).collect();
+    let contexts = contexts.map(|c| c.to_device(device));
+    let mut draw = |(row, m): (Option<i64>, i64)| -> Result<Tensor> {
+        let x = match (row, &contexts) {
+            (Some(r), Some(c)) => tch::no_grad(|| s.model.sample_given(m, &c.narrow(r, 1, device).cycled(m))),
+            _ if temperature == 1.0 => sampler.draw(m)?,
+            _ => tch::no_grad(|| s.model.sample_tempered(m, temperature)).with_context(|| format!("model kind `{kind}` has no sampling temperature (flows do)"))?,
         };
         Ok(x.to_device(tch::Device::Cpu))
     };
@@ -364,33 +450,37 @@ fn sample(run: PathBuf, n: i64, out: PathBuf, seed: i64, device: Option<String>,
     let mut bad = 0;
     if ext.as_deref() == Some("npy") {
         let mut writer: Option<relaxflow::data::npy::NpyWriter> = None;
-        let bar = runner::train::progress_bar(n, 0);
+        let bar = runner::train::progress_bar(total, 0);
         bar.set_message("samples drawn");
         let mut done = 0;
-        while done < n {
-            let x = draw(block.min(n - done))?;
+        for job in jobs {
+            let x = draw(job)?;
             bad += nonfinite(&x);
             let w = match writer.as_mut() {
                 Some(w) => w,
-                None => writer.insert(relaxflow::data::npy::NpyWriter::create(&out, n, &x.size()[1..], tch::Kind::Float)?),
+                None => writer.insert(relaxflow::data::npy::NpyWriter::create(&out, total, &x.size()[1..], tch::Kind::Float)?),
             };
             w.write_rows(&x)?;
             done += x.size()[0];
             bar.set_position(done as u64);
         }
         bar.finish_and_clear();
-        if bad == n {
-            bail!("every one of the {n} samples holds NaN or inf; nothing written (at --temperature {temperature})");
+        if bad == total {
+            bail!("every one of the {total} samples holds NaN or inf; nothing written (at --temperature {temperature})");
         }
         writer.expect("n > 0 gives one block").finish()?;
     } else {
-        let parts = (0..n).step_by(block as usize).map(|i| draw(block.min(n - i))).collect::<Result<Vec<_>>>()?;
+        let parts = jobs.into_iter().map(&mut draw).collect::<Result<Vec<_>>>()?;
         let x = Tensor::cat(&parts, 0);
         bad = nonfinite(&x);
-        if bad == n {
-            bail!("every one of the {n} samples holds NaN or inf; nothing written (at --temperature {temperature})");
+        if bad == total {
+            bail!("every one of the {total} samples holds NaN or inf; nothing written (at --temperature {temperature})");
         }
-        if s.data.is_image() {
+        if s.data.is_image() && rows > 1 {
+            // One row of samples per context (per class, in order, by default).
+            anyhow::ensure!(rows <= MAX_PICTURE_ROWS && n <= MAX_PICTURE_ROWS, "a .png grid shows at most {MAX_PICTURE_ROWS} contexts x {MAX_PICTURE_ROWS} samples; write .npy for more");
+            relaxflow::plot::save_png(&relaxflow::plot::canvas::upscaled(&pictures::image_rows(&x, &s.data, n), 2), &out)?
+        } else if s.data.is_image() {
             // Images: a plain grid of these samples (at this temperature); 2D: data | samples | density.
             relaxflow::plot::save_png(&relaxflow::plot::canvas::upscaled(&pictures::image_grid(&x, &s.data), 2), &out)?
         } else {
@@ -398,7 +488,7 @@ fn sample(run: PathBuf, n: i64, out: PathBuf, seed: i64, device: Option<String>,
         }
     }
     if bad > 0 {
-        eprintln!("warning: {bad} of {n} samples hold NaN or inf");
+        eprintln!("warning: {bad} of {total} samples hold NaN or inf");
     }
     if sampler.replays > 0 {
         eprintln!("train.cuda_graph: {} of the blocks of {block} samples replayed a captured CUDA graph", sampler.replays);
@@ -406,6 +496,9 @@ fn sample(run: PathBuf, n: i64, out: PathBuf, seed: i64, device: Option<String>,
     if let Some(note) = sampler.note().filter(|n| Some(n) != first_note.as_ref()) {
         eprintln!("{note}");
     }
-    eprintln!("wrote {n} samples to {}", out.display());
+    match rows {
+        1 => eprintln!("wrote {total} samples to {}", out.display()),
+        _ => eprintln!("wrote {total} samples ({n} for each of {rows} contexts, in row order) to {}", out.display()),
+    }
     Ok(())
 }

@@ -29,6 +29,11 @@ fn every_experiment_takes_steps_on_cpu() {
             extra.extend(["train.batch_size=4", "eval.n_final=2", "eval.n_eval=2", "eval.batch_size=2", "eval.n_samples=2", "eval.quality_samples=8"]);
             extra.extend(entry.smoke_image);
         }
+        // Simulation-based inference: one observation, a small reference and two C2ST folds.
+        let sbi = exp.eval.sbi_observations.is_some();
+        if sbi {
+            extra.extend(["eval.sbi_observations=1", "eval.sbi_samples=200", "eval.c2st_folds=2"]);
+        }
         let classifier = entry.family == relaxflow::Family::Classifier;
         for s in &extra {
             args.extend(["--set", s]);
@@ -55,6 +60,10 @@ fn every_experiment_takes_steps_on_cpu() {
             let (by_hand, from_model) = (c["bits_per_dim_by_hand"].as_f64().unwrap(), c["bits_per_dim_from_model"].as_f64().unwrap());
             assert!((by_hand - from_model).abs() < 1e-3, "{name}: bits/dim {from_model} vs by hand {by_hand}");
             assert!((from_model - summary["bits_per_dim"].as_f64().unwrap()).abs() < 1e-9, "{name}");
+        }
+        if sbi {
+            let c2st = summary["sbi"]["c2st_mean"].as_f64().unwrap_or(f64::NAN);
+            assert!((0.0..=1.0).contains(&c2st), "{name}: C2ST {c2st} in {}", summary["sbi"]);
         }
         // Energy targets (the data is an energy's exact samples) report importance-sampling diagnostics.
         if summary["family"] == "snf" || summary["dataset"] == "doublewell" || summary["dataset"] == "gmm" {

@@ -3,8 +3,17 @@ use anyhow::{bail, Context, Result};
 use std::path::Path;
 use tch::{Kind, Tensor};
 
-/// Loads an [N, D] array of points as f32; errors name the file and what is wrong.
+/// Loads an [N, D] array of points as f32 (at least 2 rows); errors name the file and what is wrong.
 pub fn load_points(path: &Path) -> Result<Tensor> {
+    let x = load_matrix(path)?;
+    if x.size()[0] < 2 {
+        bail!("{}: needs at least 2 rows, got {}", path.display(), x.size()[0]);
+    }
+    Ok(x)
+}
+
+/// Loads an [N, D] matrix (N ≥ 1, finite) as f32: points or the contexts of points.
+pub fn load_matrix(path: &Path) -> Result<Tensor> {
     if !path.exists() {
         bail!("{}: data file not found", path.display());
     }
@@ -16,8 +25,8 @@ pub fn load_points(path: &Path) -> Result<Tensor> {
     if x.dim() != 2 {
         bail!("{}: expected a 2-D array [N, D] of points, got shape {:?}", path.display(), x.size());
     }
-    if x.size()[0] < 2 {
-        bail!("{}: needs at least 2 rows, got {}", path.display(), x.size()[0]);
+    if x.size()[0] < 1 {
+        bail!("{}: holds no rows", path.display());
     }
     let x = x.to_kind(Kind::Double);
     let bad = x.isfinite().logical_not().any_dim(1, false).nonzero();

@@ -30,6 +30,9 @@ impl Trainable for Session {
     fn shape(&self) -> Vec<i64> {
         self.data.shape.clone()
     }
+    fn context_spec(&self) -> Option<crate::ContextSpec> {
+        self.model.context_spec()
+    }
     fn n_train(&self) -> i64 {
         self.data.train.size()[0]
     }

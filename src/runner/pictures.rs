@@ -113,6 +113,15 @@ pub fn image_grid(samples: &Tensor, data: &Dataset) -> Canvas {
     plot::image_grid(&flat, n as usize, side as usize, side as usize, 8)
 }
 
+/// All of `samples` as a grid of `per_row` images a row (a conditional sample: one row per context).
+pub fn image_rows(samples: &Tensor, data: &Dataset, per_row: i64) -> Canvas {
+    let n = samples.size()[0];
+    let side = (data.dim() as f64).sqrt().round() as i64;
+    let imgs = samples.reshape([n, side, side]).clamp(0.0, 1.0).to_kind(Kind::Float).contiguous();
+    let flat: Vec<f32> = Vec::try_from(imgs.flatten(0, -1)).unwrap_or_default();
+    plot::image_grid(&flat, n as usize, side as usize, side as usize, per_row as usize)
+}
+
 /// Training loss and test NLL against steps, from a run's metrics: `loss.png` and `loss.svg` in the run folder.
 pub fn loss_curve(run_dir: &Path) -> Result<()> {
     loss_plot(run_dir)?.save(&run_dir.join("loss.png")).with_context(|| format!("drawing the loss curves of {}", run_dir.display()))

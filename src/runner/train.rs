@@ -85,6 +85,10 @@ pub trait Trainable {
     fn family(&self) -> crate::model::Family;
     /// The shape of one example, for run.json.
     fn shape(&self) -> Vec<i64>;
+    /// A conditional model's context (kind and width or classes), for run.json.
+    fn context_spec(&self) -> Option<crate::ContextSpec> {
+        None
+    }
     /// Rows of training data the step's batch indices are drawn from.
     fn n_train(&self) -> i64;
     /// Puts the training data on the device, once, before the loop.
@@ -193,12 +197,15 @@ fn create_run(opts: &TrainOptions, target: &Path, write: impl FnOnce(&Path) -> R
 }
 
 /// `run.json`, written when a run starts.
-fn write_run_json(run: &Path, name: &str, family: crate::model::Family, shape: &[i64], device: Device, origin: serde_json::Value) -> Result<()> {
-    let info = json!({
-        "experiment": name, "family": family, "shape": shape, "device": format!("{device:?}"),
+fn write_run_json(run: &Path, name: &str, job: &dyn Trainable, device: Device, origin: serde_json::Value) -> Result<()> {
+    let mut info = json!({
+        "experiment": name, "family": job.family(), "shape": job.shape(), "device": format!("{device:?}"),
         "created": chrono::Local::now().to_rfc3339(), "git_commit": summary::git_commit(), "versions": summary::versions(),
         "origin": origin,
     });
+    if let Some(spec) = job.context_spec() {
+        info["context"] = serde_json::to_value(spec)?;
+    }
     summary::write_json(&run.join("run.json"), &info)
 }
 
@@ -277,7 +284,7 @@ fn fresh(opts: &TrainOptions, device: Device, replicas: &Replicas) -> Result<Sta
         return Ok((job, target, name, start, adam, None));
     }
     let (run, lock) = create_run(opts, &target, |dir| {
-        write_run_json(dir, &name, job.family(), &job.shape(), device, origin_json(opts, &file))?;
+        write_run_json(dir, &name, &*job, device, origin_json(opts, &file))?;
         files::write_atomic(&dir.join("config.toml"), toml::to_string(job.exp())?.as_bytes())?;
         std::fs::create_dir_all(dir.join("samples")).context("creating samples/")?;
         checkpoint::save(&dir.join(checkpoint::FILE), job.vs(), &adam, start)
