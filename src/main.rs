@@ -420,7 +420,7 @@ fn sample(run: PathBuf, n: i64, out: PathBuf, seed: i64, device: Option<String>,
     if ext.as_deref() == Some("png") && total > MAX_PICTURE {
         bail!("-n {n}{}: a .png picture takes at most {MAX_PICTURE} samples; write .npy for more", if rows > 1 { format!(" x {rows} contexts") } else { String::new() });
     }
-    if contexts.is_some() && temperature != 1.0 {
+    if s.model.context_spec().is_some() && temperature != 1.0 {
         bail!("--temperature: a conditional run samples at temperature 1 only");
     }
     let kind = s.exp.model.get("kind").and_then(|k| k.as_str()).unwrap_or("?").to_string();

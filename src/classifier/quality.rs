@@ -47,6 +47,10 @@ pub struct ImageQuality {
     pub class_coverage: i64,
     /// Mean over samples of the largest softmax probability.
     pub mean_confidence: f64,
+    /// A class-conditional model: the share of samples drawn at class k that the classifier labels k (the samples
+    /// are drawn at classes 0, 1, ..., 9, 0, ... in turn).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditional_class_accuracy: Option<f64>,
     pub note: String,
 }
 
@@ -131,8 +135,17 @@ pub fn image_quality(samples: &Tensor, dataset_name: &str, data_dir: &Path, trai
         class_coverage: coverage(&class_counts, &test_counts),
         class_counts,
         mean_confidence: logits.softmax(-1, Kind::Double).amax(-1, false).mean(Kind::Double).double_value(&[]),
+        conditional_class_accuracy: None,
         note: note(dataset_name, net.feature_dim()),
     })
+}
+
+/// The share of `samples` (as for [`image_quality`]) that `trained` labels (argmax) with their `intended` class.
+pub fn class_accuracy(samples: &Tensor, intended: &Tensor, trained: &Trained) -> f64 {
+    let x = samples.to_device(Device::Cpu).to_kind(Kind::Float).nan_to_num(0.0, 0.0, 0.0).clamp(0.0, 1.0);
+    let x = x.view([x.size()[0], -1]);
+    let logits = features_and_logits(&trained.net, &x, trained.vs.device()).1;
+    logits.argmax(-1, false).eq_tensor(&intended.to_device(Device::Cpu)).to_kind(Kind::Double).mean(Kind::Double).double_value(&[])
 }
 
 /// Classes whose share of `counts` is at least COVERAGE_FRACTION times their share of `reference_counts`.

@@ -89,7 +89,24 @@ pub fn image_quality(s: &Session, samples: &Tensor) -> Option<serde_json::Value>
         return None;
     };
     let n = s.exp.eval.quality_samples.max(2);
+    // A class-conditional model: samples at classes 0, 1, ..., 9, 0, ... in turn, scored also by whether the
+    // classifier sees the class they were drawn at.
+    let classes = match s.model.context_spec() {
+        Some(crate::ContextSpec::Class { classes }) => Some(Tensor::arange(n, (tch::Kind::Int64, s.device)).remainder(classes)),
+        _ => None,
+    };
     let x = tch::no_grad(|| {
+        if let Some(c) = &classes {
+            tch::manual_seed(s.exp.train.seed + 7);
+            let parts: Vec<Tensor> = (0..n)
+                .step_by(s.exp.eval.batch_size.max(1) as usize)
+                .map(|i| {
+                    let k = s.exp.eval.batch_size.max(1).min(n - i);
+                    s.model.sample_given(k, &crate::Context::Class(c.narrow(0, i, k))).to_device(Device::Cpu)
+                })
+                .collect();
+            return Tensor::cat(&parts, 0);
+        }
         let mut parts = vec![samples.narrow(0, 0, samples.size()[0].min(n)).to_device(Device::Cpu)];
         let mut have = parts[0].size()[0];
         tch::manual_seed(s.exp.train.seed + 7);
@@ -100,7 +117,11 @@ pub fn image_quality(s: &Session, samples: &Tensor) -> Option<serde_json::Value>
         }
         Tensor::cat(&parts, 0)
     });
-    let scored = super::classifier_run::open_run(&classifier, s.device).and_then(|trained| classifier::image_quality(&x, &s.data.name, &s.exp.data.dir, &trained));
+    let scored = super::classifier_run::open_run(&classifier, s.device).and_then(|trained| {
+        let mut q = classifier::image_quality(&x, &s.data.name, &s.exp.data.dir, &trained)?;
+        q.conditional_class_accuracy = classes.as_ref().map(|c| classifier::class_accuracy(&x, c, &trained));
+        Ok(q)
+    });
     match scored {
         Ok(q) => serde_json::to_value(q).ok(),
         Err(e) => {
