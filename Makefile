@@ -9,7 +9,7 @@ ARGS ?=
 export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: train test data bench build venv nccl-headers clean-runs figure-double-well reproduce report gpu-prep gpu-check gpu-check-dry
+.PHONY: sbi train test data bench build venv nccl-headers clean-runs figure-double-well reproduce report gpu-prep gpu-check gpu-check-dry
 
 # PyTorch 2.11.0 wheel (its libtorch is what tch 0.24 links against), plus numpy for the benchmark's reference.
 $(TORCH_STAMP):
@@ -85,6 +85,9 @@ figure-double-well: build
 PROFILE ?= cpu
 reproduce: build data
 	bash scripts/reproduce.sh $(PROFILE)
+
+sbi: build
+	bash scripts/sbi.sh runs/sbi
 
 report: build
 	$(BIN) report runs/reproduce/$(PROFILE) --out notebooks-export$(if $(filter gpu,$(PROFILE)),/gpu,)

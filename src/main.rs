@@ -1,4 +1,4 @@
-//! The relaxflow command line: list | info | train | eval | sample | sweep | compare | report | figure.
+//! The relaxflow command line: list | info | train | eval | sample | sweep | compare | report | sbi-report | figure.
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use relaxflow::data::points::{load_matrix, load_points};
@@ -130,6 +130,14 @@ enum Command {
         #[arg(long, value_name = "K")]
         array_task: Option<usize>,
     },
+    /// The SBI benchmark table (C2ST and NLL per task and simulation budget, beside sbibm's NPE) from the runs under
+    /// DIR (what `make sbi` writes): sbi-benchmark.md and .ipynb in --out.
+    SbiReport {
+        #[arg(default_value = "runs/sbi")]
+        dir: PathBuf,
+        #[arg(long, default_value = "notebooks-export")]
+        out: PathBuf,
+    },
     /// The survey's comparison from a folder of runs and sweeps (what `make reproduce` writes): markdown and a
     /// Jupyter notebook with the images embedded, in --out.
     Report {
@@ -244,6 +252,12 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::DistSelftest { stall_rank, bench } => {
             relaxflow::parallel::selftest::run(&relaxflow::parallel::selftest::Options { stall_rank, bench }, &mut std::io::stdout().lock())
+        }
+        Command::SbiReport { dir, out } => {
+            let (md, nb) = relaxflow::report::sbi_table::report(&dir, &out)?;
+            let images = relaxflow::report::notebook::validate(&nb)?;
+            eprintln!("wrote {} and {} ({images} images embedded)", md.display(), nb.display());
+            Ok(())
         }
         Command::Report { dir, out } => {
             let (md, nb) = relaxflow::report::survey::report(&dir, &out)?;

@@ -432,6 +432,9 @@ pub fn report(dir: &Path, out: &Path) -> Result<(PathBuf, PathBuf)> {
         )));
         blocks.push(Block::Image { path, caption: "Double well: samples and free-energy profiles".into() });
     }
+    if let Some(sbi) = super::sbi_table::blocks(&dir.join("sbi"))? {
+        blocks.extend(sbi);
+    }
     if let Some(md) = super::snf_table::section(dir)? {
         blocks.push(Block::Markdown(md));
     }

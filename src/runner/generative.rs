@@ -107,13 +107,22 @@ fn save_arrays(s: &Session, run: &Path, samples: &Tensor) -> Result<()> {
 }
 
 /// The SBI measures of a run on a simulation-based-inference task (`eval.sbi_*` settings), else None.
-fn sbi_measures(s: &Session) -> Option<super::sbi::SbiResult> {
+/// The first observation's reference and model posteriors are drawn into `posterior.png` in `run`.
+fn sbi_measures(s: &Session, run: &Path) -> Option<super::sbi::SbiResult> {
     let task = s.data.context.as_ref()?.task?;
     let settings = super::c2st::C2stSettings { folds: s.exp.eval.c2st_folds.unwrap_or(5), seed: s.exp.train.seed, ..Default::default() };
     let (n_obs, n) = (s.exp.eval.sbi_observations.unwrap_or(10), s.exp.eval.sbi_samples.unwrap_or(10_000));
     let bar = super::train::progress_bar(n_obs, 0);
-    bar.set_message(format!("{}: C2ST at {n_obs} reference posteriors", task.name()));
-    let r = super::sbi::evaluate(&*s.model, task, s.data.train.size()[0], n_obs, n, &settings, s.device);
+    bar.set_message(format!("{}: posteriors at {n_obs} observations (then their C2ST classifiers, trained together)", task.name()));
+    let mut each = |j: i64, reference: &Tensor, q: &Tensor| {
+        if j == 0 {
+            if let Err(e) = pictures::posterior_panels(reference, q, &run.join("posterior.png")) {
+                eprintln!("warning: drawing posterior.png: {e:#}");
+            }
+        }
+        bar.inc(1);
+    };
+    let r = super::sbi::evaluate(&*s.model, task, s.data.train.size()[0], n_obs, n, &settings, s.device, &mut each);
     bar.finish_and_clear();
     eprintln!("{}: C2ST {:.3} (0.5 is perfect) over {n_obs} observations; NLL of the true θ {:.3} nats", task.name(), r.c2st_mean, r.nll_true_theta);
     Some(r)
@@ -191,7 +200,7 @@ fn finish(s: &Session, run: &Path, name: &str, replicas: &Replicas) -> Result<()
         git_commit: summary::git_commit(),
         finished_at: chrono::Local::now().to_rfc3339(),
         context: s.data.context_spec(),
-        sbi: sbi_measures(s),
+        sbi: sbi_measures(s, run),
         diagnostics: tch::no_grad(|| {
             let test = s.data.test.narrow(0, 0, e.n.min(2000)).to_device(device);
             s.model.diagnostics(s.exp.eval.diag_samples, s.exp.eval.diag_repeats).or_else(|| s.model.test_diagnostics(&test))

@@ -50,6 +50,21 @@ fn scatter(x: &Tensor, bounds: Bounds, size: usize) -> Canvas {
     plot::scatter_density(&xs, &ys, bounds, size)
 }
 
+/// A posterior estimate beside its reference: θ1 against θ2 of reference samples | q(θ | x_o) samples, on the
+/// window holding the central 99.8% of the reference (padded by a tenth), written to `path`.
+pub fn posterior_panels(reference: &Tensor, q: &Tensor, path: &Path) -> Result<()> {
+    let r = reference.narrow(1, 0, 2).to_kind(Kind::Double);
+    let lo = r.quantile_scalar(0.001, 0, false, "linear");
+    let hi = r.quantile_scalar(0.999, 0, false, "linear");
+    let pad = (&hi - &lo) * 0.1;
+    let (lo, hi) = (Vec::<f64>::try_from(&lo - &pad)?, Vec::<f64>::try_from(&hi + &pad)?);
+    let bounds = Bounds { xmin: lo[0], xmax: hi[0], ymin: lo[1], ymax: hi[1] };
+    let size = 256;
+    let panels = [("reference posterior", scatter(&r, bounds, size)), ("q(θ | x_o)", scatter(&q.narrow(1, 0, 2).to_kind(Kind::Double), bounds, size))];
+    let framed = panels.iter().map(|(t, c)| Ok((*t, plot::panels::framed(c, bounds)?))).collect::<Result<Vec<_>>>()?;
+    plot::save_png(&plot::titled_row(&framed)?, path)
+}
+
 /// The picture for a model at one moment of training, written to `path`.
 pub fn draw(model: &dyn Model, data: &Dataset, eval: &EvalConfig, device: Device, path: &Path) -> Result<()> {
     let n = eval.n_samples.min(20_000).max(1);

@@ -2,7 +2,7 @@
 //! (`data::sbi`): at each reference observation x_o, C2ST accuracy of q's samples against reference posterior
 //! samples (sbibm's metric: 0.5 is perfect), and the NLL of the true θ_o under q (exact: q is a flow). Written into
 //! summary.json["sbi"] by the runner.
-use super::c2st::{c2st, C2stSettings};
+use super::c2st::{c2st_many, C2stSettings};
 use crate::context::Context;
 use crate::data::sbi::Task;
 use crate::model::Model;
@@ -28,10 +28,21 @@ pub struct SbiResult {
     pub reference_nll_true_theta: Option<f64>,
 }
 
-/// C2ST and true-θ NLL of `model` (a conditional model on the task's x) at `n_obs` reference observations.
-pub fn evaluate(model: &dyn Model, task: Task, simulations: i64, n_obs: i64, n_samples: i64, c2st_settings: &C2stSettings, device: Device) -> SbiResult {
+/// C2ST and true-θ NLL of `model` (a conditional model on the task's x) at `n_obs` reference observations;
+/// `each(j, reference, q)` sees observation j's reference and model samples once they are drawn (the C2STs of all
+/// observations then train together).
+pub fn evaluate(
+    model: &dyn Model,
+    task: Task,
+    simulations: i64,
+    n_obs: i64,
+    n_samples: i64,
+    c2st_settings: &C2stSettings,
+    device: Device,
+    each: &mut dyn FnMut(i64, &tch::Tensor, &tch::Tensor),
+) -> SbiResult {
     let (theta_o, x_o) = task.observations(n_obs);
-    let mut accs = Vec::new();
+    let mut pairs = Vec::new();
     let mut nll = Vec::new();
     let mut ref_nll = Vec::new();
     for j in 0..n_obs {
@@ -40,7 +51,8 @@ pub fn evaluate(model: &dyn Model, task: Task, simulations: i64, n_obs: i64, n_s
         let reference = task.reference_posterior(&x, &theta_o.get(j), n_samples);
         let ctx = Context::Vector(x.to_kind(Kind::Float).view([1, -1]).expand([n_samples, -1], false).contiguous().to_device(device));
         let q = tch::no_grad(|| model.sample_given(n_samples, &ctx)).to_device(Device::Cpu);
-        accs.push(c2st(&reference, &q, &C2stSettings { seed: c2st_settings.seed + j, ..*c2st_settings }));
+        each(j, &reference, &q);
+        pairs.push((reference, q));
         let one = Context::Vector(x.to_kind(Kind::Float).view([1, -1]).to_device(device));
         let lp = tch::no_grad(|| model.log_prob_given(&theta_o.get(j).to_kind(Kind::Float).view([1, -1]).to_device(device), &one).value);
         nll.push(-lp.double_value(&[0]));
@@ -50,6 +62,7 @@ pub fn evaluate(model: &dyn Model, task: Task, simulations: i64, n_obs: i64, n_s
             ref_nll.push(0.5 * q + 0.5 * d * (2.0 * std::f64::consts::PI * var).ln());
         }
     }
+    let accs = c2st_many(&pairs, c2st_settings);
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     SbiResult {
         task: task.name().into(),
