@@ -194,10 +194,6 @@ else
   sweeps
 fi
 
-# 6. Simulation-based inference at sbibm's budgets (its own script; the report reads DIR/sbi).
-export REPORT_OUT=$DIR/sbi-report
-log_run bash scripts/sbi.sh "$DIR/sbi"
-
 cat > "$DIR/ablations.json" <<JSON
 [
   {"title": "DiffFlow on the checkerboard: diffusion coefficient g", "sweep": "sweeps/diffflow-g-checkerboard", "baseline": "sweeps/flow-checkerboard", "xlabel": "g (small g: nearly deterministic)"},
@@ -207,5 +203,5 @@ cat > "$DIR/ablations.json" <<JSON
 ]
 JSON
 
-# 7. The report (the GPU profile's beside the committed CPU one).
+# 6. The report (the GPU profile's beside the committed CPU one).
 log_run "$BIN" report "$DIR" --out "$([ "$GPU" = 1 ] && echo notebooks-export/gpu || echo notebooks-export)"
