@@ -186,3 +186,39 @@ fn a_class_conditional_mnist_flow_draws_one_grid_row_per_class() {
     let err = fails(&["sample", s(&run), "-n", "5", "--context", "0.5,1", "--out", s(&npy)]);
     assert!(err.contains("one column (the class index)"), "{err}");
 }
+
+/// The time-conditioned families on MNIST labels: `sample` draws one grid row per class, guides at a weight given
+/// with --set model.guidance_weight (a sampling setting), and refuses a change of the training-only p_uncond.
+#[test]
+fn class_conditional_ddpm_score_and_diffflow_draw_per_class_grids_and_take_a_guidance_weight() {
+    let tmp = tempfile::tempdir().unwrap();
+    let small = [
+        "train.batch_size=4", "eval.n_final=2", "eval.n_eval=2", "eval.batch_size=2", "eval.n_samples=2", "eval.quality_samples=8",
+        "model.net.unet_ch=8", "model.net.unet_groups=4", "train.sample_every=2", "eval.every=2", "model.ode.rtol=1e-2",
+    ];
+    for (exp, extra) in [
+        ("ddpm-mnist-conditional", vec!["model.timesteps=10"]),
+        ("scoresde-mnist-conditional", vec!["model.sample_steps=4"]),
+        ("diffflow-mnist-conditional", vec!["model.steps=3", "model.steps_schedule=[[0, 2], [2, 3]]"]),
+    ] {
+        let run = tmp.path().join(exp);
+        let mut args = vec!["train", exp, "--steps", "2", "--device", "cpu", "--out", s(&run)];
+        for e in small.iter().chain(&extra).filter(|e| exp != "ddpm-mnist-conditional" || !e.starts_with("model.ode")) {
+            args.extend(["--set", e]);
+        }
+        ok(&args);
+        let info: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
+        assert_eq!(info["context"], serde_json::json!({"kind": "class", "classes": 10}), "{exp}: {info}");
+        let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+        let guidance = &summary["estimator"]["guidance"];
+        assert_eq!((guidance["p_uncond"].as_f64(), guidance["guidance_weight"].as_f64()), (Some(0.1), Some(0.0)), "{exp}: {summary}");
+        let grid = tmp.path().join(format!("{exp}.png"));
+        ok(&["sample", s(&run), "-n", "3", "--out", s(&grid)]);
+        assert_eq!(image::image_dimensions(&grid).unwrap(), (2 * (3 * 29 - 1), 2 * (10 * 29 - 1)), "{exp}: 10 rows of 3");
+        let npy = tmp.path().join(format!("{exp}.npy"));
+        ok(&["sample", s(&run), "-n", "2", "--class", "7", "--set", "model.guidance_weight=2", "--out", s(&npy)]);
+        assert_eq!(Tensor::read_npy(&npy).unwrap().size(), [2, 1, 28, 28], "{exp}");
+        let err = fails(&["sample", s(&run), "-n", "2", "--class", "7", "--set", "model.p_uncond=0.5", "--out", s(&npy)]);
+        assert!(err.contains("model.p_uncond") && err.contains("model.guidance_weight"), "{exp}: {err}");
+    }
+}

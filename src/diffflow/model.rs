@@ -16,6 +16,7 @@ use super::grid;
 use crate::dist::normal::sum_except_batch;
 use crate::dist::{Distribution, StandardNormal};
 use crate::model::{Kind as LikKind, LogProb, Model, SamplingCost};
+use crate::nets::guidance::{with_context, Mode};
 use crate::nets::TimeNet;
 use crate::score::likelihood::{ode_log_prob, Divergence};
 use crate::score::ode::rk45;
@@ -95,6 +96,22 @@ pub struct DiffFlowParams {
     pub data_scale: f64,
     /// `[model.net]`: the time-conditioned network (an MLP on vectors, a U-Net on images).
     pub net: crate::nets::spec::NetSpec,
+    /// A conditional run: the width of the context embedding added to the time embedding (default: 16 for
+    /// classes, a vector context as it is).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context_embed: Option<i64>,
+    /// A conditional run: the probability of training a row with the null context (classifier-free guidance).
+    #[serde(skip_serializing_if = "crate::nets::guidance::is_default_p_uncond")]
+    pub p_uncond: f64,
+    /// A conditional run: the guidance weight w of sampling, ε̃ = (1 + w) ε(c) − w ε(∅); 0 is the conditional model.
+    #[serde(skip_serializing_if = "crate::nets::guidance::is_zero")]
+    pub guidance_weight: f64,
+}
+
+impl DiffFlowParams {
+    fn conditioning(&self) -> crate::nets::guidance::Conditioning {
+        crate::nets::guidance::Conditioning { context_embed: self.context_embed, p_uncond: self.p_uncond, guidance_weight: self.guidance_weight }
+    }
 }
 
 impl Default for DiffFlowParams {
@@ -116,6 +133,9 @@ impl Default for DiffFlowParams {
             ode: Default::default(),
             data_scale: 1.0,
             net: Default::default(),
+            context_embed: None,
+            p_uncond: crate::nets::guidance::P_UNCOND,
+            guidance_weight: 0.0,
         }
     }
 }
@@ -415,7 +435,39 @@ impl Model for DiffFlow {
             "steps": self.p.steps, "t_start": self.p.t_start, "t_end": self.p.t_end, "grid_exp": self.p.grid_exp,
             "g": self.p.g, "g_end": self.p.g_end, "nfe_last_evaluation": self.likelihood_nfe.get(),
             "sampler": format!("{:?}", self.p.sampler).to_lowercase(), "sample_steps": self.sample_steps(),
+            "guidance": self.drift.guided().map(crate::nets::guidance::describe),
         })
+    }
+
+    fn context_spec(&self) -> Option<crate::ContextSpec> {
+        self.drift.guided().map(|g| g.context_spec())
+    }
+
+    fn loss_given(&self, x: &Tensor, c: &crate::Context, step: i64) -> Tensor {
+        with_context(&[&*self.drift, &*self.score], c, Mode::Train, || self.loss(x, step))
+    }
+
+    /// `loss_backward` (with its recomputation) with the contexts bound; drift and score drop the same rows.
+    fn loss_backward_given(&self, x: &Tensor, c: &crate::Context, step: i64) -> Tensor {
+        with_context(&[&*self.drift, &*self.score], c, Mode::Train, || self.loss_backward(x, step))
+    }
+
+    /// The likelihood of the conditional model (w = 0).
+    fn log_prob_given(&self, x: &Tensor, c: &crate::Context) -> LogProb {
+        with_context(&[&*self.drift, &*self.score], c, Mode::Conditional, || self.log_prob(x))
+    }
+
+    fn data_init_given(&self, x: &Tensor, c: &crate::Context) {
+        for g in [self.drift.guided(), self.score.guided()].into_iter().flatten() {
+            g.data_init(c);
+        }
+        self.data_init(x)
+    }
+
+    /// One sample per context row; drift and score are both guided at `model.guidance_weight`, so the backward
+    /// drift f - g² s is the guided combination of the conditional and null ones.
+    fn sample_given(&self, n: i64, c: &crate::Context) -> Tensor {
+        with_context(&[&*self.drift, &*self.score], c, Mode::Guided, || self.sample(c.len().unwrap_or(n)))
     }
 }
 
@@ -424,6 +476,15 @@ impl crate::model::ModelParams for DiffFlowParams {
     fn build(&self, path: &tch::nn::Path, shape: &[i64]) -> Result<Box<dyn Model>> {
         let drift = crate::nets::spec::time_net(&path.sub("drift"), shape, &self.net)?;
         let score = crate::nets::spec::time_net(&path.sub("score"), shape, &self.net)?;
+        Ok(Box::new(DiffFlow::new(drift, score, self.clone(), shape.to_vec(), shape.len() == 3, path.device())?))
+    }
+
+    /// p(x | c): drift and score each read the context embedding beside the time embedding (each its own encoder),
+    /// classifier-free guidance at sampling.
+    fn build_conditional(&self, path: &tch::nn::Path, shape: &[i64], context: &crate::ContextSpec) -> Result<Box<dyn Model>> {
+        let c = self.conditioning();
+        let drift = crate::nets::guidance::time_net(&path.sub("drift"), shape, &self.net, context, &c)?;
+        let score = crate::nets::guidance::time_net(&path.sub("score"), shape, &self.net, context, &c)?;
         Ok(Box::new(DiffFlow::new(drift, score, self.clone(), shape.to_vec(), shape.len() == 3, path.device())?))
     }
 }

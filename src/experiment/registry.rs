@@ -81,9 +81,9 @@ pub fn entries() -> Vec<Entry> {
 /// model the weights belong to, and is refused there.
 pub fn inference_keys(kind: &str) -> &'static [&'static str] {
     match kind {
-        "ddpm" => &["sampler", "ddim_steps"],
-        "score" | "ncsn" => &["sampler", "sample_steps", "snr", "langevin_steps", "ald_eps", "ode"],
-        "diffflow" => &["sampler", "sample_steps", "denoise", "likelihood", "ode"],
+        "ddpm" => &["sampler", "ddim_steps", "guidance_weight"],
+        "score" | "ncsn" => &["sampler", "sample_steps", "snr", "langevin_steps", "ald_eps", "ode", "guidance_weight"],
+        "diffflow" => &["sampler", "sample_steps", "denoise", "likelihood", "ode", "guidance_weight"],
         "vae" => &["eval_k", "sample_mean"],
         "survae" | "glow" | "realnvp" => &["eval_k"],
         _ => &[],

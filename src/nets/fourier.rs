@@ -13,6 +13,8 @@ pub struct FourierMlp {
     time2: nn::Linear,
     layers: Vec<nn::Linear>,
     out: nn::Linear,
+    /// Linear map of conditioning features added to the time embedding (a conditional network only).
+    cond: Option<nn::Linear>,
 }
 
 impl FourierMlp {
@@ -30,7 +32,16 @@ impl FourierMlp {
             time2: nn::linear(path / "time2", width, width, c),
             layers: (0..depth).map(|i| nn::linear(path / format!("layer{i}"), width, width, c)).collect(),
             out: nn::linear(path / "out", width, d, c),
+            cond: None,
         })
+    }
+
+    /// The same network reading conditioning features of width `e`, embedded linearly and added to the time
+    /// embedding (created after every other variable, so the rest initialises as in `new`).
+    pub fn conditional(path: &nn::Path, d: i64, width: i64, depth: usize, e: i64) -> Result<Self> {
+        let mut net = Self::new(path, d, width, depth)?;
+        net.cond = Some(nn::linear(path / "cond", e, width, Default::default()));
+        Ok(net)
     }
 
     /// The time embedding MLP(sin, cos(ω t + φ)) of `t` [batch] (or [1], broadcast over the batch).
@@ -62,6 +73,11 @@ impl super::TimeNet for FourierMlp {
     /// One embedding row for the whole batch.
     fn forward_at(&self, x: &Tensor, t: f64) -> Tensor {
         self.body(x, &self.embed(&Tensor::full([1], t, (x.kind(), x.device()))))
+    }
+
+    fn forward_tc(&self, x: &Tensor, t: &Tensor, h: &Tensor) -> Tensor {
+        let cond = self.cond.as_ref().expect("a Fourier MLP built without conditioning features (FourierMlp::conditional)");
+        self.body(x, &(self.embed(&t.to_kind(x.kind())) + cond.forward(&h.to_kind(x.kind()))))
     }
 }
 

@@ -46,16 +46,28 @@ pub enum Arch {
 
 /// A TimeMlp for event shape \[D], a U-Net for [C, H, W].
 pub fn time_net(path: &nn::Path, shape: &[i64], spec: &NetSpec) -> Result<Box<dyn TimeNet>> {
+    time_net_given(path, shape, spec, None)
+}
+
+/// `time_net`, reading conditioning features of width `cond` through `TimeNet::forward_tc` when given (None builds
+/// exactly `time_net`'s network, variable for variable).
+pub fn time_net_given(path: &nn::Path, shape: &[i64], spec: &NetSpec, cond: Option<i64>) -> Result<Box<dyn TimeNet>> {
     match shape {
         [d] if spec.arch == Arch::Fourier => {
             let width = spec.hidden.first().copied().unwrap_or(0);
             if spec.hidden.iter().any(|&h| h != width) {
                 bail!("arch = \"fourier\" needs equal hidden widths (width, depth = hidden[0], len), got {:?}", spec.hidden);
             }
-            Ok(Box::new(FourierMlp::new(path, *d, width, spec.hidden.len())?))
+            Ok(match cond {
+                Some(e) => Box::new(FourierMlp::conditional(path, *d, width, spec.hidden.len(), e)?),
+                None => Box::new(FourierMlp::new(path, *d, width, spec.hidden.len())?),
+            })
         }
-        [d] => Ok(Box::new(TimeMlp::new(path, *d, &spec.hidden, *d, spec.emb_dim, spec.activation)?)),
-        [c, _, _] => Ok(Box::new(UNet::new(path, *c, spec.unet_ch, &spec.unet_mults, spec.unet_groups)?)),
+        [d] => Ok(Box::new(TimeMlp::conditional(path, *d, &spec.hidden, *d, spec.emb_dim, spec.activation, cond.unwrap_or(0))?)),
+        [c, _, _] => Ok(match cond {
+            Some(e) => Box::new(UNet::conditional(path, *c, spec.unet_ch, &spec.unet_mults, spec.unet_groups, e)?),
+            None => Box::new(UNet::new(path, *c, spec.unet_ch, &spec.unet_mults, spec.unet_groups)?),
+        }),
         _ => bail!("no time-conditioned network for data of shape {shape:?} (vectors [D] or images [C, H, W])"),
     }
 }

@@ -20,17 +20,31 @@ pub fn sinusoidal(t: &Tensor, dim: i64, max_freq: f64) -> Tensor {
 pub struct TimeMlp {
     mlp: Mlp,
     emb_dim: i64,
+    /// Width of the conditioning features concatenated after the time features (0: none).
+    cond: i64,
 }
 
 impl TimeMlp {
     pub fn new(path: &nn::Path, d_in: i64, hidden: &[i64], d_out: i64, emb_dim: i64, act: Activation) -> Result<Self> {
-        Ok(TimeMlp { mlp: Mlp::new(path, d_in + emb_dim, hidden, d_out, act, false)?, emb_dim })
+        Self::conditional(path, d_in, hidden, d_out, emb_dim, act, 0)
+    }
+
+    /// out = MLP([x, sinusoidal(t), h]) with conditioning features h of width `cond` (0 gives `new`).
+    pub fn conditional(path: &nn::Path, d_in: i64, hidden: &[i64], d_out: i64, emb_dim: i64, act: Activation, cond: i64) -> Result<Self> {
+        Ok(TimeMlp { mlp: Mlp::new(path, d_in + emb_dim + cond, hidden, d_out, act, false)?, emb_dim, cond })
     }
 
     /// `t` of shape \[batch] in [0, 1].
     pub fn forward(&self, x: &Tensor, t: &Tensor) -> Tensor {
         let emb = sinusoidal(t, self.emb_dim, 1000.0).to_kind(x.kind());
         self.mlp.forward(&Tensor::cat(&[x.shallow_clone(), emb], 1))
+    }
+
+    /// MLP([x, sinusoidal(t), h]) for a network built with `conditional`; `h` [batch, cond].
+    pub fn forward_given(&self, x: &Tensor, t: &Tensor, h: &Tensor) -> Tensor {
+        assert_eq!(h.size(), vec![x.size()[0], self.cond], "conditioning features [batch, width] of a conditional time MLP");
+        let emb = sinusoidal(t, self.emb_dim, 1000.0).to_kind(x.kind());
+        self.mlp.forward(&Tensor::cat(&[x.shallow_clone(), emb, h.to_kind(x.kind())], 1))
     }
 }
 

@@ -128,6 +128,9 @@ pub struct UNet {
     upsample: Vec<Upsample>,
     norm_out: nn::GroupNorm,
     conv_out: nn::Conv2D,
+    /// Linear map of conditioning features added to the time embedding (Ho & Salimans 2022; a conditional network
+    /// only).
+    cond: Option<nn::Linear>,
 }
 
 impl UNet {
@@ -186,6 +189,24 @@ impl UNet {
             upsample,
             norm_out: nn::group_norm(path / "norm_out", groups, widths[0], Default::default()),
             conv_out: nn::conv2d(path / "conv_out", widths[0], in_ch, 3, zero),
+            cond: None,
+        })
+    }
+
+    /// The same U-Net reading conditioning features h [B, e] (a class or context embedding) through a Linear(e, 4ch)
+    /// added to the time embedding; created after every other variable, so the rest initialises as in `new`.
+    pub fn conditional(path: &nn::Path, in_ch: i64, ch: i64, mults: &[i64], groups: i64, e: i64) -> Result<Self> {
+        let mut net = Self::new(path, in_ch, ch, mults, groups)?;
+        net.cond = Some(nn::linear(path / "time" / "cond", e, 4 * ch, Default::default()));
+        Ok(net)
+    }
+
+    /// `forward` of a conditional U-Net with features `h` [B, e].
+    pub fn forward_given(&self, x: &Tensor, t: &Tensor, h: &Tensor) -> Tensor {
+        let cond = self.cond.as_ref().expect("a U-Net built without conditioning features (UNet::conditional)");
+        crate::native::amp::network(x, || {
+            let temb = self.time.forward(t, x.kind()) + cond.forward(&h.to_kind(x.kind()));
+            self.body(x, &temb.silu())
         })
     }
 
@@ -198,22 +219,26 @@ impl UNet {
 
     /// The forward pass in whatever precision the caller set up.
     fn forward_at_precision(&self, x: &Tensor, t: &Tensor) -> Tensor {
-        let temb_act = self.time.forward(t, x.kind()).silu();
+        self.body(x, &self.time.forward(t, x.kind()).silu())
+    }
+
+    /// Everything after the time embedding: `temb_act` is SiLU of it, [B, 4ch].
+    fn body(&self, x: &Tensor, temb_act: &Tensor) -> Tensor {
         let mut h = self.conv_in.forward(x);
         let mut skips = Vec::with_capacity(self.down.len());
         for (i, res) in self.down.iter().enumerate() {
-            h = res.forward(&h, &temb_act);
+            h = res.forward(&h, temb_act);
             skips.push(h.shallow_clone());
             if let Some(ds) = self.downsample.get(i) {
                 h = ds.forward(&h);
             }
         }
         for res in &self.mid {
-            h = res.forward(&h, &temb_act);
+            h = res.forward(&h, temb_act);
         }
         for (i, res) in self.up.iter().enumerate().rev() {
             let skip = skips.pop().expect("one skip per level");
-            h = res.forward(&Tensor::cat(&[h, skip], 1), &temb_act);
+            h = res.forward(&Tensor::cat(&[h, skip], 1), temb_act);
             if i > 0 {
                 h = self.upsample[i - 1].forward(&h);
             }

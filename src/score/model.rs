@@ -7,6 +7,7 @@ use super::ode::rk45;
 use super::sde::{bcast, Sde, SdeKind};
 use super::space::ModelSpace;
 use crate::model::{LogProb, Model, SamplingCost};
+use crate::nets::guidance::{with_context, Mode};
 use crate::nets::TimeNet;
 use serde::{Deserialize, Serialize};
 use std::cell::Cell;
@@ -51,6 +52,22 @@ pub struct ScoreParams {
     pub data_scale: f64,
     /// `[model.net]`: the time-conditioned network (an MLP on vectors, a U-Net on images).
     pub net: crate::nets::spec::NetSpec,
+    /// A conditional run: the width of the context embedding added to the time embedding (default: 16 for
+    /// classes, a vector context as it is).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context_embed: Option<i64>,
+    /// A conditional run: the probability of training a row with the null context (classifier-free guidance).
+    #[serde(skip_serializing_if = "crate::nets::guidance::is_default_p_uncond")]
+    pub p_uncond: f64,
+    /// A conditional run: the guidance weight w of sampling, ε̃ = (1 + w) ε(c) − w ε(∅); 0 is the conditional model.
+    #[serde(skip_serializing_if = "crate::nets::guidance::is_zero")]
+    pub guidance_weight: f64,
+}
+
+impl ScoreParams {
+    fn conditioning(&self) -> crate::nets::guidance::Conditioning {
+        crate::nets::guidance::Conditioning { context_embed: self.context_embed, p_uncond: self.p_uncond, guidance_weight: self.guidance_weight }
+    }
 }
 
 impl Default for ScoreParams {
@@ -70,6 +87,9 @@ impl Default for ScoreParams {
             ode: Default::default(),
             data_scale: 1.0,
             net: Default::default(),
+            context_embed: None,
+            p_uncond: crate::nets::guidance::P_UNCOND,
+            guidance_weight: 0.0,
         }
     }
 }
@@ -276,13 +296,45 @@ impl Model for ScoreModel {
             "divergence": div,
             "dim": d,
             "nfe_last_evaluation": self.likelihood_nfe.get(),
+            "guidance": self.net.guided().map(crate::nets::guidance::describe),
         })
+    }
+
+    fn context_spec(&self) -> Option<crate::ContextSpec> {
+        self.net.guided().map(|g| g.context_spec())
+    }
+
+    fn loss_given(&self, x: &Tensor, c: &crate::Context, step: i64) -> Tensor {
+        with_context(&[&*self.net], c, Mode::Train, || self.loss(x, step))
+    }
+
+    /// The PF-ODE likelihood of the conditional model (w = 0).
+    fn log_prob_given(&self, x: &Tensor, c: &crate::Context) -> LogProb {
+        with_context(&[&*self.net], c, Mode::Conditional, || self.log_prob(x))
+    }
+
+    fn data_init_given(&self, x: &Tensor, c: &crate::Context) {
+        if let Some(g) = self.net.guided() {
+            g.data_init(c);
+        }
+        self.data_init(x)
+    }
+
+    /// One sample per context row, the score guided at `model.guidance_weight`.
+    fn sample_given(&self, n: i64, c: &crate::Context) -> Tensor {
+        with_context(&[&*self.net], c, Mode::Guided, || self.sample(c.len().unwrap_or(n)))
     }
 }
 
 impl crate::model::ModelParams for ScoreParams {
     fn build(&self, path: &tch::nn::Path, shape: &[i64]) -> anyhow::Result<Box<dyn Model>> {
         let net = crate::nets::spec::time_net(&path.sub("net"), shape, &self.net)?;
+        Ok(Box::new(ScoreModel::new(net, self.clone(), shape.to_vec(), shape.len() == 3, path.device())))
+    }
+
+    /// p(x | c): the context embedding added to the time embedding, classifier-free guidance at sampling.
+    fn build_conditional(&self, path: &tch::nn::Path, shape: &[i64], context: &crate::ContextSpec) -> anyhow::Result<Box<dyn Model>> {
+        let net = crate::nets::guidance::time_net(&path.sub("net"), shape, &self.net, context, &self.conditioning())?;
         Ok(Box::new(ScoreModel::new(net, self.clone(), shape.to_vec(), shape.len() == 3, path.device())))
     }
 }

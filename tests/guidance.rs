@@ -1,0 +1,158 @@
+//! Conditional DDPM, score and DiffFlow models with classifier-free guidance, trained through the library on 2D data
+//! whose class decides the mode: samples land at their class, the conditional bound beats the unconditional twin's
+//! by about the entropy of the class (ln 2), guidance weight 0 samples exactly the conditional model, and w > 0
+//! changes the samples.
+use relaxflow::diffflow::DiffFlowParams;
+use relaxflow::diffusion::{Ddpm, DdpmParams};
+use relaxflow::model::{Kind as LikKind, Model, ModelParams};
+use relaxflow::nets::guidance::{self, with_context, Mode};
+use relaxflow::score::ScoreParams;
+use relaxflow::{Context, ContextSpec};
+use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
+
+const CLASSES: ContextSpec = ContextSpec::Class { classes: 2 };
+
+/// x = (±1.5, 0) + 0.3 ε with the sign set by the class c ∈ {0, 1}; H(c) = ln 2.
+fn two_class(n: i64) -> (Tensor, Context) {
+    let c = Tensor::randint(2, [n], (Kind::Int64, Device::Cpu));
+    let mean = Tensor::stack(&[(c.to_kind(Kind::Float) * 3.0 - 1.5), Tensor::zeros([n], (Kind::Float, Device::Cpu))], 1);
+    (mean + Tensor::randn([n, 2], (Kind::Float, Device::Cpu)) * 0.3, Context::Class(c))
+}
+
+/// Adam on the model's loss, with the batch's classes when `conditional`.
+fn train(model: &dyn Model, vs: &nn::VarStore, steps: i64, lr: f64, conditional: bool) {
+    let mut opt = nn::Adam::default().build(vs, lr).unwrap();
+    model.set_training(true);
+    for step in 0..steps {
+        let (x, c) = two_class(256);
+        let c = if conditional { c } else { Context::None };
+        if step == 0 {
+            model.data_init_given(&x, &c);
+        }
+        opt.zero_grad();
+        let loss = model.loss_backward_given(&x, &c, step);
+        assert!(loss.double_value(&[]).is_finite(), "step {step}: loss not finite");
+        opt.step();
+    }
+    model.set_training(false);
+}
+
+/// The share of `x` on the side of the plane x0 = 0 that `class` puts the mode on.
+fn at_class(x: &Tensor, class: i64) -> f64 {
+    let side = if class == 1 { x.select(1, 0).gt(0.0) } else { x.select(1, 0).lt(0.0) };
+    side.to_kind(Kind::Float).mean(None).double_value(&[])
+}
+
+fn classes(k: i64, n: i64) -> Context {
+    Context::Class(Tensor::full([n], k, (Kind::Int64, Device::Cpu)))
+}
+
+fn ddpm_params() -> DdpmParams {
+    toml::from_str("timesteps = 100\n[net]\nhidden = [64, 64]\nemb_dim = 16").unwrap()
+}
+
+#[test]
+fn a_class_conditional_ddpm_puts_samples_at_their_class_and_beats_its_unconditional_twin() {
+    tch::manual_seed(0);
+    let p = ddpm_params();
+    let vs = nn::VarStore::new(Device::Cpu);
+    let cond = p.build_conditional(&vs.root(), &[2], &CLASSES).unwrap();
+    assert_eq!(cond.context_spec(), Some(CLASSES));
+    train(&*cond, &vs, 1500, 3e-3, true);
+    let vs_u = nn::VarStore::new(Device::Cpu);
+    let uncond = p.build(&vs_u.root(), &[2]).unwrap();
+    assert_eq!(uncond.context_spec(), None);
+    train(&*uncond, &vs_u, 1500, 3e-3, false);
+
+    for k in 0..2 {
+        let x = tch::no_grad(|| cond.sample_given(500, &classes(k, 500)));
+        assert_eq!(x.size(), [500, 2]);
+        let share = at_class(&x, k);
+        assert!(share > 0.95, "class {k}: {share} of the samples at their class's mode");
+    }
+    let x = tch::no_grad(|| uncond.sample(1000));
+    let share = at_class(&x, 1);
+    assert!((0.3..0.7).contains(&share), "the unconditional twin draws both modes: {share} at x0 > 0");
+
+    // Both are variational bounds (NLL upper bounds); p(x | c) has ln 2 less entropy than p(x).
+    let (x, c) = two_class(4000);
+    let lc = tch::no_grad(|| cond.log_prob_given(&x, &c));
+    let lu = tch::no_grad(|| uncond.log_prob(&x));
+    assert_eq!((lc.kind, lu.kind), (LikKind::LowerBound, LikKind::LowerBound));
+    let (nc, nu) = (-lc.value.mean(Kind::Double).double_value(&[]), -lu.value.mean(Kind::Double).double_value(&[]));
+    let exact = 2.0 * (0.3f64.ln() + 0.5 * (2.0 * std::f64::consts::PI * std::f64::consts::E).ln());
+    assert!(nc > exact - 0.05, "the conditional bound {nc} cannot be below the exact conditional entropy {exact}");
+    assert!(nu - nc > 0.3, "conditional NLL bound {nc} vs unconditional {nu}: the class carries ln 2 = 0.69 nats");
+}
+
+#[test]
+fn guidance_weight_zero_samples_the_conditional_model_and_a_positive_weight_changes_the_samples() {
+    tch::manual_seed(1);
+    let p = ddpm_params();
+    let vs = nn::VarStore::new(Device::Cpu);
+    let cond = guidance::Conditioning { context_embed: Some(8), p_uncond: 0.2, guidance_weight: 0.0 };
+    let net = guidance::time_net(&vs.root().sub("net"), &[2], &p.net, &CLASSES, &cond).unwrap();
+    let model = Ddpm::new(net, p, vec![2], false, Device::Cpu);
+    train(&model, &vs, 600, 3e-3, true);
+    let c = classes(1, 300);
+    let draw = |seed: i64, f: &dyn Fn() -> Tensor| {
+        tch::manual_seed(seed);
+        tch::no_grad(f)
+    };
+    let guided0 = draw(5, &|| model.sample_given(300, &c));
+    let conditional = draw(5, &|| with_context(&[&*model.net], &c, Mode::Conditional, || model.sample(300)));
+    assert!(guided0.equal(&conditional), "w = 0 draws exactly the conditional model's samples");
+    let g = model.net.guided().expect("a guided network");
+    g.set_weight(3.0).unwrap();
+    let guided3 = draw(5, &|| model.sample_given(300, &c));
+    let moved = (&guided3 - &conditional).abs().max().double_value(&[]);
+    assert!(moved > 1e-3, "w = 3 changes the samples (max change {moved})");
+    assert!(at_class(&guided3, 1) > 0.95, "guided samples stay at their class");
+    // The likelihood is the conditional model's whatever w is set for sampling.
+    let (x, cx) = two_class(200);
+    tch::manual_seed(9);
+    let l3 = tch::no_grad(|| model.log_prob_given(&x, &cx)).value;
+    g.set_weight(0.0).unwrap();
+    tch::manual_seed(9);
+    let l0 = tch::no_grad(|| model.log_prob_given(&x, &cx)).value;
+    assert!(l3.equal(&l0), "log_prob_given ignores the guidance weight");
+}
+
+#[test]
+fn a_class_conditional_score_model_samples_at_its_class_with_an_exact_ode_likelihood() {
+    tch::manual_seed(2);
+    let p: ScoreParams = toml::from_str("sampler = \"em\"\nsample_steps = 200\n[net]\nhidden = [64, 64]\nemb_dim = 16\n[ode]\nrtol = 1e-3").unwrap();
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = p.build_conditional(&vs.root(), &[2], &CLASSES).unwrap();
+    train(&*model, &vs, 1500, 3e-3, true);
+    for k in 0..2 {
+        let share = at_class(&tch::no_grad(|| model.sample_given(400, &classes(k, 400))), k);
+        assert!(share > 0.95, "class {k}: {share} of the score model's samples at their class");
+    }
+    let (x, c) = two_class(300);
+    let lp = model.log_prob_given(&x, &c);
+    assert_eq!(lp.kind, LikKind::Exact, "2D: the exact divergence");
+    // The density at each point's own class beats the density at the other class.
+    let other = match &c {
+        Context::Class(k) => Context::Class(1 - k),
+        _ => unreachable!(),
+    };
+    let (own, swapped) = (lp.value.mean(Kind::Double).double_value(&[]), model.log_prob_given(&x, &other).value.mean(Kind::Double).double_value(&[]));
+    assert!(own.is_finite() && own > swapped + 5.0, "log p(x | own class) {own} vs at the other class {swapped}");
+}
+
+#[test]
+fn a_class_conditional_diffflow_trains_and_its_samples_move_with_the_class() {
+    tch::manual_seed(3);
+    let p: DiffFlowParams = toml::from_str("steps = 10\ng = 0.2\nt_end = 0.05\n[net]\narch = \"fourier\"\nhidden = [64, 64]\n[ode]\nrtol = 1e-3").unwrap();
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = p.build_conditional(&vs.root(), &[2], &CLASSES).unwrap();
+    assert_eq!(model.context_spec(), Some(CLASSES));
+    train(&*model, &vs, 400, 5e-3, true);
+    let mean_x0 = |k: i64| tch::no_grad(|| model.sample_given(500, &classes(k, 500))).select(1, 0).mean(Kind::Double).double_value(&[]);
+    let (m0, m1) = (mean_x0(0), mean_x0(1));
+    assert!(m1 - m0 > 1.5, "sample means of x0 at class 0 ({m0}) and class 1 ({m1}); the modes are 3 apart");
+    let (x, c) = two_class(200);
+    let lp = model.log_prob_given(&x, &c);
+    assert!(lp.value.isfinite().all().int64_value(&[]) == 1 && lp.kind == LikKind::Exact);
+}
