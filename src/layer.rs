@@ -143,6 +143,12 @@ impl LayerModel {
     /// (Burda et al. 2016, eq. 8; Nielsen et al. 2020, §3.4). Equal to log p(x) for an exact model; for a stochastic
     /// one E[IWBO(k)] increases with k towards log p(x). Replicas go through in chunks of at most `rows` rows.
     pub fn iwbo(&self, x: &Tensor, k: i64, rows: i64) -> Tensor {
+        self.iwbo_given(x, None, k, rows)
+    }
+
+    /// IWBO(k) of log p(x | c) with context features `h` [batch, E] (each of the k copies of a row reads its row's
+    /// h); None is `iwbo`.
+    pub fn iwbo_given(&self, x: &Tensor, h: Option<&Tensor>, k: i64, rows: i64) -> Tensor {
         let b = x.size()[0];
         // Under a data-parallel split, chunk as the whole batch would be, and draw each chunk's K copies as the
         // whole batch's rows (see crate::rows), so the bound of every example is the one-process value.
@@ -157,11 +163,22 @@ impl LayerModel {
             let mut expanded = vec![c];
             expanded.extend(x.size());
             let xr = x.unsqueeze(0).expand(expanded.as_slice(), false).reshape(shape.as_slice());
-            let (z, v) = match split {
-                Some(s) => crate::rows::with_split(s.repeated(c), || self.forward(&xr)),
-                None => self.forward(&xr),
+            let hr = h.map(|h| h.repeat([c, 1]));
+            let pass = || match &hr {
+                Some(hr) => {
+                    let (z, v) = self.forward_given(&xr, hr);
+                    self.base.log_prob_given(&z, hr) + v
+                }
+                None => {
+                    let (z, v) = self.forward(&xr);
+                    self.base.log_prob(&z) + v
+                }
             };
-            parts.push((self.base.log_prob(&z) + v).view([c, b]));
+            let lp = match split {
+                Some(s) => crate::rows::with_split(s.repeated(c), pass),
+                None => pass(),
+            };
+            parts.push(lp.view([c, b]));
             done += c;
         }
         Tensor::cat(&parts, 0).logsumexp(0, false) - (k as f64).ln()

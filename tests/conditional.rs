@@ -187,10 +187,11 @@ fn a_class_conditional_mnist_flow_draws_one_grid_row_per_class() {
     assert!(err.contains("one column (the class index)"), "{err}");
 }
 
-/// The time-conditioned families on MNIST labels: `sample` draws one grid row per class, guides at a weight given
-/// with --set model.guidance_weight (a sampling setting), and refuses a change of the training-only p_uncond.
+/// The VAE and the time-conditioned families on MNIST labels: `sample` draws one grid row per class; DDPM, score
+/// and DiffFlow guide at a weight given with --set model.guidance_weight (a sampling setting) and refuse a change of
+/// the training-only p_uncond.
 #[test]
-fn class_conditional_ddpm_score_and_diffflow_draw_per_class_grids_and_take_a_guidance_weight() {
+fn class_conditional_vae_ddpm_score_and_diffflow_draw_per_class_grids_and_take_a_guidance_weight() {
     let tmp = tempfile::tempdir().unwrap();
     let small = [
         "train.batch_size=4", "eval.n_final=2", "eval.n_eval=2", "eval.batch_size=2", "eval.n_samples=2", "eval.quality_samples=8",
@@ -200,10 +201,14 @@ fn class_conditional_ddpm_score_and_diffflow_draw_per_class_grids_and_take_a_gui
         ("ddpm-mnist-conditional", vec!["model.timesteps=10"]),
         ("scoresde-mnist-conditional", vec!["model.sample_steps=4"]),
         ("diffflow-mnist-conditional", vec!["model.steps=3", "model.steps_schedule=[[0, 2], [2, 3]]"]),
+        ("vae-mnist-conditional", vec!["model.eval_k=10", "model.hidden=[16]"]),
     ] {
+        let guided = exp != "vae-mnist-conditional";
         let run = tmp.path().join(exp);
         let mut args = vec!["train", exp, "--steps", "2", "--device", "cpu", "--out", s(&run)];
-        for e in small.iter().chain(&extra).filter(|e| exp != "ddpm-mnist-conditional" || !e.starts_with("model.ode")) {
+        let no_ode = matches!(exp, "ddpm-mnist-conditional" | "vae-mnist-conditional");
+        let no_net = exp == "vae-mnist-conditional";
+        for e in small.iter().chain(&extra).filter(|e| !(no_ode && e.starts_with("model.ode")) && !(no_net && e.starts_with("model.net"))) {
             args.extend(["--set", e]);
         }
         ok(&args);
@@ -211,11 +216,18 @@ fn class_conditional_ddpm_score_and_diffflow_draw_per_class_grids_and_take_a_gui
         assert_eq!(info["context"], serde_json::json!({"kind": "class", "classes": 10}), "{exp}: {info}");
         let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
         let guidance = &summary["estimator"]["guidance"];
-        assert_eq!((guidance["p_uncond"].as_f64(), guidance["guidance_weight"].as_f64()), (Some(0.1), Some(0.0)), "{exp}: {summary}");
+        if guided {
+            assert_eq!((guidance["p_uncond"].as_f64(), guidance["guidance_weight"].as_f64()), (Some(0.1), Some(0.0)), "{exp}: {summary}");
+        }
         let grid = tmp.path().join(format!("{exp}.png"));
         ok(&["sample", s(&run), "-n", "3", "--out", s(&grid)]);
         assert_eq!(image::image_dimensions(&grid).unwrap(), (2 * (3 * 29 - 1), 2 * (10 * 29 - 1)), "{exp}: 10 rows of 3");
         let npy = tmp.path().join(format!("{exp}.npy"));
+        if !guided {
+            ok(&["sample", s(&run), "-n", "2", "--class", "7", "--out", s(&npy)]);
+            assert_eq!(Tensor::read_npy(&npy).unwrap().size(), [2, 1, 28, 28], "{exp}");
+            continue;
+        }
         ok(&["sample", s(&run), "-n", "2", "--class", "7", "--set", "model.guidance_weight=2", "--out", s(&npy)]);
         assert_eq!(Tensor::read_npy(&npy).unwrap().size(), [2, 1, 28, 28], "{exp}");
         let err = fails(&["sample", s(&run), "-n", "2", "--class", "7", "--set", "model.p_uncond=0.5", "--out", s(&npy)]);

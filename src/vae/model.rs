@@ -3,7 +3,9 @@
 use super::decoder::Likelihood;
 use super::layer::VaeLayer;
 use super::nets::{Arch, Decoder, Encoder};
+use crate::context::{Context, ContextSpec};
 use crate::dist::StandardNormal;
+use crate::nets::embed::ContextEncoder;
 use crate::layer::LayerModel;
 use crate::model::{Kind, LogProb, Model, SamplingCost};
 use crate::nets::Activation;
@@ -50,6 +52,10 @@ pub struct VaeParams {
     /// Free bits λ (nats per latent unit; Kingma et al. 2016, eq. 15): each unit's batch-mean KL counts as at least
     /// λ, so the optimiser gains nothing by pushing a unit below λ and collapsing it. 0: off.
     pub free_bits: f64,
+    /// A conditional run: the width of the context embedding both networks read (default: 16 for classes, a
+    /// vector context as it is).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context_embed: Option<i64>,
 }
 
 impl Default for VaeParams {
@@ -66,6 +72,7 @@ impl Default for VaeParams {
             sample_mean: Default::default(),
             kl_warmup: Default::default(),
             free_bits: Default::default(),
+            context_embed: None,
         }
     }
 }
@@ -74,26 +81,36 @@ pub struct Vae {
     model: LayerModel,
     layer: Rc<VaeLayer>,
     p: VaeParams,
+    /// h(c) of a conditional VAE p(x | c) = ∫ p(x | z, c) p(z) dz (Sohn et al. 2015); None: unconditional.
+    context: Option<ContextEncoder>,
 }
 
 impl Vae {
     pub fn new(path: &nn::Path, shape: &[i64], p: &VaeParams) -> Result<Self> {
+        Self::new_given(path, shape, p, None)
+    }
+
+    /// The VAE of p(x | c) for contexts `context` (None: `new`): encoder q(z | x, c) and decoder p(x | z, c) read
+    /// the context embedding (at `path/context`) beside their inputs; the prior stays N(0, I).
+    pub fn new_given(path: &nn::Path, shape: &[i64], p: &VaeParams, context: Option<&ContextSpec>) -> Result<Self> {
         ensure!(p.k >= 1 && p.eval_k >= 1, "model.k and model.eval_k must be at least 1");
         ensure!(p.free_bits >= 0.0 && p.free_bits.is_finite(), "model.free_bits must be a non-negative number, got {}", p.free_bits);
         ensure!(
             p.objective == Objective::Elbo || (p.kl_warmup == 0 && p.free_bits == 0.0),
             "model.kl_warmup and model.free_bits shape the ELBO's KL term; with objective = \"iwae\" leave them at 0"
         );
-        let encoder = Encoder::new(&path.sub("encoder"), shape, p.arch, &p.hidden, p.latent, p.activation)?;
+        let context = context.map(|spec| ContextEncoder::new(&path.sub("context"), *spec, p.context_embed)).transpose()?;
+        let cond = context.as_ref().map_or(0, ContextEncoder::width);
+        let encoder = Encoder::new(&path.sub("encoder"), shape, p.arch, &p.hidden, p.latent, p.activation, cond)?;
         let Some(likelihood) = p.likelihood else {
             anyhow::bail!("model.likelihood is required: bernoulli (binarized data) | gaussian | discretized_logistic (8-bit images)")
         };
         let per_dim = likelihood.params_per_dim();
-        let decoder = Decoder::new(&path.sub("decoder"), shape, p.arch, &p.hidden, p.latent, per_dim, p.activation)?;
+        let decoder = Decoder::new(&path.sub("decoder"), shape, p.arch, &p.hidden, p.latent, per_dim, p.activation, cond)?;
         let layer = Rc::new(VaeLayer { encoder, decoder, likelihood, sample_mean: p.sample_mean });
         let base = Box::new(StandardNormal { shape: vec![p.latent], device: path.device() });
         let model = LayerModel { layers: vec![Box::new(layer.clone())], base, family: crate::model::Family::Vae };
-        Ok(Vae { model, layer, p: p.clone() })
+        Ok(Vae { model, layer, p: p.clone(), context })
     }
 
     /// Posterior-collapse diagnostics on `x` (Burda et al. 2016, §5.2): KL(q(z_u|x) || N(0, 1)) per latent unit
@@ -114,10 +131,11 @@ impl Vae {
 impl Vae {
     /// -E_q[log p(x|z)] + β(step) Σ_u max(λ, mean over the batch of KL(q(z_u|x) || N(0, 1))), with the KL in closed
     /// form (0.5(μ² + σ² - 1) - log σ per unit). At β = 1 and λ = 0 this is the negative ELBO (analytic KL).
-    fn shaped_elbo_loss(&self, x: &Tensor, step: i64) -> Tensor {
-        let (mu, log_s) = self.layer.encoder.forward(x);
+    /// `h`: a conditional VAE's context features.
+    fn shaped_elbo_loss(&self, x: &Tensor, h: Option<&Tensor>, step: i64) -> Tensor {
+        let (mu, log_s) = self.layer.encoder.forward_given(x, h);
         let z = &mu + log_s.exp() * crate::rows::randn_like(&mu);
-        let reconstruction = self.layer.log_likelihood(x, &z).mean(None);
+        let reconstruction = self.layer.log_likelihood_given(x, &z, h).mean(None);
         let kl_units = ((mu.square() + (&log_s * 2.0).exp() - 1.0) * 0.5 - &log_s).mean_dim(0, false, None);
         let kind = kl_units.kind();
         let kl = if self.p.free_bits > 0.0 { kl_units.clamp_min(self.p.free_bits) } else { kl_units }.sum(kind);
@@ -129,7 +147,7 @@ impl Vae {
 impl Model for Vae {
     fn loss(&self, x: &Tensor, step: i64) -> Tensor {
         match self.p.objective {
-            Objective::Elbo if self.p.kl_warmup > 0 || self.p.free_bits > 0.0 => self.shaped_elbo_loss(x, step),
+            Objective::Elbo if self.p.kl_warmup > 0 || self.p.free_bits > 0.0 => self.shaped_elbo_loss(x, None, step),
             Objective::Elbo => -self.model.log_prob(x).value.mean(None),
             Objective::Iwae => -self.model.iwbo(x, self.p.k, ROWS).mean(None),
         }
@@ -161,8 +179,12 @@ impl Model for Vae {
         })
     }
 
-    /// ELBO and IWAE(k) bounds at k = 1, 5, 50 on the same points, and the collapse diagnostics.
+    /// ELBO and IWAE(k) bounds at k = 1, 5, 50 on the same points, and the collapse diagnostics (of an
+    /// unconditional VAE: a conditional one's need each point's context).
     fn test_diagnostics(&self, x: &Tensor) -> Option<serde_json::Value> {
+        if self.context.is_some() {
+            return None;
+        }
         let mean = |k: i64| self.model.iwbo(x, k, ROWS).mean(None).double_value(&[]);
         let bounds: Vec<(i64, f64)> = [1, 5, 50].iter().map(|&k| (k, mean(k))).collect();
         Some(json!({
@@ -171,11 +193,73 @@ impl Model for Vae {
             "collapse": self.collapse(x),
         }))
     }
+
+    fn context_spec(&self) -> Option<ContextSpec> {
+        self.context.as_ref().map(|e| e.spec)
+    }
+
+    /// The training objective of p(x | c): the (shaped) ELBO or IWAE(k) with every network reading h(c).
+    fn loss_given(&self, x: &Tensor, c: &Context, step: i64) -> Tensor {
+        let Some(h) = self.features(c) else { return self.loss(x, step) };
+        match self.p.objective {
+            Objective::Elbo if self.p.kl_warmup > 0 || self.p.free_bits > 0.0 => self.shaped_elbo_loss(x, Some(&h), step),
+            Objective::Elbo => {
+                let (z, v) = self.model.forward_given(x, &h);
+                -(self.model.base.log_prob_given(&z, &h) + v).mean(None)
+            }
+            Objective::Iwae => -self.model.iwbo_given(x, Some(&h), self.p.k, ROWS).mean(None),
+        }
+    }
+
+    /// The importance-sampling estimate of log p(x | c) with q(z | x, c) as proposal, K = eval_k.
+    fn log_prob_given(&self, x: &Tensor, c: &Context) -> LogProb {
+        match self.features(c) {
+            Some(h) => LogProb { value: self.model.iwbo_given(x, Some(&h), self.p.eval_k, ROWS), kind: Kind::Estimate },
+            None => self.log_prob(x),
+        }
+    }
+
+    fn data_init_given(&self, x: &Tensor, c: &Context) {
+        if let Some(e) = &self.context {
+            e.data_init(c);
+        }
+        self.data_init(x)
+    }
+
+    /// One draw of p(x | z, c), z ~ N(0, I), per context row.
+    fn sample_given(&self, n: i64, c: &Context) -> Tensor {
+        match self.features(c) {
+            Some(h) => tch::no_grad(|| {
+                let z = self.model.base.sample_given(&h, 1.0);
+                self.model.inverse_given(&z, &h).0
+            }),
+            None => self.sample(n),
+        }
+    }
+}
+
+impl Vae {
+    /// h(c) of a conditional VAE; None for `Context::None` (which a conditional VAE's networks then refuse).
+    fn features(&self, c: &Context) -> Option<Tensor> {
+        match (&self.context, c) {
+            (_, Context::None) => None,
+            (Some(e), c) => Some(e.forward(c)),
+            (None, _) => {
+                crate::model::expect_unconditional(crate::model::Family::Vae, c);
+                None
+            }
+        }
+    }
 }
 
 impl crate::model::ModelParams for VaeParams {
     fn build(&self, path: &nn::Path, shape: &[i64]) -> Result<Box<dyn Model>> {
         Ok(Box::new(Vae::new(path, shape, self)?))
+    }
+
+    /// The conditional VAE p(x | c) (Sohn et al. 2015): q(z | x, c), p(x | z, c), prior N(0, I).
+    fn build_conditional(&self, path: &nn::Path, shape: &[i64], context: &ContextSpec) -> Result<Box<dyn Model>> {
+        Ok(Box::new(Vae::new_given(path, shape, self, Some(context))?))
     }
 }
 
