@@ -83,6 +83,10 @@ pub struct MultiscaleParams {
     pub dequantization: Dequantization,
     /// IWBO samples for the test likelihood when it is a bound (variational dequantization).
     pub eval_k: i64,
+    /// A conditional run: the width of the context embedding every coupling's ResNet reads as constant channels
+    /// (default: 16 for classes, a vector context as it is).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context_embed: Option<i64>,
 }
 
 impl Default for MultiscaleParams {
@@ -103,6 +107,7 @@ impl Default for MultiscaleParams {
             downsample: Downsample::Slice,
             dequantization: Dequantization::Uniform,
             eval_k: 1,
+            context_embed: None,
         }
     }
 }
@@ -122,6 +127,12 @@ pub fn realnvp_defaults() -> toml::Table {
 
 /// The multi-scale flow for events of shape [C, H, W].
 pub fn multiscale(path: &nn::Path, shape: &[i64], p: &MultiscaleParams) -> Result<LayerModel> {
+    multiscale_given(path, shape, p, 0)
+}
+
+/// The multi-scale flow whose couplings read `cond` channels of context features (0: `multiscale`, variable for
+/// variable); the other layers (ActNorm, 1x1 convolutions, slices, max pooling, dequantization) do not read c.
+pub fn multiscale_given(path: &nn::Path, shape: &[i64], p: &MultiscaleParams, cond: i64) -> Result<LayerModel> {
     let [c, h, w] = shape else { bail!("a multi-scale flow needs [C, H, W] images, got shape {shape:?}") };
     ensure!(p.levels >= 1, "model.levels must be at least 1");
     ensure!(p.steps + p.checkerboard >= 1, "model.steps + model.checkerboard must be at least 1");
@@ -146,7 +157,7 @@ pub fn multiscale(path: &nn::Path, shape: &[i64], p: &MultiscaleParams) -> Resul
                 layers.push(Box::new(ActNorm::new(&sp.sub("actnorm"), shape[0])));
             }
             let mask = Mask::Checkerboard { parity: i % 2 == 1 };
-            layers.push(Box::new(ImageCoupling::new(&sp.sub("coupling"), &shape, mask, transform, p.hidden_channels, p.blocks)?));
+            layers.push(Box::new(ImageCoupling::conditional(&sp.sub("coupling"), &shape, mask, transform, p.hidden_channels, p.blocks, cond)?));
         }
         if level == 0 || p.downsample == Downsample::Slice {
             layers.push(Box::new(crate::flows::squeeze::Squeeze));
@@ -159,7 +170,7 @@ pub fn multiscale(path: &nn::Path, shape: &[i64], p: &MultiscaleParams) -> Resul
             }
             layers.extend(p.mixing.between(shape[0], &sp.sub("perm"), &sp.sub("conv1x1")));
             let mask = Mask::Channel { parity: p.mixing.parity(k) };
-            layers.push(Box::new(ImageCoupling::new(&sp.sub("coupling"), &shape, mask, transform, p.hidden_channels, p.blocks)?));
+            layers.push(Box::new(ImageCoupling::conditional(&sp.sub("coupling"), &shape, mask, transform, p.hidden_channels, p.blocks, cond)?));
         }
         if level + 1 < p.levels {
             match p.downsample {
@@ -194,6 +205,15 @@ impl crate::model::ModelParams for MultiscaleParams {
             return Ok(Box::new(m));
         }
         Ok(Box::new(crate::survae::model::Survae::wrap(m, self.eval_k)))
+    }
+
+    /// The class- (or vector-) conditional multi-scale flow: h(c) enters every coupling's ResNet; exact, or
+    /// IWBO(eval_k) of log p(x | c) with a surjective layer.
+    fn build_conditional(&self, path: &nn::Path, shape: &[i64], context: &crate::ContextSpec) -> Result<Box<dyn crate::model::Model>> {
+        ensure!(self.eval_k >= 1, "model.eval_k must be at least 1");
+        let encoder = crate::nets::embed::ContextEncoder::new(&path.sub("context"), *context, self.context_embed)?;
+        let flow = multiscale_given(path, shape, self, encoder.width())?;
+        Ok(Box::new(crate::flows::conditional::ConditionalFlow { flow, encoder, eval_k: self.eval_k }))
     }
 }
 

@@ -372,12 +372,17 @@ fn conditional_flow(
     let e = encoder.width();
     let layers = make(e)?;
     let base = conditional_base(path, dim, base_params, e, hidden)?;
-    Ok(Box::new(ConditionalFlow { flow: LayerModel { layers, base, family: crate::model::Family::Flow }, encoder }))
+    Ok(Box::new(ConditionalFlow { flow: LayerModel { layers, base, family: crate::model::Family::Flow }, encoder, eval_k: 1 }))
 }
 
 /// The layers of a RealNVP stack on [batch, dim] data (no base), for models that compose flows with other layers.
 pub fn realnvp_layers(path: &nn::Path, dim: i64, p: &RealNvpParams) -> Result<Vec<Box<dyn Layer>>> {
     realnvp_stack(path, dim, p, 0)
+}
+
+/// `realnvp_layers` whose couplings read `context` features beside x_a (0: `realnvp_layers`).
+pub fn realnvp_layers_given(path: &nn::Path, dim: i64, p: &RealNvpParams, context: i64) -> Result<Vec<Box<dyn Layer>>> {
+    realnvp_stack(path, dim, p, context)
 }
 
 fn realnvp_stack(path: &nn::Path, dim: i64, p: &RealNvpParams, context: i64) -> Result<Vec<Box<dyn Layer>>> {

@@ -13,7 +13,12 @@ pub struct ConditionalFlow {
     /// Layers built with the encoder's width as their context width, and the base.
     pub flow: LayerModel,
     pub encoder: ContextEncoder,
+    /// Importance samples of the test likelihood when a layer makes it a bound (unused when exact).
+    pub eval_k: i64,
 }
+
+/// Rows per pass of IWBO(k).
+const ROWS: i64 = 200_000;
 
 impl ConditionalFlow {
     /// z = f(x; h(c)) and its log|det|.
@@ -21,6 +26,12 @@ impl ConditionalFlow {
         let h = self.encoder.forward(c);
         let (z, v) = self.flow.forward_given(x, &h);
         (z, v, h)
+    }
+
+    /// log p_Z(z | h) + V for one pass: log p(x | c) when every layer is exact, else a one-sample bound.
+    fn single_pass(&self, x: &Tensor, c: &Context) -> Tensor {
+        let (z, v, h) = self.forward(x, c);
+        self.flow.base.log_prob_given(&z, &h) + v
     }
 
     fn needs_context(&self) -> ! {
@@ -39,14 +50,21 @@ impl Model for ConditionalFlow {
         self.needs_context()
     }
 
-    /// Maximum likelihood of p(x | c): the mean of -log p(x_i | c_i) over the batch.
+    /// Maximum likelihood of p(x | c): the mean of -log p(x_i | c_i) over the batch (of its one-sample bound for a
+    /// surjective model).
     fn loss_given(&self, x: &Tensor, c: &Context, _step: i64) -> Tensor {
-        -self.log_prob_given(x, c).value.mean(None)
+        -self.single_pass(x, c).mean(None)
     }
 
+    /// Exact: log p(x | c). A bound: IWBO(eval_k) of log p(x | c).
     fn log_prob_given(&self, x: &Tensor, c: &Context) -> LogProb {
-        let (z, v, h) = self.forward(x, c);
-        LogProb { value: self.flow.base.log_prob_given(&z, &h) + v, kind: self.flow.kind() }
+        match self.flow.kind() {
+            crate::model::Kind::Exact => LogProb { value: self.single_pass(x, c), kind: crate::model::Kind::Exact },
+            kind => {
+                let h = self.encoder.forward(c);
+                LogProb { value: self.flow.iwbo_given(x, Some(&h), self.eval_k, ROWS), kind }
+            }
+        }
     }
 
     fn sample_given(&self, _n: i64, c: &Context) -> Tensor {
@@ -95,6 +113,7 @@ mod tests {
     use crate::flows::build::{MafParams, NsfParams, RealNvpParams};
     use crate::flows::made::{ArTransform, Autoregressive, MaskedAutoregressive};
     use crate::flows::testing::autograd_log_abs_det;
+    use crate::flows::image_coupling::{ImageCoupling, ImageTransform, Mask};
     use crate::flows::{Conditioner, Coupling, ScaleBound, Transformer};
     use crate::layer::Layer;
     use crate::model::ModelParams;
@@ -104,7 +123,7 @@ mod tests {
 
     /// For a fixed context: inverse_given(forward_given(x, h), h) = x, the inverse's contribution is -V, V is the
     /// log|det| of the autograd Jacobian in x, and the output really depends on h (the context is read).
-    fn check_conditional(dim: i64, e: i64, make: impl Fn(&nn::Path) -> Box<dyn Layer>) {
+    fn check_conditional(shape: &[i64], e: i64, make: impl Fn(&nn::Path) -> Box<dyn Layer>) {
         tch::manual_seed(11);
         let mut vs = nn::VarStore::new(Device::Cpu);
         let layer = make(&vs.root());
@@ -114,7 +133,9 @@ mod tests {
             }
         });
         vs.double();
-        let x = Tensor::randn([8, dim], (Kind::Double, Device::Cpu));
+        let mut full = vec![8i64];
+        full.extend(shape);
+        let x = Tensor::randn(full.as_slice(), (Kind::Double, Device::Cpu));
         let h = Tensor::randn([8, e], (Kind::Double, Device::Cpu));
         let (z, v) = layer.forward_given(&x, &h);
         let (x_back, v_inv) = layer.inverse_given(&z, &h);
@@ -148,13 +169,18 @@ mod tests {
     fn conditional_couplings_and_made_layers_are_bijections_in_x_for_every_context() {
         for t in [Transformer::Affine(ScaleBound::Tanh), Transformer::Spline { bins: 5, bound: 2.0 }, Transformer::Additive] {
             for parity in [false, true] {
-                check_conditional(3, 4, |p| Box::new(Coupling::conditional(p, 3, &[16], Activation::Tanh, t, parity, Conditioner::Shared, 4).unwrap()));
+                check_conditional(&[3], 4, |p| Box::new(Coupling::conditional(p, 3, &[16], Activation::Tanh, t, parity, Conditioner::Shared, 4).unwrap()));
             }
         }
         for kind in [Autoregressive::Maf, Autoregressive::Iaf] {
             for t in [ArTransform::Affine, ArTransform::Spline { bins: 4, bound: 1.5 }] {
-                check_conditional(4, 3, |p| Box::new(MaskedAutoregressive::conditional(p, 4, &[16, 16], Activation::Tanh, kind, t, 3).unwrap()));
+                check_conditional(&[4], 3, |p| Box::new(MaskedAutoregressive::conditional(p, 4, &[16, 16], Activation::Tanh, kind, t, 3).unwrap()));
             }
+        }
+        // Image couplings read h(c) as constant channels beside b ⊙ x.
+        let affine = ImageTransform::Affine(ScaleBound::Sigmoid);
+        for (shape, mask, t) in [([2i64, 4, 4], Mask::Checkerboard { parity: true }, affine), ([4, 2, 2], Mask::Channel { parity: false }, ImageTransform::Additive)] {
+            check_conditional(&shape, 3, |p| Box::new(ImageCoupling::conditional(p, &shape, mask, t, 8, 1, 3).unwrap()));
         }
     }
 

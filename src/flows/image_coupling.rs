@@ -2,6 +2,9 @@
 //! 2018, §3.3). A fixed binary mask b picks the conditioning coordinates: a spatial checkerboard or half of the
 //! channels. With h = ResNet(b ⊙ x), log s = bound(h_s) ⊙ (1 - b), t = h_t ⊙ (1 - b):
 //! z = x ⊙ exp(log s) + t (so z = x where b = 1), log|det ∂z/∂x| = Σ log s.
+//!
+//! A conditional coupling reads the context features h(c) [B, E] as E constant channels beside b ⊙ x
+//! (h = ResNet([b ⊙ x, h(c)])): for every fixed c it is the same bijection with the same log-determinant.
 use super::ScaleBound;
 use crate::dist::normal::sum_except_batch;
 use crate::layer::{Layer, LayerKind};
@@ -51,11 +54,18 @@ pub struct ImageCoupling {
     net: ResNet,
     mask: Tensor,
     transform: ImageTransform,
+    /// Width E of the context features read as constant channels (0: unconditional).
+    cond: i64,
 }
 
 impl ImageCoupling {
     /// A coupling on events of shape [C, H, W].
     pub fn new(path: &nn::Path, shape: &[i64], mask: Mask, transform: ImageTransform, hidden: i64, blocks: usize) -> Result<Self> {
+        Self::conditional(path, shape, mask, transform, hidden, blocks, 0)
+    }
+
+    /// A coupling whose ResNet also reads `cond` channels of context features (0 gives `new`).
+    pub fn conditional(path: &nn::Path, shape: &[i64], mask: Mask, transform: ImageTransform, hidden: i64, blocks: usize, cond: i64) -> Result<Self> {
         anyhow::ensure!(shape.len() == 3, "an image coupling needs [C, H, W] events, got {shape:?}");
         let c = shape[0];
         anyhow::ensure!(
@@ -69,15 +79,28 @@ impl ImageCoupling {
             ImageTransform::Affine(_) => 2 * c,
             ImageTransform::Additive => c,
         };
-        let net = ResNet::new(&path.sub("net"), c, hidden, c_out, blocks)?;
+        let net = ResNet::new(&path.sub("net"), c + cond, hidden, c_out, blocks)?;
         let mask = path.add("mask", mask.tensor(shape, path.device()), false);
-        Ok(ImageCoupling { net, mask, transform })
+        Ok(ImageCoupling { net, mask, transform, cond })
     }
 
-    /// (log s, t), both zero where the mask conditions; log s is None for the additive coupling.
-    fn params(&self, x_a: &Tensor) -> (Option<Tensor>, Tensor) {
+    /// (log s, t), both zero where the mask conditions; log s is None for the additive coupling. `c`: context
+    /// features [B, E] of a conditional coupling, broadcast over the pixels.
+    fn params(&self, x_a: &Tensor, c: Option<&Tensor>) -> (Option<Tensor>, Tensor) {
         let free = 1.0 - &self.mask;
-        let h = self.net.forward(x_a);
+        let input = match c {
+            Some(c) => {
+                let (b, hh, ww) = (x_a.size()[0], x_a.size()[2], x_a.size()[3]);
+                assert_eq!(c.size(), vec![b, self.cond], "context features [batch, width] of a conditional image coupling");
+                let planes = c.to_kind(x_a.kind()).view([b, self.cond, 1, 1]).expand([b, self.cond, hh, ww], false);
+                Tensor::cat(&[x_a.shallow_clone(), planes], 1)
+            }
+            None => {
+                assert_eq!(self.cond, 0, "a conditional image coupling needs its context features (forward_given)");
+                x_a.shallow_clone()
+            }
+        };
+        let h = self.net.forward(&input);
         match self.transform {
             ImageTransform::Additive => (None, h * free),
             ImageTransform::Affine(bound) => {
@@ -89,21 +112,43 @@ impl ImageCoupling {
     }
 }
 
-impl Layer for ImageCoupling {
-    fn forward(&self, x: &Tensor) -> (Tensor, Tensor) {
-        let (log_s, t) = self.params(&(x * &self.mask));
+impl ImageCoupling {
+    fn forward_with(&self, x: &Tensor, c: Option<&Tensor>) -> (Tensor, Tensor) {
+        let (log_s, t) = self.params(&(x * &self.mask), c);
         match log_s {
             Some(log_s) => (t.addcmul(x, &log_s.exp()), sum_except_batch(&log_s)),
             None => (x + t, Tensor::zeros([x.size()[0]], (x.kind(), x.device()))),
         }
     }
 
-    fn inverse(&self, z: &Tensor) -> (Tensor, Tensor) {
-        let (log_s, t) = self.params(&(z * &self.mask));
+    fn inverse_with(&self, z: &Tensor, c: Option<&Tensor>) -> (Tensor, Tensor) {
+        let (log_s, t) = self.params(&(z * &self.mask), c);
         match log_s {
             Some(log_s) => ((z - t) * (-&log_s).exp(), -sum_except_batch(&log_s)),
             None => (z - t, Tensor::zeros([z.size()[0]], (z.kind(), z.device()))),
         }
+    }
+}
+
+impl Layer for ImageCoupling {
+    fn forward(&self, x: &Tensor) -> (Tensor, Tensor) {
+        self.forward_with(x, None)
+    }
+
+    fn inverse(&self, z: &Tensor) -> (Tensor, Tensor) {
+        self.inverse_with(z, None)
+    }
+
+    fn forward_given(&self, x: &Tensor, h: &Tensor) -> (Tensor, Tensor) {
+        self.forward_with(x, Some(h))
+    }
+
+    fn inverse_given(&self, z: &Tensor, h: &Tensor) -> (Tensor, Tensor) {
+        self.inverse_with(z, Some(h))
+    }
+
+    fn data_init_given(&self, x: &Tensor, h: &Tensor) -> Tensor {
+        self.forward_with(x, Some(h)).0
     }
 
     fn kind(&self) -> LayerKind {

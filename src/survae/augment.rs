@@ -11,18 +11,49 @@ use tch::{nn, Tensor};
 pub struct Augment {
     net: Mlp,
     extra: i64,
+    /// Width of the context features q(e | x, c) reads beside x (0: unconditional).
+    cond: i64,
 }
 
 impl Augment {
     pub fn new(path: &nn::Path, dim: i64, extra: i64, hidden: &[i64]) -> Result<Self> {
-        anyhow::ensure!(extra >= 1, "model.augment must be at least 1, got {extra}");
-        Ok(Augment { net: Mlp::new(&path.sub("q"), dim, hidden, 2 * extra, Activation::Relu, true)?, extra })
+        Self::conditional(path, dim, extra, hidden, 0)
     }
 
-    /// (μ, log σ) of q(e | x).
-    fn q(&self, x: &Tensor) -> (Tensor, Tensor) {
-        let h = self.net.forward(x);
+    /// q(e | x, c) reading `cond` context features beside x (0 gives `new`).
+    pub fn conditional(path: &nn::Path, dim: i64, extra: i64, hidden: &[i64], cond: i64) -> Result<Self> {
+        anyhow::ensure!(extra >= 1, "model.augment must be at least 1, got {extra}");
+        Ok(Augment { net: Mlp::new(&path.sub("q"), dim + cond, hidden, 2 * extra, Activation::Relu, true)?, extra, cond })
+    }
+
+    /// (μ, log σ) of q(e | x) (or q(e | x, c) given context features `c`).
+    fn q(&self, x: &Tensor, c: Option<&Tensor>) -> (Tensor, Tensor) {
+        let input = match c {
+            Some(c) => {
+                assert_eq!(c.size(), vec![x.size()[0], self.cond], "context features [batch, width] of a conditional augmentation");
+                Tensor::cat(&[x.shallow_clone(), c.to_kind(x.kind())], 1)
+            }
+            None => {
+                assert_eq!(self.cond, 0, "a conditional augmentation needs its context features (forward_given)");
+                x.shallow_clone()
+            }
+        };
+        let h = self.net.forward(&input);
         (h.narrow(1, 0, self.extra), h.narrow(1, self.extra, self.extra))
+    }
+
+    fn forward_with(&self, x: &Tensor, c: Option<&Tensor>) -> (Tensor, Tensor) {
+        let (mu, log_s) = self.q(x, c);
+        let e = &mu + log_s.exp() * crate::rows::randn_like(&mu);
+        let v = -Self::log_q(&e, &mu, &log_s);
+        (Tensor::cat(&[x, &e], 1), v)
+    }
+
+    fn inverse_with(&self, z: &Tensor, c: Option<&Tensor>) -> (Tensor, Tensor) {
+        let d = z.size()[1] - self.extra;
+        let (x, e) = (z.narrow(1, 0, d), z.narrow(1, d, self.extra));
+        let (mu, log_s) = self.q(&x, c);
+        (x, Self::log_q(&e, &mu, &log_s))
     }
 
     fn log_q(e: &Tensor, mu: &Tensor, log_s: &Tensor) -> Tensor {
@@ -33,17 +64,23 @@ impl Augment {
 
 impl Layer for Augment {
     fn forward(&self, x: &Tensor) -> (Tensor, Tensor) {
-        let (mu, log_s) = self.q(x);
-        let e = &mu + log_s.exp() * crate::rows::randn_like(&mu);
-        let v = -Self::log_q(&e, &mu, &log_s);
-        (Tensor::cat(&[x, &e], 1), v)
+        self.forward_with(x, None)
     }
 
     fn inverse(&self, z: &Tensor) -> (Tensor, Tensor) {
-        let d = z.size()[1] - self.extra;
-        let (x, e) = (z.narrow(1, 0, d), z.narrow(1, d, self.extra));
-        let (mu, log_s) = self.q(&x);
-        (x, Self::log_q(&e, &mu, &log_s))
+        self.inverse_with(z, None)
+    }
+
+    fn forward_given(&self, x: &Tensor, h: &Tensor) -> (Tensor, Tensor) {
+        self.forward_with(x, Some(h))
+    }
+
+    fn inverse_given(&self, z: &Tensor, h: &Tensor) -> (Tensor, Tensor) {
+        self.inverse_with(z, Some(h))
+    }
+
+    fn data_init_given(&self, x: &Tensor, h: &Tensor) -> Tensor {
+        self.forward_with(x, Some(h)).0
     }
 
     fn kind(&self) -> LayerKind {

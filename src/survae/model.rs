@@ -54,6 +54,10 @@ pub struct SurvaeParams {
     pub augment: i64,
     /// Importance samples of IWBO(k) when the likelihood is a bound.
     pub eval_k: i64,
+    /// A conditional run: the width of the context embedding the couplings (and augment's q(e | x, c)) read
+    /// (default: 16 for classes, a vector context as it is).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context_embed: Option<i64>,
 }
 
 impl Default for SurvaeParams {
@@ -68,6 +72,7 @@ impl Default for SurvaeParams {
             sign_hidden: vec![64, 64],
             augment: 2,
             eval_k: 100,
+            context_embed: None,
         }
     }
 }
@@ -97,20 +102,8 @@ impl Survae {
             Surjection::Augment => (vec![Box::new(Augment::new(&sp, dim, p.augment, &p.sign_hidden)?)], dim + p.augment),
             _ => (Vec::new(), dim),
         };
-        let flow = RealNvpParams {
-            n_layers: p.n_layers,
-            hidden: p.hidden.clone(),
-            activation: p.activation,
-            scale_bound: p.scale_bound,
-            conditioner: p.conditioner,
-            actnorm: false,
-            batchnorm: false,
-            mixing: Mixing::Alternate,
-            base: Default::default(),
-            context_embed: None,
-        };
         let mut layers = front;
-        layers.extend(realnvp_layers(&path.sub("flow"), flow_dim, &flow)?);
+        layers.extend(realnvp_layers(&path.sub("flow"), flow_dim, &p.flow_params())?);
         let base = Box::new(StandardNormal { shape: vec![flow_dim], device: path.device() });
         let model = LayerModel { layers, base, family: crate::model::Family::Survae };
         Ok(match fold {
@@ -178,6 +171,48 @@ impl Model for Survae {
 impl crate::model::ModelParams for SurvaeParams {
     fn build(&self, path: &nn::Path, shape: &[i64]) -> Result<Box<dyn Model>> {
         Survae::new(path, crate::model::vector_dim("survae", shape)?, self)
+    }
+
+    /// p(x | c) for `permute` and `augment`: the couplings, and augment's q(e | x, c), read h(c); a lower bound
+    /// evaluated as IWBO(eval_k). abs and sort sum the flow over sign / order patterns (`survae::fold`), which has
+    /// no conditional form here.
+    fn build_conditional(&self, path: &nn::Path, shape: &[i64], context: &crate::ContextSpec) -> Result<Box<dyn Model>> {
+        let dim = crate::model::vector_dim("survae", shape)?;
+        ensure!(self.eval_k >= 1, "model.eval_k must be at least 1");
+        let surjection = match self.surjection {
+            Some(s @ (Surjection::Permute | Surjection::Augment)) => s,
+            Some(s) => anyhow::bail!("model.surjection = {s:?} has no conditional form (its fold sums the flow over sign or order patterns); a conditional SurVAE flow takes permute or augment"),
+            None => anyhow::bail!("model.surjection is required: abs | abs_fixed | sort | permute | augment"),
+        };
+        let encoder = crate::nets::embed::ContextEncoder::new(&path.sub("context"), *context, self.context_embed)?;
+        let e = encoder.width();
+        let (front, flow_dim): (Vec<Box<dyn Layer>>, i64) = match surjection {
+            Surjection::Augment => (vec![Box::new(Augment::conditional(&path.sub("surjection"), dim, self.augment, &self.sign_hidden, e)?)], dim + self.augment),
+            _ => (vec![Box::new(StochasticPermutation)], dim),
+        };
+        let mut layers = front;
+        layers.extend(crate::flows::build::realnvp_layers_given(&path.sub("flow"), flow_dim, &self.flow_params(), e)?);
+        let base = Box::new(StandardNormal { shape: vec![flow_dim], device: path.device() });
+        let flow = LayerModel { layers, base, family: crate::model::Family::Survae };
+        Ok(Box::new(crate::flows::conditional::ConditionalFlow { flow, encoder, eval_k: self.eval_k }))
+    }
+}
+
+impl SurvaeParams {
+    /// The RealNVP stack after the surjection.
+    fn flow_params(&self) -> RealNvpParams {
+        RealNvpParams {
+            n_layers: self.n_layers,
+            hidden: self.hidden.clone(),
+            activation: self.activation,
+            scale_bound: self.scale_bound,
+            conditioner: self.conditioner,
+            actnorm: false,
+            batchnorm: false,
+            mixing: Mixing::Alternate,
+            base: Default::default(),
+            context_embed: None,
+        }
     }
 }
 

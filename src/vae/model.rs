@@ -351,7 +351,7 @@ mod tests {
         let x = Tensor::randn([16, 3], (Kind::Float, Device::Cpu));
         let exact = exact_log_p(&x, &mean, &cov).mean(None).double_value(&[]);
         let reps = x.repeat([1000, 1]);
-        let loss = tch::no_grad(|| vae.shaped_elbo_loss(&reps, 0).double_value(&[]));
+        let loss = tch::no_grad(|| vae.shaped_elbo_loss(&reps, None, 0).double_value(&[]));
         assert!((loss + exact).abs() < 0.05, "E[-ELBO] {loss} vs -log p {exact}");
 
         let (mu, log_s) = tch::no_grad(|| vae.layer.encoder.forward(&reps));
@@ -361,7 +361,7 @@ mod tests {
             v.p.free_bits = free_bits;
             v.p.kl_warmup = warmup;
             tch::manual_seed(9);
-            tch::no_grad(|| v.shaped_elbo_loss(&reps, step).double_value(&[]))
+            tch::no_grad(|| v.shaped_elbo_loss(&reps, None, step).double_value(&[]))
         };
         let base = with(&mut vae, 0.0, 0, 0);
         let kl: f64 = kl_units.iter().sum();
