@@ -198,12 +198,13 @@ pub fn load(cfg: &DataConfig, root: &Path) -> Result<Dataset> {
     match name {
         "mnist" | "fashion-mnist" => load_images(cfg, name, &root.join(&cfg.dir).join(name)),
         "doublewell" | "gmm" => load_energy(cfg, name),
+        "doublewell-tilted" => load_tilted(cfg),
         "exchangeable" => load_exchangeable(cfg),
         _ if sbi::Task::from_name(name).is_some() => load_task(cfg, sbi::Task::from_name(name).expect("checked")),
         _ => match toy::Toy::from_name(name) {
             Some(t) => load_toy(cfg, t),
             None => bail!(
-                "unknown dataset `{name}` in data.name; known: {}, exchangeable, doublewell, gmm, mnist, fashion-mnist, the simulation-based-inference tasks {} (or data.path = a .npy/.csv file)",
+                "unknown dataset `{name}` in data.name; known: {}, exchangeable, doublewell, doublewell-tilted, gmm, mnist, fashion-mnist, the simulation-based-inference tasks {} (or data.path = a .npy/.csv file)",
                 toy::names().join(", "),
                 sbi::Task::names().join(", ")
             ),
@@ -239,6 +240,36 @@ fn load_energy(cfg: &DataConfig, name: &str) -> Result<Dataset> {
     tch::manual_seed(cfg.seed * 2 + 2);
     let test = energy.sample(cfg.n_test);
     Ok(Dataset { name: name.into(), train, test, shape: vec![dim], dequantized_8bit: false, binarized: false, true_entropy: Some(energy.entropy()), truth: Some(truth::Truth::new(energy)), context: None })
+}
+
+/// `doublewell-tilted`: pairs (x, c) with the tilt c uniform over `TiltedDoubleWell::tilts()` and x an exact draw
+/// of u(x; c) = x1⁴ − 6 x1² − c x1 + ½|x_rest|² (dimension `data.dim`, default 2); the context is c (one column), the
+/// true entropy H(x | c) by quadrature.
+fn load_tilted(cfg: &DataConfig) -> Result<Dataset> {
+    if cfg.n_train < 1 || cfg.n_test < 1 {
+        bail!("data.n_train and data.n_test must be positive");
+    }
+    let dim = cfg.dim.unwrap_or(2);
+    if dim < 2 {
+        bail!("data.dim of doublewell-tilted must be at least 2, got {dim}");
+    }
+    let energy = crate::dist::energy::TiltedDoubleWell::new(dim);
+    tch::manual_seed(cfg.seed * 2 + 1);
+    let (train, c_train) = energy.sample_pairs(cfg.n_train);
+    tch::manual_seed(cfg.seed * 2 + 2);
+    let (test, c_test) = energy.sample_pairs(cfg.n_test);
+    let context = ContextData { spec: ContextSpec::Vector { width: 1 }, train: Context::Vector(c_train), test: Context::Vector(c_test), task: None };
+    Ok(Dataset {
+        name: "doublewell-tilted".into(),
+        train,
+        test,
+        shape: vec![dim],
+        dequantized_8bit: false,
+        binarized: false,
+        true_entropy: Some(energy.conditional_entropy()),
+        truth: None,
+        context: Some(context),
+    })
 }
 
 /// `n` points from one random-walk Metropolis chain on `energy` started at (-2, 0, ...): proposal N(0, std² I),

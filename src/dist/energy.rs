@@ -146,6 +146,101 @@ impl Energy for DoubleWell {
     }
 }
 
+/// The double well tilted by a parameter c (a conditional target): u(x; c) = x1⁴ − 6 x1² − c x1 + ½|x_{2..D}|²,
+/// so c = 0.5 is `doublewell` and u(x; c) = u_doublewell(x) + (0.5 − c) x1. Exact samples and log Z(c) come from
+/// a fine grid per tilt on the tilt grid `TILTS`.
+pub struct TiltedDoubleWell {
+    dim: i64,
+    grids: Vec<Grid1d>,
+}
+
+impl std::fmt::Debug for TiltedDoubleWell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TiltedDoubleWell(dim={}, tilts={:?})", self.dim, Self::tilts())
+    }
+}
+
+impl TiltedDoubleWell {
+    /// The tilts of the data: c = -1, -0.75, ..., 2 (13 values; 0.5 is the untilted `doublewell`).
+    pub fn tilts() -> Vec<f64> {
+        (0..13).map(|i| -1.0 + 0.25 * i as f64).collect()
+    }
+
+    pub fn new(dim: i64) -> Self {
+        let grids = Self::tilts()
+            .into_iter()
+            .map(|c| Grid1d::new(-4.0, 4.0, 100_000, move |x: &Tensor| x.pow_tensor_scalar(4) - x.square() * 6.0 - x * c))
+            .collect();
+        TiltedDoubleWell { dim, grids }
+    }
+
+    pub fn dim(&self) -> i64 {
+        self.dim
+    }
+
+    /// u(x; c) per row, `c` [batch, 1] (or [batch]).
+    pub fn energy(&self, x: &Tensor, c: &Tensor) -> Tensor {
+        let x1 = x.select(1, 0);
+        let rest = x.narrow(1, 1, self.dim - 1).square().sum_dim_intlist(1, false, None) * 0.5;
+        x1.pow_tensor_scalar(4) - x1.square() * 6.0 - &x1 * c.reshape([-1]).to_kind(x.kind()) + rest
+    }
+
+    /// log Z(c) for the i-th tilt of `tilts()`.
+    pub fn log_z(&self, i: usize) -> f64 {
+        self.grids[i].log_z + 0.5 * (self.dim - 1) as f64 * (2.0 * PI).ln()
+    }
+
+    /// H(x | c) for the i-th tilt.
+    pub fn entropy(&self, i: usize) -> f64 {
+        self.grids[i].entropy() + 0.5 * (self.dim - 1) as f64 * (1.0 + (2.0 * PI).ln())
+    }
+
+    /// H(x | c) with c uniform over the tilt grid (the data's conditional entropy).
+    pub fn conditional_entropy(&self) -> f64 {
+        (0..self.grids.len()).map(|i| self.entropy(i)).sum::<f64>() / self.grids.len() as f64
+    }
+
+    /// P(x1 < 0 | c) for the i-th tilt.
+    pub fn mode_weight(&self, i: usize) -> f64 {
+        self.grids[i].mass(-4.0, 0.0)
+    }
+
+    /// `n` exact draws at the i-th tilt (torch's RNG, on the CPU).
+    pub fn sample_at(&self, i: usize, n: i64) -> Tensor {
+        let x1 = self.grids[i].sample(n).unsqueeze(1);
+        Tensor::cat(&[x1, Tensor::randn([n, self.dim - 1], f64_opts())], 1).to_kind(Kind::Float)
+    }
+
+    /// `n` pairs: c uniform over the tilt grid, x an exact draw from exp(-u(x; c)) / Z(c). Returns (x, c [n, 1]).
+    pub fn sample_pairs(&self, n: i64) -> (Tensor, Tensor) {
+        let idx = Tensor::randint(self.grids.len() as i64, [n], (Kind::Int64, tch::Device::Cpu));
+        let counts: Vec<i64> = Vec::try_from(idx.bincount(None::<Tensor>, self.grids.len() as i64)).expect("a 1-d i64 tensor");
+        let tilts = Self::tilts();
+        let (mut xs, mut cs) = (Vec::new(), Vec::new());
+        for (i, &k) in counts.iter().enumerate().filter(|(_, &k)| k > 0) {
+            xs.push(self.sample_at(i, k));
+            cs.push(Tensor::full([k, 1], tilts[i], (Kind::Float, tch::Device::Cpu)));
+        }
+        let perm = Tensor::randperm(n, (Kind::Int64, tch::Device::Cpu));
+        (Tensor::cat(&xs, 0).index_select(0, &perm), Tensor::cat(&cs, 0).index_select(0, &perm))
+    }
+}
+
+/// The tilt term (0.5 − c) x1 that makes `doublewell` into u(x; c), per row; `c` [batch, 1] or [batch].
+pub fn tilt_energy(x: &Tensor, c: &Tensor) -> Tensor {
+    (-c.reshape([-1]).to_kind(x.kind()) + 0.5) * x.select(1, 0)
+}
+
+/// ∇_x of `tilt_energy`: (0.5 − c) on x1, 0 elsewhere.
+pub fn tilt_grad(x: &Tensor, c: &Tensor) -> Tensor {
+    let g1 = (-c.reshape([-1, 1]).to_kind(x.kind()) + 0.5).expand([x.size()[0], 1], false);
+    let d = x.size()[1];
+    if d == 1 {
+        return g1.contiguous();
+    }
+    Tensor::cat(&[g1, x.narrow(1, 1, d - 1).zeros_like()], 1)
+}
+
 /// A 2D density tabulated on a fine grid over a box: normaliser, sampling and marginals by quadrature.
 struct Grid2d {
     lo: f64,
@@ -429,6 +524,34 @@ mod tests {
             let err = (g - e.grad(&x.detach())).abs().max().double_value(&[]);
             assert!(err < 1e-8, "{e:?}: analytic gradient off by {err}");
         }
+    }
+
+    #[test]
+    fn the_tilted_double_well_is_the_double_well_plus_its_tilt_with_exact_samples_per_tilt() {
+        tch::manual_seed(3);
+        let t = TiltedDoubleWell::new(3);
+        let dw = DoubleWell::new(3);
+        let x = Tensor::randn([64, 3], f64_opts()) * 2.0;
+        let c = Tensor::rand([64, 1], f64_opts()) * 3.0 - 1.0;
+        let split = dw.energy(&x) + tilt_energy(&x, &c);
+        assert!((t.energy(&x, &c) - split).abs().max().double_value(&[]) < 1e-9, "u(x; c) = u_dw(x) + (0.5 - c) x1");
+        let xg = x.set_requires_grad(true);
+        let g = Tensor::run_backward(&[tilt_energy(&xg, &c).sum(None)], &[&xg], false, false).remove(0);
+        assert!((g - tilt_grad(&x, &c)).abs().max().double_value(&[]) < 1e-12, "tilt gradient vs autograd");
+        // c = 0.5 (index 6) is the double well itself: the same normaliser and mode weight from a coarser grid.
+        assert_eq!(TiltedDoubleWell::tilts()[6], 0.5);
+        assert!((t.log_z(6) - dw.log_z()).abs() < 1e-6 && (t.mode_weight(6) - dw.mode_weight()).abs() < 1e-4);
+        // A tilt towards -x1 (c = -1) moves the mass to the left well; exact draws agree with the grid's weight.
+        for i in [0usize, 12] {
+            let x1 = t.sample_at(i, 20_000).select(1, 0);
+            let left = x1.lt(0.0).to_kind(Kind::Double).mean(None).double_value(&[]);
+            assert!((left - t.mode_weight(i)).abs() < 0.015, "tilt {i}: {left} vs {}", t.mode_weight(i));
+        }
+        assert!(t.mode_weight(0) > 0.9 && t.mode_weight(12) < 0.01);
+        let (xs, cs) = t.sample_pairs(500);
+        assert_eq!((xs.size(), cs.size()), (vec![500, 3], vec![500, 1]));
+        let distinct = cs.unique_dim(0, true, false, false).0.size()[0];
+        assert!(distinct > 8, "{distinct} of the 13 tilts drawn");
     }
 
     #[test]

@@ -68,4 +68,7 @@ impl Model for Marginal {
     fn estimator(&self) -> serde_json::Value {
         self.inner.estimator()
     }
+    fn diagnostics(&self, n: i64, repeats: i64) -> Option<serde_json::Value> {
+        self.inner.diagnostics(n, repeats)
+    }
 }

@@ -49,7 +49,7 @@ mod tests {
         tch::manual_seed(4);
         let dw = Rc::new(DoubleWell::new(2));
         let vs = nn::VarStore::new(Device::Cpu);
-        let layer = AdaptiveMetropolis::new(&vs.root(), Interpolated { target: dw.clone(), lambda: 1.0 }, 0.25, 20);
+        let layer = AdaptiveMetropolis::new(&vs.root(), Interpolated { target: dw.clone(), lambda: 1.0, tilt: None }, 0.25, 20);
         crate::snf::testing::assert_invariant(&layer, &*dw, 40_000, "adaptive MH on the double well");
         let sizes: Vec<f64> = Vec::try_from(layer.step_sizes().to_kind(tch::Kind::Double)).unwrap();
         assert!(sizes.iter().all(|s| (s - 0.26).abs() < 1e-6), "{sizes:?}");

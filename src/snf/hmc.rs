@@ -63,10 +63,10 @@ mod tests {
         tch::manual_seed(4);
         let vs = nn::VarStore::new(Device::Cpu);
         let dw = Rc::new(DoubleWell::new(2));
-        let layer = Hmc::new(&vs.root().sub("a"), Interpolated { target: dw.clone(), lambda: 1.0 }, 0.1, 5, 10);
+        let layer = Hmc::new(&vs.root().sub("a"), Interpolated { target: dw.clone(), lambda: 1.0, tilt: None }, 0.1, 5, 10);
         tch::no_grad(|| crate::snf::testing::assert_invariant(&layer, &*dw, 20_000, "HMC on the double well"));
         let gmm = Rc::new(GaussianMixture::four_modes());
-        let layer = Hmc::new(&vs.root().sub("b"), Interpolated { target: gmm.clone(), lambda: 1.0 }, 0.2, 5, 10);
+        let layer = Hmc::new(&vs.root().sub("b"), Interpolated { target: gmm.clone(), lambda: 1.0, tilt: None }, 0.2, 5, 10);
         tch::no_grad(|| crate::snf::testing::assert_invariant(&layer, &*gmm, 20_000, "HMC on the mixture"));
     }
 
@@ -74,7 +74,7 @@ mod tests {
     fn step_size_receives_a_gradient() {
         let vs = nn::VarStore::new(Device::Cpu);
         let dw = Rc::new(DoubleWell::new(2));
-        let layer = Hmc::new(&vs.root(), Interpolated { target: dw, lambda: 0.5 }, 0.1, 3, 2);
+        let layer = Hmc::new(&vs.root(), Interpolated { target: dw, lambda: 0.5, tilt: None }, 0.1, 3, 2);
         let (x, v) = layer.inverse(&Tensor::randn([128, 2], (tch::Kind::Float, Device::Cpu)));
         (x.square().sum(None) + v.sum(None)).backward();
         assert!(layer.log_eps.grad().abs().double_value(&[]) > 0.0);

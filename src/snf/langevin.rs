@@ -49,7 +49,7 @@ mod tests {
     #[test]
     fn delta_s_is_the_log_ratio_of_gaussian_transition_densities() {
         tch::manual_seed(0);
-        let u = Interpolated { target: Rc::new(DoubleWell::new(2)), lambda: 0.7 };
+        let u = Interpolated { target: Rc::new(DoubleWell::new(2)), lambda: 0.7, tilt: None };
         let layer = Langevin { u: u.clone(), eps: 0.05, steps: 1 };
         let y = Tensor::randn([64, 2], (Kind::Double, Device::Cpu));
         let (y_new, ds) = layer.step(&y);
@@ -67,7 +67,7 @@ mod tests {
         // Unadjusted Langevin is invariant only up to O(ε); at ε = 1e-3 that bias is below this test's resolution.
         tch::manual_seed(6);
         let dw = Rc::new(DoubleWell::new(2));
-        let layer = Langevin { u: Interpolated { target: dw.clone(), lambda: 1.0 }, eps: 1e-3, steps: 50 };
+        let layer = Langevin { u: Interpolated { target: dw.clone(), lambda: 1.0, tilt: None }, eps: 1e-3, steps: 50 };
         crate::snf::testing::assert_invariant(&layer, &*dw, 40_000, "Langevin on the double well");
     }
 
@@ -78,7 +78,7 @@ mod tests {
         let s = 0.8;
         let eps = 0.05;
         let var = s * s / (1.0 - eps / (2.0 * s * s));
-        let u = Interpolated { target: Rc::new(Gaussian { mean: vec![0.0, 0.0], std: s }), lambda: 1.0 };
+        let u = Interpolated { target: Rc::new(Gaussian { mean: vec![0.0, 0.0], std: s }), lambda: 1.0, tilt: None };
         let layer = Langevin { u, eps, steps: 30 };
         let n = 40_000;
         let y = Tensor::randn([n, 2], (Kind::Double, Device::Cpu)) * var.sqrt();

@@ -44,7 +44,7 @@ mod tests {
     fn leaves_the_double_well_invariant() {
         tch::manual_seed(2);
         let dw = Rc::new(DoubleWell::new(2));
-        let layer = Metropolis { u: Interpolated { target: dw.clone(), lambda: 1.0 }, sigma: 0.25, steps: 20 };
+        let layer = Metropolis { u: Interpolated { target: dw.clone(), lambda: 1.0, tilt: None }, sigma: 0.25, steps: 20 };
         crate::snf::testing::assert_invariant(&layer, &*dw, 40_000, "MH on the double well");
     }
 
@@ -52,7 +52,7 @@ mod tests {
     fn contribution_is_the_energy_difference() {
         tch::manual_seed(3);
         let dw = Rc::new(DoubleWell::new(2));
-        let u = Interpolated { target: dw, lambda: 0.5 };
+        let u = Interpolated { target: dw, lambda: 0.5, tilt: None };
         let layer = Metropolis { u: u.clone(), sigma: 0.5, steps: 7 };
         let y = dw_samples(256);
         let (out, v) = layer.forward(&y);

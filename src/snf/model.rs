@@ -1,9 +1,12 @@
 //! The stochastic normalizing flow model: RealNVP blocks with a stochastic layer after each (in the generative
 //! direction) on u_λ, λ = 1/B, 2/B, ..., 1, trained by a mixture of maximum likelihood and reverse KL.
+use super::interp::Tilt;
 use super::{AdaptiveMetropolis, Hmc, Interpolated, Langevin, Metropolis};
-use crate::dist::energy::{self, Energy};
+use crate::context::{Context, ContextSpec};
+use crate::dist::energy::{self, Energy, TiltedDoubleWell};
+use crate::nets::embed::ContextEncoder;
 use crate::dist::StandardNormal;
-use crate::flows::build::{realnvp_layers, spline_layers, Mixing, RealNvpParams};
+use crate::flows::build::{realnvp_layers_given, spline_layers, Mixing, RealNvpParams};
 use crate::flows::{Conditioner, ScaleBound};
 use crate::layer::{Layer, LayerModel};
 use crate::model::{LogProb, Model, SamplingCost};
@@ -113,16 +116,55 @@ pub struct Snf {
     pub flow: LayerModel,
     pub target: Rc<dyn Energy>,
     pub params: SnfParams,
+    /// A conditional SNF p(x | c) on the tilted double well: h(c) for the couplings, and the tilt c every
+    /// stochastic layer's energy reads.
+    pub condition: Option<Condition>,
+}
+
+/// What a conditional SNF adds: the context encoder of its couplings, the bound tilt of its stochastic layers'
+/// target, and the tilted energy for the diagnostics' exact log Z(c).
+#[derive(Debug)]
+pub struct Condition {
+    pub encoder: ContextEncoder,
+    pub tilt: Rc<Tilt>,
+    pub energy: TiltedDoubleWell,
 }
 
 impl Snf {
     pub fn new(path: &nn::Path, dim: i64, p: &SnfParams) -> Result<Snf> {
+        Self::new_given(path, dim, p, None)
+    }
+
+    /// The SNF of p(x | c) for a target that takes the context as its parameter: `target = "doublewell"` tilted by
+    /// c, u(x; c) = x1⁴ − 6 x1² − c x1 + ½|x_rest|² (one context column; the data set `doublewell-tilted`). The
+    /// couplings read h(c) beside x_a, each stochastic layer samples u_λ(x; c) of its row's c.
+    pub fn new_given(path: &nn::Path, dim: i64, p: &SnfParams, context: Option<&ContextSpec>) -> Result<Snf> {
         anyhow::ensure!(p.n_blocks > 0, "model.n_blocks must be at least 1");
         anyhow::ensure!((0.0..=1.0).contains(&p.kl_weight), "model.kl_weight must be in [0, 1], got {}", p.kl_weight);
         anyhow::ensure!(p.step_size > 0.0, "model.step_size must be positive, got {}", p.step_size);
         anyhow::ensure!(p.bins >= 2 && p.tail_bound > 0.0, "model.bins must be at least 2 and model.tail_bound positive");
         anyhow::ensure!(!p.target.is_empty(), "model.target is required: the energy the flow samples (doublewell | gmm | rings)");
         let target: Rc<dyn Energy> = Rc::from(energy::by_name(&p.target, dim)?);
+        let condition = match context {
+            None => None,
+            Some(spec) => {
+                anyhow::ensure!(
+                    p.target == "doublewell",
+                    "model.target = `{}` takes no parameter; a conditional SNF needs a parametric target: doublewell, tilted by the context c (u(x; c) = x1^4 - 6 x1^2 - c x1 + |x_rest|^2 / 2; data.name = \"doublewell-tilted\")",
+                    p.target
+                );
+                anyhow::ensure!(
+                    *spec == (ContextSpec::Vector { width: 1 }),
+                    "a conditional SNF reads one context column, the tilt c of its double-well target; the data has {}",
+                    spec.describe()
+                );
+                anyhow::ensure!(p.coupling == CouplingKind::Affine, "model.coupling = \"spline\" has no conditional form in an SNF yet; use affine");
+                let encoder = ContextEncoder::new(&path.sub("context"), *spec, None)?;
+                Some(Condition { encoder, tilt: Rc::new(Tilt::default()), energy: TiltedDoubleWell::new(dim) })
+            }
+        };
+        let e = condition.as_ref().map_or(0, |c| c.encoder.width());
+        let tilt = condition.as_ref().map(|c| c.tilt.clone());
         let block = RealNvpParams {
             n_layers: p.couplings_per_block,
             hidden: p.hidden.clone(),
@@ -142,7 +184,7 @@ impl Snf {
             LambdaSchedule::Paper => b as f64 / (blocks - 1) as f64,
         };
         let stochastic = |lambda: f64, bp: &nn::Path| -> Option<Box<dyn Layer>> {
-            let u = Interpolated { target: target.clone(), lambda };
+            let u = Interpolated { target: target.clone(), lambda, tilt: tilt.clone() };
             match p.stochastic {
                 Stochastic::None => None,
                 Stochastic::Langevin => Some(Box::new(Langevin { u, eps: p.step_size, steps: p.mc_steps })),
@@ -158,7 +200,7 @@ impl Snf {
             let bp = path.sub(format!("block{b}"));
             layers.extend(stochastic(lambda_after(b), &bp));
             match p.coupling {
-                CouplingKind::Affine => layers.extend(realnvp_layers(&bp.sub("flow"), dim, &block)?),
+                CouplingKind::Affine => layers.extend(realnvp_layers_given(&bp.sub("flow"), dim, &block, e)?),
                 CouplingKind::Spline => {
                     layers.extend(spline_layers(&bp.sub("flow"), dim, p.couplings_per_block, &p.hidden, p.activation, p.bins, p.tail_bound)?)
                 }
@@ -169,7 +211,36 @@ impl Snf {
         }
         let base = Box::new(StandardNormal { shape: vec![dim], device: path.device() });
         let family = if p.stochastic == Stochastic::None { crate::model::Family::Flow } else { crate::model::Family::Snf };
-        Ok(Snf { flow: LayerModel { layers, base, family }, target, params: p.clone() })
+        Ok(Snf { flow: LayerModel { layers, base, family }, target, params: p.clone(), condition })
+    }
+
+    /// Generative samples at the rows' tilts `c` [n, 1] with their path log-weights against u(x; c): log w =
+    /// -u(x; c) - log p_Z(z) + Σ ΔS, so E\[w] = Z(c).
+    pub fn log_weights_given(&self, c: &Tensor) -> (Tensor, Tensor) {
+        let cond = self.condition.as_ref().expect("log_weights_given of a conditional SNF");
+        let h = cond.encoder.forward(&Context::Vector(c.shallow_clone()));
+        let _bound = cond.tilt.bind(c);
+        let z = self.flow.base.sample(c.size()[0]);
+        let (x, delta_s) = self.flow.inverse_given(&z, &h);
+        let log_w = -(self.target.energy(&x) + cond.tilt.energy(&x)) - self.flow.base.log_prob(&z) + delta_s;
+        (x, log_w)
+    }
+
+    /// The tilts of a vector context (the raw c, not its standardised features).
+    fn tilts_of(c: &Context) -> Tensor {
+        match c {
+            Context::Vector(v) => v.shallow_clone(),
+            _ => panic!("a conditional SNF reads a vector context (the caller checks contexts first)"),
+        }
+    }
+
+    /// -log p̂(x | c) per row through the layers, the tilt bound.
+    fn nll_given(&self, x: &Tensor, c: &Context) -> Tensor {
+        let cond = self.condition.as_ref().expect("a conditional SNF");
+        let h = cond.encoder.forward(c);
+        let _bound = cond.tilt.bind(&Self::tilts_of(c));
+        let (z, v) = self.flow.forward_given(x, &h);
+        -(self.flow.base.log_prob(&z) + v)
     }
 
     /// Generative samples with their path log-weights log w = -u(x) - log p_Z(z) + Σ ΔS (Wu et al., eq. 9, with the
@@ -220,13 +291,59 @@ impl Model for Snf {
     }
 
     fn diagnostics(&self, n: i64, repeats: i64) -> Option<serde_json::Value> {
-        Some(super::metrics::energy_report(self, n, repeats))
+        match &self.condition {
+            None => Some(super::metrics::energy_report(self, n, repeats)),
+            Some(cond) => Some(super::metrics::conditional_energy_report(self, &cond.energy, n, repeats)),
+        }
+    }
+
+    fn context_spec(&self) -> Option<ContextSpec> {
+        self.condition.as_ref().map(|c| c.encoder.spec)
+    }
+
+    /// (1 - α) E_data[-log p̂(x | c)] + α E_z[-log w(c)] with the batch's tilts.
+    fn loss_given(&self, x: &Tensor, c: &Context, step: i64) -> Tensor {
+        if c.is_none() {
+            return self.loss(x, step);
+        }
+        let alpha = if step >= self.params.kl_start { self.params.kl_weight } else { 0.0 };
+        let kl = || -self.log_weights_given(&Self::tilts_of(c)).1.mean(None);
+        match alpha {
+            a if a <= 0.0 => self.nll_given(x, c).mean(None),
+            a if a >= 1.0 => kl(),
+            a => self.nll_given(x, c).mean(None) * (1.0 - a) + kl() * a,
+        }
+    }
+
+    fn log_prob_given(&self, x: &Tensor, c: &Context) -> LogProb {
+        if c.is_none() {
+            return self.log_prob(x);
+        }
+        LogProb { value: -self.nll_given(x, c), kind: self.flow.kind() }
+    }
+
+    fn data_init_given(&self, x: &Tensor, c: &Context) {
+        if let Some(cond) = &self.condition {
+            cond.encoder.data_init(c);
+        }
+        self.data_init(x)
+    }
+
+    fn sample_given(&self, n: i64, c: &Context) -> Tensor {
+        if c.is_none() {
+            return self.sample(n);
+        }
+        tch::no_grad(|| self.log_weights_given(&Self::tilts_of(c)).0)
     }
 }
 
 impl crate::model::ModelParams for SnfParams {
     fn build(&self, path: &nn::Path, shape: &[i64]) -> Result<Box<dyn Model>> {
         Ok(Box::new(Snf::new(path, crate::model::vector_dim("snf", shape)?, self)?))
+    }
+
+    fn build_conditional(&self, path: &nn::Path, shape: &[i64], context: &ContextSpec) -> Result<Box<dyn Model>> {
+        Ok(Box::new(Snf::new_given(path, crate::model::vector_dim("snf", shape)?, self, Some(context))?))
     }
 }
 
@@ -255,7 +372,7 @@ mod tests {
         let mut layers: Vec<Box<dyn Layer>> = Vec::new();
         for (b, layer) in snf.flow.layers.drain(..).enumerate() {
             let lambda = if b == 0 { 1.0 } else { 0.5 };
-            let u = Interpolated { target: target.clone(), lambda };
+            let u = Interpolated { target: target.clone(), lambda, tilt: None };
             let replaced: Box<dyn Layer> = match stochastic {
                 "mh" if layer.kind() == crate::layer::LayerKind::Stochastic => Box::new(Metropolis { u, sigma: 0.4, steps: 3 }),
                 "mh_adaptive" if layer.kind() == crate::layer::LayerKind::Stochastic => {
