@@ -40,6 +40,7 @@ test: build data
 	cargo test --release
 
 bench: build
+	$(PY) -m pip install --quiet zuko==1.6.0
 	$(PY) bench/bench.py
 	$(PY) bench/data_parallel.py
 

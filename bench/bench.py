@@ -1,5 +1,6 @@
 """`make bench`: training steps/s of realnvp-moons and diffflow-checkerboard in relaxflow against PyTorch references,
-same machine, same run (DiffFlow also reports peak memory of full vs recomputed backprop). RealNVP is measured with
+and of a conditional NSF q(θ | x) against the same model in zuko, same machine, same run (DiffFlow also reports peak
+memory of full vs recomputed backprop). RealNVP is measured with
 relaxflow's flat Adam and its fused Adam (`train.optimizer_impl = "fused"`, ATen's fused kernel through the C++ shim),
 and with its couplings op by op instead of one fused autograd node each (RELAXFLOW_FUSED_COUPLING=0), against
 torch.optim.Adam with its default (foreach) and fused implementations.
@@ -98,6 +99,58 @@ def diffflow_section(a):
     return "\n".join(lines) + "\n", {"median": median, "all": results}
 
 
+def relaxflow_conditional_nsf(steps, threads, batch):
+    """sbi-two-moons' conditional NSF with alternating halves and no ActNorm (zuko's NSF has neither LU mixing nor
+    ActNorm): training steps/s and parameter count."""
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Path(tmp) / "run"
+        sets = [
+            "model.mixing=alternate", "model.actnorm=false", "train.lr_schedule=constant", "train.warmup=0",
+            "eval.every=0", "train.sample_every=0", f"train.log_every={steps}", f"train.batch_size={batch}",
+            f"train.checkpoint_every={steps}", "eval.n_samples=200", "eval.n_eval=200", "eval.sbi_observations=1",
+            "eval.sbi_samples=200", "eval.c2st_folds=2",
+        ]
+        cmd = [str(BIN), "train", "sbi-two-moons", "--steps", str(steps), "--device", "cpu", "--out", str(run)]
+        for s in sets:
+            cmd += ["--set", s]
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+        subprocess.run(cmd, check=True, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        summary = json.loads((run / "summary.json").read_text())
+        return summary["steps_per_s"], summary["params"]
+
+
+def zuko_conditional_nsf(steps, threads, batch):
+    cmd = [sys.executable, str(ROOT / "bench" / "zuko_nsf.py"), "--steps", str(steps), "--threads", str(threads), "--batch", str(batch)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
+    r = json.loads(out.stdout)
+    return r["steps_per_s"], r["params"]
+
+
+def conditional_section(a):
+    batch, steps = 200, a.conditional_steps
+    sides = {
+        "relaxflow (tch), conditional NSF": lambda: relaxflow_conditional_nsf(steps, a.threads, batch),
+        "zuko 1.6 (PyTorch), zuko.flows.NSF(passes=2)": lambda: zuko_conditional_nsf(steps, a.threads, batch),
+    }
+    results = {name: [] for name in sides}
+    for rep in range(a.reps):
+        for name, once in sides.items():
+            results[name].append(once())
+            print(f"conditional NSF rep {rep + 1}/{a.reps}  {name}: {results[name][-1][0]:.1f} steps/s", file=sys.stderr)
+    median = {name: (statistics.median(r[0] for r in v), v[0][1]) for name, v in results.items()}
+    ours = median["relaxflow (tch), conditional NSF"][0]
+    lines = [
+        f"Conditional NSF q(θ | x) training steps/s: θ, x in R^2, 5 RQ-spline couplings (10 bins, bound 5) with alternating "
+        f"halves, MLP [θ_a, x] -> 50 -> 50, standard normal base, Adam, batch {batch}, {a.threads} CPU threads, {steps} steps, "
+        f"median of {a.reps}",
+        "",
+        "| implementation | steps/s | relaxflow / this | parameters |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {name} | {v[0]:.1f} | {ours / v[0]:.2f}x | {v[1]} |" for name, v in median.items()]
+    return "\n".join(lines) + "\n", {"median": median, "all": results}
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--steps", type=int, default=1000)
@@ -105,6 +158,7 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batches", default="512,64", help="comma-separated batch sizes; 512 is the target's")
     p.add_argument("--diffflow-steps", type=int, default=50, help="0 skips the DiffFlow comparison")
+    p.add_argument("--conditional-steps", type=int, default=1000, help="0 skips the conditional NSF comparison with zuko")
     a = p.parse_args()
     text, record = "", {"args": vars(a)}
     for batch in [int(b) for b in a.batches.split(",") if b]:
@@ -115,6 +169,10 @@ def main():
         table, results = diffflow_section(a)
         text += table + "\n"
         record["diffflow"] = results
+    if a.conditional_steps > 0:
+        table, results = conditional_section(a)
+        text += table + "\n"
+        record["conditional_nsf"] = results
     print(text)
     out = ROOT / "bench" / "out"
     out.mkdir(exist_ok=True)

@@ -234,3 +234,44 @@ fn class_conditional_vae_ddpm_score_and_diffflow_draw_per_class_grids_and_take_a
         assert!(err.contains("model.p_uncond") && err.contains("model.guidance_weight"), "{exp}: {err}");
     }
 }
+
+/// `conditional_class_accuracy` scores what it says: with a briefly trained MNIST classifier, real test images at
+/// their own labels score like the classifier's accuracy and at shifted labels near 0; a class-conditional run
+/// reports the share for its samples in the summary's image quality.
+#[test]
+fn conditional_class_accuracy_scores_images_at_their_intended_classes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clf = tmp.path().join("clf");
+    let small = ["model.channels=[8, 16]", "model.feature_dim=32", "train.batch_size=64", "eval.every=0", "eval.n_eval=500"];
+    let mut args = vec!["train", "mnist-classifier", "--steps", "150", "--device", "cpu", "--out", s(&clf)];
+    for e in &small {
+        args.extend(["--set", e]);
+    }
+    ok(&args);
+    let trained = relaxflow::runner::classifier_run::open_run(&clf, Device::Cpu).unwrap();
+    let cfg: relaxflow::data::DataConfig = toml::from_str("name = \"mnist\"\ncontext = \"labels\"\nn_test = 1000").unwrap();
+    let data = relaxflow::data::load(&cfg, Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let labels = match &data.context.as_ref().expect("labels").test {
+        relaxflow::Context::Class(c) => c.shallow_clone(),
+        _ => unreachable!(),
+    };
+    let x = data.test.narrow(0, 0, 1000);
+    let own = relaxflow::classifier::quality::class_accuracy(&x, &labels.narrow(0, 0, 1000), &trained);
+    let shifted = relaxflow::classifier::quality::class_accuracy(&x, &((labels.narrow(0, 0, 1000) + 1).remainder(10)), &trained);
+    assert!(own > 0.8, "real images at their labels: {own}");
+    assert!(shifted < 0.15, "real images at shifted labels: {shifted}");
+    let run = tmp.path().join("maf");
+    let classifier = format!("eval.classifier=\"{}\"", clf.display());
+    let small = [
+        "model.n_layers=1", "model.hidden=[32]", "train.batch_size=8", "eval.n_final=20", "eval.n_eval=20", "eval.batch_size=20",
+        "eval.n_samples=10", "eval.quality_samples=20", "train.sample_every=0", "eval.every=0", classifier.as_str(),
+    ];
+    let mut args = vec!["train", "maf-mnist-conditional", "--steps", "2", "--device", "cpu", "--out", s(&run)];
+    for e in &small {
+        args.extend(["--set", e]);
+    }
+    ok(&args);
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let acc = summary["image_quality"]["conditional_class_accuracy"].as_f64();
+    assert!(acc.is_some_and(|a| (0.0..=1.0).contains(&a)), "{}", summary["image_quality"]);
+}

@@ -30,7 +30,7 @@ fn every_experiment_takes_steps_on_cpu() {
             extra.extend(entry.smoke_image);
         }
         // Simulation-based inference: one observation, a small reference and two C2ST folds.
-        let sbi = exp.eval.sbi_observations.is_some();
+        let sbi = exp.data.name.as_deref().and_then(relaxflow::data::sbi::Task::from_name).is_some();
         if sbi {
             extra.extend(["eval.sbi_observations=1", "eval.sbi_samples=200", "eval.c2st_folds=2"]);
         }
