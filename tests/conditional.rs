@@ -150,9 +150,9 @@ fn bad_context_configs_are_named_before_anything_is_written() {
     let err = fails(&["train", "realnvp-moons", "--steps", "2", "--out", s(&out), "--set", &labelled, "--set", "data.context_columns=[2]", "--set", "data.context_classes=3"]);
     assert!(err.contains("class 3 is out of range"), "{err}");
     let err = train(&["data.context=labels"]);
-    assert!(err.contains("mnist and fashion-mnist"), "{err}");
+    assert!(err.contains("applies to labelled images") && err.contains("holds points"), "{err}");
     // A model family without a conditional form says so.
-    let err = fails(&["train", "ddpm-rings", "--steps", "2", "--out", s(&out), "--set", &data, "--set", "data.context_columns=[2]"]);
+    let err = fails(&["train", "planar-8gaussians", "--steps", "2", "--out", s(&out), "--set", &data, "--set", "data.context_columns=[2]"]);
     assert!(err.contains("no conditional form"), "{err}");
 }
 

@@ -3,12 +3,13 @@
 pub mod idx;
 pub mod npy;
 pub mod points;
+pub mod images;
 pub mod sbi;
 pub mod toy;
 pub mod truth;
 
 use crate::context::{Context, ContextSpec};
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, ensure, Context as _, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
@@ -56,9 +57,17 @@ pub struct DataConfig {
     /// The context is one column of class indices 0..K-1 (K = this), not a continuous vector.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub context_classes: Option<i64>,
-    /// `"labels"`: MNIST / Fashion-MNIST class labels as the context (10 classes), for class-conditional models.
+    /// `"labels"`: class labels as the context, for class-conditional models (MNIST / Fashion-MNIST / CIFAR-10's
+    /// 10 classes, a folder's class sub-folders, an .npz's labels).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub context: Option<String>,
+    /// Images from a folder or an array file: centre-crop to a square and resize to this side (default: keep the
+    /// files' size, which must then agree).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_size: Option<i64>,
+    /// Images: 1 (grey) or 3 (colour); default: what the files hold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channels: Option<i64>,
 }
 
 impl Default for DataConfig {
@@ -81,6 +90,8 @@ impl Default for DataConfig {
             test_context_path: None,
             context_classes: None,
             context: None,
+            image_size: None,
+            channels: None,
         }
     }
 }
@@ -189,14 +200,29 @@ pub fn load(cfg: &DataConfig, root: &Path) -> Result<Dataset> {
     }
     check_context_keys(cfg)?;
     if let Some(path) = &cfg.path {
-        return load_user(cfg, &root.join(path), root);
+        let path = root.join(path);
+        if images::is_image_source(&path) {
+            return load_image_files(cfg, &path, root);
+        }
+        check_image_keys(cfg)?;
+        if cfg.context.is_some() {
+            bail!("data.context = \"labels\" applies to labelled images; {} holds points (name the context with data.context_columns or data.context_path)", path.display());
+        }
+        return load_user(cfg, &path, root);
     }
     let Some(name) = cfg.name.as_deref() else { bail!("[data] needs `name` (a dataset) or `path` (a .npy/.csv file)") };
     if cfg.binarize && !matches!(name, "mnist" | "fashion-mnist") {
         bail!("data.binarize applies to mnist and fashion-mnist, not `{name}`");
     }
     match name {
-        "mnist" | "fashion-mnist" => load_images(cfg, name, &root.join(&cfg.dir).join(name)),
+        "mnist" | "fashion-mnist" => {
+            check_image_keys(cfg)?;
+            load_images(cfg, name, &root.join(&cfg.dir).join(name))
+        }
+        "cifar10" => {
+            let (train, test) = images::cifar10(&root.join(&cfg.dir).join("cifar10"))?;
+            image_dataset(cfg, "cifar10", train, test)
+        }
         "doublewell" | "gmm" => load_energy(cfg, name),
         "doublewell-tilted" => load_tilted(cfg),
         "exchangeable" => load_exchangeable(cfg),
@@ -204,7 +230,7 @@ pub fn load(cfg: &DataConfig, root: &Path) -> Result<Dataset> {
         _ => match toy::Toy::from_name(name) {
             Some(t) => load_toy(cfg, t),
             None => bail!(
-                "unknown dataset `{name}` in data.name; known: {}, exchangeable, doublewell, doublewell-tilted, gmm, mnist, fashion-mnist, the simulation-based-inference tasks {} (or data.path = a .npy/.csv file)",
+                "unknown dataset `{name}` in data.name; known: {}, exchangeable, doublewell, doublewell-tilted, gmm, mnist, fashion-mnist, cifar10, the simulation-based-inference tasks {} (or data.path = a .npy/.csv file)",
                 toy::names().join(", "),
                 sbi::Task::names().join(", ")
             ),
@@ -455,11 +481,90 @@ fn check_context_keys(cfg: &DataConfig) -> Result<()> {
         if c != "labels" {
             bail!("data.context = \"{c}\" is not known; \"labels\" (MNIST / Fashion-MNIST classes) is, or use data.context_columns / data.context_path");
         }
-        if cfg.path.is_some() || !matches!(cfg.name.as_deref(), Some("mnist" | "fashion-mnist")) {
-            bail!("data.context = \"labels\" applies to mnist and fashion-mnist, not {}", cfg.display_name());
+        // A data.path is judged when it is read: images may carry labels, points never do (`load_user`).
+        if cfg.path.is_none() && !matches!(cfg.name.as_deref(), Some("mnist" | "fashion-mnist" | "cifar10")) {
+            bail!("data.context = \"labels\" applies to labelled images (mnist, fashion-mnist, cifar10, a folder of class folders, an .npz with labels), not {}", cfg.display_name());
         }
     }
     Ok(())
+}
+
+/// data.image_size and data.channels apply to images read from files (a folder, .npy / .npz arrays).
+fn check_image_keys(cfg: &DataConfig) -> Result<()> {
+    if cfg.image_size.is_some() || cfg.channels.is_some() {
+        bail!("data.image_size and data.channels apply to images read from data.path (a folder of PNG / JPEG files, or a uint8 .npy / .npz array), not {}", cfg.display_name());
+    }
+    Ok(())
+}
+
+/// A folder or array file of 8-bit images (data.path), with data.test_path's images as the test set or a seeded
+/// data.test_fraction held out.
+fn load_image_files(cfg: &DataConfig, path: &Path, root: &Path) -> Result<Dataset> {
+    if let Some(s) = cfg.image_size {
+        ensure!(s >= 2, "data.image_size must be at least 2, got {s}");
+    }
+    let layout = images::Layout { size: cfg.image_size, channels: cfg.channels };
+    let all = images::load(path, layout)?;
+    let (train, test) = match &cfg.test_path {
+        Some(t) => {
+            let t = root.join(t);
+            let layout = images::Layout { channels: Some(all.pixels.size()[1]), ..layout };
+            let test = images::load(&t, layout)?;
+            ensure!(
+                test.pixels.size()[1..] == all.pixels.size()[1..],
+                "{}: test images are {:?}, but {} holds {:?} (set data.image_size to resize both)",
+                t.display(),
+                &test.pixels.size()[1..],
+                path.display(),
+                &all.pixels.size()[1..]
+            );
+            (all, test)
+        }
+        None => {
+            ensure!(cfg.test_fraction > 0.0 && cfg.test_fraction < 1.0, "data.test_fraction must be in (0, 1), got {}", cfg.test_fraction);
+            let n = all.pixels.size()[0];
+            ensure!(n >= 2, "{}: {n} image(s); a test split needs at least 2", path.display());
+            let n_test = ((n as f64 * cfg.test_fraction).round() as i64).clamp(1, n - 1);
+            tch::manual_seed(cfg.seed * 2 + 1);
+            let perm = Tensor::randperm(n, (Kind::Int64, tch::Device::Cpu));
+            let order: Vec<i64> = Vec::try_from(&perm).expect("a 1-d i64 tensor");
+            let part = |idx: &[i64]| images::Images {
+                pixels: all.pixels.index_select(0, &Tensor::from_slice(idx)),
+                labels: all.labels.as_ref().map(|l| idx.iter().map(|&i| l[i as usize]).collect()),
+                classes: all.classes.clone(),
+            };
+            (part(&order[n_test as usize..]), part(&order[..n_test as usize]))
+        }
+    };
+    let name = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+    image_dataset(cfg, &name, train, test)
+}
+
+/// A dataset of 8-bit images: training pixels kept 0..255 (dequantized per batch), the test set dequantized once
+/// with the data seed, labels as the context when data.context = "labels".
+fn image_dataset(cfg: &DataConfig, name: &str, train: images::Images, test: images::Images) -> Result<Dataset> {
+    ensure!(!cfg.binarize, "data.binarize applies to mnist and fashion-mnist, not {name}");
+    let context = match cfg.context.as_deref() {
+        Some(_) => {
+            let (Some(tl), Some(sl)) = (&train.labels, &test.labels) else {
+                bail!("data.context = \"labels\": {name} has no labels (put the images in one sub-folder per class, or save labels as `y` in the .npz)")
+            };
+            let classes = train.classes.as_ref().map(|c| c.len() as i64).unwrap_or_else(|| tl.iter().chain(sl).copied().max().unwrap_or(0) + 1);
+            let labels = |l: &[i64]| Context::Class(Tensor::from_slice(l));
+            Some(ContextData { spec: ContextSpec::Class { classes }, train: labels(tl), test: labels(sl), task: None })
+        }
+        None => None,
+    };
+    tch::manual_seed(cfg.seed * 2 + 2);
+    let test_x = dequantize(&test.pixels);
+    let mut shape = train.pixels.size()[1..].to_vec();
+    let (train_x, test_x) = if cfg.flatten {
+        shape = vec![shape.iter().product()];
+        (train.pixels.flatten(1, -1), test_x.flatten(1, -1))
+    } else {
+        (train.pixels, test_x)
+    };
+    Ok(Dataset { name: name.into(), train: train_x, test: test_x, shape, dequantized_8bit: true, binarized: false, true_entropy: None, truth: None, context })
 }
 
 fn load_images(cfg: &DataConfig, name: &str, dir: &Path) -> Result<Dataset> {

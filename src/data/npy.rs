@@ -194,6 +194,25 @@ pub fn decode(bytes: &[u8]) -> Result<Tensor> {
     Ok(Tensor::from_slice(&values).view(shape.as_slice()))
 }
 
+/// The bytes and shape of a .npy file of uint8 values (8-bit images); any other dtype is an error naming it.
+pub fn decode_u8(bytes: &[u8]) -> Result<(Vec<u8>, Vec<i64>)> {
+    let h = parse_header(bytes)?;
+    if h.dtype != Dtype::U1 {
+        bail!("the array holds {:?} values; 8-bit images must be uint8 (|u1), e.g. (x * 255).round().astype('uint8')", h.dtype);
+    }
+    let count = h.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).context("the header's shape overflows")?;
+    let have = bytes.len() - h.data_offset;
+    if have != count {
+        bail!("the header promises shape {:?} ({count} bytes of data) but the file holds {have} ({})", h.shape, if have < count { "truncated" } else { "trailing bytes" });
+    }
+    Ok((bytes[h.data_offset..].to_vec(), h.shape.iter().map(|&d| d as i64).collect()))
+}
+
+/// Whether the bytes are a .npy file of uint8 values (checks the header only).
+pub fn is_u8(bytes: &[u8]) -> bool {
+    parse_header(bytes).is_ok_and(|h| h.dtype == Dtype::U1)
+}
+
 /// A .npy file written row block by row block: the header holds the final shape, the data streams after it, and
 /// `finish` renames the temporary file into place.
 pub struct NpyWriter {

@@ -20,4 +20,4 @@ pub use density::{grid_points, heatmap, scatter_density, Bounds};
 pub use errorbars::{ErrorPanel, ErrorPlot, ErrorSeries};
 pub use figure::Figure;
 pub use lines::{LinePlot, Series};
-pub use panels::{image_grid, titled_row};
+pub use panels::{image_grid, image_grid_channels, titled_row};

@@ -23,18 +23,26 @@ const TITLE_SIZES: [f64; 3] = [18.0, 14.0, 11.0];
 /// `cols` columns and a 1-px grey gap between tiles (none around the outside). Panics if `images` holds fewer
 /// than n*h*w values.
 pub fn image_grid(images: &[f32], n: usize, h: usize, w: usize, cols: usize) -> Canvas {
-    assert!(images.len() >= n * h * w, "image_grid: need {n}x{h}x{w} values, got {}", images.len());
+    image_grid_channels(images, n, 1, h, w, cols)
+}
+
+/// [`image_grid`] of images laid out [n, c, h, w] with c = 1 (grey) or 3 (RGB planes), values in [0, 1].
+pub fn image_grid_channels(images: &[f32], n: usize, c: usize, h: usize, w: usize, cols: usize) -> Canvas {
+    assert!(c == 1 || c == 3, "image_grid: 1 or 3 channels, got {c}");
+    assert!(images.len() >= n * c * h * w, "image_grid: need {n}x{c}x{h}x{w} values, got {}", images.len());
     if n == 0 || h == 0 || w == 0 {
         return Canvas::from_pixel(1, 1, GAP);
     }
     let cols = cols.clamp(1, n);
     let rows = n.div_ceil(cols);
     let mut out = Canvas::from_pixel((cols * (w + 1) - 1) as u32, (rows * (h + 1) - 1) as u32, GAP);
-    for (k, img) in images.chunks_exact(h * w).take(n).enumerate() {
+    let level = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round() as u8; // NaN clamps to NaN, which casts to 0
+    let plane = h * w;
+    for (k, img) in images.chunks_exact(c * plane).take(n).enumerate() {
         let (x0, y0) = ((k % cols) * (w + 1), (k / cols) * (h + 1));
-        for (i, &v) in img.iter().enumerate() {
-            let g = (v.clamp(0.0, 1.0) * 255.0).round() as u8; // NaN clamps to NaN, which casts to 0
-            out.put_pixel((x0 + i % w) as u32, (y0 + i / w) as u32, Rgb([g; 3]));
+        for i in 0..plane {
+            let px = if c == 1 { [level(img[i]); 3] } else { [level(img[i]), level(img[plane + i]), level(img[2 * plane + i])] };
+            out.put_pixel((x0 + i % w) as u32, (y0 + i / w) as u32, Rgb(px));
         }
     }
     out
@@ -118,6 +126,9 @@ mod tests {
         // The empty fourth tile stays gap-coloured; no images gives one pixel.
         assert_eq!(c.get_pixel(5, 4), &GAP);
         assert_eq!(image_grid(&[], 0, 2, 2, 8).dimensions(), (1, 1));
+        // Colour: planes R, G, B of one 1x2 image.
+        let c = image_grid_channels(&[1.0, 0.0, 0.0, 1.0, 0.0, 0.5], 1, 3, 1, 2, 8);
+        assert_eq!((c.get_pixel(0, 0).0, c.get_pixel(1, 0).0), ([255, 0, 0], [0, 255, 128]));
     }
 
     #[test]

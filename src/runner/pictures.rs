@@ -122,19 +122,33 @@ fn image_panels(model: &dyn Model, samples: &Tensor, data: &Dataset) -> Result<C
 /// Up to 64 image samples in an 8-wide grid.
 pub fn image_grid(samples: &Tensor, data: &Dataset) -> Canvas {
     let n = samples.size()[0].min(64);
-    let side = (data.dim() as f64).sqrt().round() as i64;
-    let imgs = samples.narrow(0, 0, n).reshape([n, side, side]).clamp(0.0, 1.0).to_kind(Kind::Float).contiguous();
-    let flat: Vec<f32> = Vec::try_from(imgs.flatten(0, -1)).unwrap_or_default();
-    plot::image_grid(&flat, n as usize, side as usize, side as usize, 8)
+    image_rows(&samples.narrow(0, 0, n), data, 8)
+}
+
+/// (C, H, W) of a dataset's images; flattened images are square, grey or colour (784 = 28², 3072 = 3 x 32²).
+fn image_layout(data: &Dataset) -> (i64, i64, i64) {
+    if let [c, h, w] = data.shape[..] {
+        return (c, h, w);
+    }
+    let d = data.dim();
+    let square = |d: i64| {
+        let s = (d as f64).sqrt().round() as i64;
+        (s * s == d).then_some(s)
+    };
+    match (square(d), (d % 3 == 0).then(|| square(d / 3)).flatten()) {
+        (Some(s), _) => (1, s, s),
+        (None, Some(s)) => (3, s, s),
+        _ => (1, 1, d),
+    }
 }
 
 /// All of `samples` as a grid of `per_row` images a row (a conditional sample: one row per context).
 pub fn image_rows(samples: &Tensor, data: &Dataset, per_row: i64) -> Canvas {
     let n = samples.size()[0];
-    let side = (data.dim() as f64).sqrt().round() as i64;
-    let imgs = samples.reshape([n, side, side]).clamp(0.0, 1.0).to_kind(Kind::Float).contiguous();
+    let (c, h, w) = image_layout(data);
+    let imgs = samples.reshape([n, c, h, w]).clamp(0.0, 1.0).to_kind(Kind::Float).contiguous();
     let flat: Vec<f32> = Vec::try_from(imgs.flatten(0, -1)).unwrap_or_default();
-    plot::image_grid(&flat, n as usize, side as usize, side as usize, per_row as usize)
+    plot::image_grid_channels(&flat, n as usize, c as usize, h as usize, w as usize, per_row as usize)
 }
 
 /// Training loss and test NLL against steps, from a run's metrics: `loss.png` and `loss.svg` in the run folder.
