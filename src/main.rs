@@ -69,6 +69,9 @@ enum Command {
         /// Skip the test likelihood: only sampler cost and sample quality.
         #[arg(long)]
         samples_only: bool,
+        /// Which weights: `default` (the moving average where the run keeps one, train.ema_decay), `raw` or `ema`.
+        #[arg(long, value_enum, default_value = "default")]
+        weights: runner::checkpoint::Weights,
         /// A conditional run: the context of each row of --data (.npy/.csv, same row order; one column of class
         /// indices for a class-conditional run).
         #[arg(long, value_name = "FILE")]
@@ -93,6 +96,9 @@ enum Command {
         temperature: f64,
         #[command(flatten)]
         at: SampleContext,
+        /// Which weights: `default` (the moving average where the run keeps one, train.ema_decay), `raw` or `ema`.
+        #[arg(long, value_enum, default_value = "default")]
+        weights: runner::checkpoint::Weights,
     },
     /// A survey figure from finished runs: `double-well NF_RUN SNF_RUN...` (samples beside exact samples, free-energy
     /// profiles along x1).
@@ -232,8 +238,8 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", run.display());
             Ok(())
         }
-        Command::Eval { run, data, logp_out, device, set, samples_only, context_file } => eval(run, data, logp_out, context_file, device, &set, samples_only),
-        Command::Sample { run, n, out, seed, device, set, temperature, at } => sample(run, n, out, seed, device, &set, temperature, &at),
+        Command::Eval { run, data, logp_out, device, set, samples_only, context_file, weights } => eval(run, data, logp_out, context_file, device, &set, samples_only, weights),
+        Command::Sample { run, n, out, seed, device, set, temperature, at, weights } => sample(run, n, out, seed, device, &set, temperature, &at, weights),
         Command::Figure { which, runs, out } => {
             anyhow::ensure!(which == "double-well", "unknown figure `{which}` (known: double-well)");
             print!("{}", relaxflow::report::figure::double_well(&runs, &out)?);
@@ -319,14 +325,15 @@ fn file_contexts(s: &session::Session, file: Option<&Path>, rows: i64, data: &Pa
     }
 }
 
-fn eval(run: PathBuf, data: Option<PathBuf>, logp_out: Option<PathBuf>, context_file: Option<PathBuf>, device: Option<String>, set: &[String], samples_only: bool) -> Result<()> {
+#[allow(clippy::too_many_arguments)]
+fn eval(run: PathBuf, data: Option<PathBuf>, logp_out: Option<PathBuf>, context_file: Option<PathBuf>, device: Option<String>, set: &[String], samples_only: bool, weights: runner::checkpoint::Weights) -> Result<()> {
     if data.is_none() && context_file.is_some() {
         bail!("--context-file gives the contexts of the rows of --data FILE; it needs --data");
     }
     let device = runner::parse_device(device.as_deref())?;
     // Launched as several ranks, the likelihoods are sharded over them and rank 0 prints.
     let (replicas, device) = runner::replicas::Replicas::from_env(device)?;
-    let s = session::open_run_with(&run, device, set)?;
+    let (s, used) = session::open_run_as(&run, device, set, weights)?;
     let out = match (data, logp_out) {
         (None, Some(_)) => bail!("--logp-out needs --data FILE"),
         (None, _) if samples_only => json!({ "samples": sample_report(&s, device)? }),
@@ -379,6 +386,10 @@ fn eval(run: PathBuf, data: Option<PathBuf>, logp_out: Option<PathBuf>, context_
             })
         }
     };
+    let mut out = out;
+    if s.exp.train.ema().is_some() || weights != runner::checkpoint::Weights::Default {
+        out["weights"] = json!(used);
+    }
     if replicas.is_main() {
         println!("{}", serde_json::to_string_pretty(&out)?);
     }
@@ -418,7 +429,8 @@ fn sample_contexts(s: &session::Session, at: &SampleContext) -> Result<Option<Ct
 /// The most context rows, and samples per row, that a .png of a conditional image run shows (one row each).
 const MAX_PICTURE_ROWS: i64 = 64;
 
-fn sample(run: PathBuf, n: i64, out: PathBuf, seed: i64, device: Option<String>, set: &[String], temperature: f64, at: &SampleContext) -> Result<()> {
+#[allow(clippy::too_many_arguments)]
+fn sample(run: PathBuf, n: i64, out: PathBuf, seed: i64, device: Option<String>, set: &[String], temperature: f64, at: &SampleContext, weights: runner::checkpoint::Weights) -> Result<()> {
     anyhow::ensure!(n > 0, "-n must be positive, got {n}");
     anyhow::ensure!(temperature.is_finite() && temperature >= 0.0, "--temperature must be a finite non-negative number, got {temperature}");
     let ext = out.extension().and_then(|e| e.to_str()).map(str::to_owned);
@@ -427,7 +439,10 @@ fn sample(run: PathBuf, n: i64, out: PathBuf, seed: i64, device: Option<String>,
         _ => bail!("{}: --out must end in .npy or .png", out.display()),
     }
     let device = runner::parse_device(device.as_deref())?;
-    let s = session::open_run_with(&run, device, set)?;
+    let (s, used) = session::open_run_as(&run, device, set, weights)?;
+    if used == "ema" {
+        eprintln!("sampling with the moving average of the weights (train.ema_decay; --weights raw for the raw ones)");
+    }
     let contexts = sample_contexts(&s, at)?;
     let rows = contexts.as_ref().and_then(Ctx::len).unwrap_or(1);
     let total = n.checked_mul(rows).context("-n times the number of context rows overflows")?;

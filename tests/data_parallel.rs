@@ -128,12 +128,13 @@ fn channels_last_convolutions_on_two_ranks_follow_one_process() {
 }
 
 /// Two ranks stopped after step 13 (checkpoint at 10) and resumed as two ranks end where one uninterrupted
-/// process does.
+/// process does, the moving average of the weights (train.ema_decay) included: rank 0's average reaches rank 1 on
+/// resume, and the sharded final evaluation is of the average on both ranks.
 #[test]
 fn two_ranks_resume_together() {
     let dir = tempfile::tempdir().unwrap();
     let (one, two) = (dir.path().join("one"), dir.path().join("two"));
-    let extra = ["train.batch_size=128", "train.checkpoint_every=5"];
+    let extra = ["train.batch_size=128", "train.checkpoint_every=5", "train.ema_decay=0.9"];
     ok(&one_process(&train_args("realnvp-moons", &one, 20, &extra)), "one process");
     let halted = two_ranks(&[train_args("realnvp-moons", &two, 20, &extra), strings(&["--halt-after", "13"])].concat());
     for (r, out) in halted.iter().enumerate() {
@@ -146,6 +147,10 @@ fn two_ranks_resume_together() {
     ok(&resumed[1], "resumed rank 1");
     assert!(stderr0.contains("resuming") && stderr0.contains("from step 10"), "{stderr0}");
     same_losses(&losses(&one), &losses(&two), 1e-5, "resumed");
+    let (s1, s2) = (summary(&one), summary(&two));
+    assert_eq!((&s1["weights"], &s2["weights"]), (&Value::from("ema"), &Value::from("ema")));
+    let (n1, n2) = (s1["test_nll_nats"].as_f64().unwrap(), s2["test_nll_nats"].as_f64().unwrap());
+    assert!((n1 - n2).abs() <= 1e-5 * n1.abs().max(1.0), "averaged weights: NLL {n1} (one process) vs {n2} (two ranks, resumed)");
 }
 
 /// `relaxflow eval` sharded over two ranks prints the one-process numbers: an exact flow likelihood and DDPM's

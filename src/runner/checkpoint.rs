@@ -31,6 +31,21 @@ fn digest(named: &BTreeMap<String, Tensor>) -> Result<Vec<u8>> {
 /// The file name inside a run folder.
 pub const FILE: &str = "checkpoint.pt";
 
+/// Entries holding the moving average of each trainable weight (`train.ema_decay`).
+pub const EMA_PREFIX: &str = "ema.model.";
+
+/// Which weights eval, sample and the final evaluation use (`--weights`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Weights {
+    /// The averaged weights when the checkpoint has them (a run with train.ema_decay), else the raw ones.
+    Default,
+    /// The weights as the optimizer left them.
+    Raw,
+    /// The moving average of the weights (an error for a run trained without train.ema_decay).
+    Ema,
+}
+
 /// Where training stood when the checkpoint was written.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Progress {
@@ -45,6 +60,13 @@ pub fn save(path: &Path, vs: &nn::VarStore, adam: &Adam, progress: Progress) -> 
     let mut named: Vec<(String, Tensor)> =
         vs.variables().into_iter().map(|(k, v)| (format!("model.{k}"), v.detach().to_device(tch::Device::Cpu))).collect();
     named.extend(adam.state().into_iter().map(|(k, v)| (k, v.to_device(tch::Device::Cpu))));
+    if adam.ema.is_some() {
+        // The averaged weights by name too, so eval and sample load them without the optimizer's layout.
+        let averaged = adam.swapped_in_ema(|| {
+            vs.variables().into_iter().filter(|(_, v)| v.requires_grad()).map(|(k, v)| (format!("{EMA_PREFIX}{k}"), v.detach().to_device(tch::Device::Cpu).copy())).collect::<Vec<_>>()
+        });
+        named.extend(averaged);
+    }
     named.push(("progress.step".into(), Tensor::from(progress.step)));
     named.push(("progress.elapsed_s".into(), Tensor::from(progress.elapsed_s)));
     let sorted: BTreeMap<String, Tensor> = named.iter().map(|(k, v)| (k.clone(), v.shallow_clone())).collect();
@@ -81,6 +103,32 @@ pub fn load_weights(path: &Path, vs: &nn::VarStore) -> Result<Progress> {
     progress(&saved, path)
 }
 
+/// Loads the weights `which` asks for, and says which it loaded ("ema" or "raw").
+pub fn load_weights_as(path: &Path, vs: &nn::VarStore, which: Weights) -> Result<(Progress, &'static str)> {
+    let saved = read(path)?;
+    copy_weights(&saved, vs, path)?;
+    let has_ema = saved.keys().any(|k| k.starts_with(EMA_PREFIX));
+    let use_ema = match which {
+        Weights::Raw => false,
+        Weights::Default => has_ema,
+        Weights::Ema if has_ema => true,
+        Weights::Ema => bail!("{}: --weights ema, but the run keeps no moving average of its weights (it was trained without train.ema_decay)", path.display()),
+    };
+    if use_ema {
+        tch::no_grad(|| -> Result<()> {
+            for (name, mut var) in vs.variables().into_iter().filter(|(_, v)| v.requires_grad()) {
+                let src = saved.get(&format!("{EMA_PREFIX}{name}")).ok_or_else(|| anyhow!("{}: lacks the averaged weight `{name}`", path.display()))?;
+                if src.size() != var.size() {
+                    bail!("{}: averaged weight `{name}` has shape {:?}, the model expects {:?}", path.display(), src.size(), var.size());
+                }
+                var.copy_(src);
+            }
+            Ok(())
+        })?;
+    }
+    Ok((progress(&saved, path)?, if use_ema { "ema" } else { "raw" }))
+}
+
 /// Loads weights and optimizer state, to resume training.
 pub fn load_all(path: &Path, vs: &nn::VarStore, adam: &mut Adam) -> Result<Progress> {
     let saved = read(path)?;
@@ -88,6 +136,12 @@ pub fn load_all(path: &Path, vs: &nn::VarStore, adam: &mut Adam) -> Result<Progr
     let get = |k: &str| saved.get(k).ok_or_else(|| anyhow!("{}: lacks `{k}`", path.display()));
     adam.load_state(get("adam.m")?, get("adam.v")?, get("adam.t")?.int64_value(&[]))
         .with_context(|| format!("{}: optimizer state does not fit the model", path.display()))?;
+    if adam.ema.is_some() {
+        let missing = || anyhow!("{}: lacks the moving average of the weights (was it trained without train.ema_decay?)", path.display());
+        let shadow = saved.get("ema.flat").ok_or_else(missing)?;
+        let updates = saved.get("ema.updates").ok_or_else(missing)?.int64_value(&[]);
+        adam.load_ema(shadow, updates).with_context(|| format!("{}: the weight average does not fit the model", path.display()))?;
+    }
     progress(&saved, path)
 }
 

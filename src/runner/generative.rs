@@ -133,10 +133,12 @@ fn sbi_measures(s: &Session, run: &Path) -> Option<super::sbi::SbiResult> {
 fn finish(s: &Session, run: &Path, name: &str, replicas: &Replicas) -> Result<()> {
     let device = s.device;
     // Rank 0 reloads what it saved; the other ranks hold the same weights (same updates of the same gradients).
-    let progress = if replicas.is_main() {
-        checkpoint::load_weights(&run.join(checkpoint::FILE), &s.vs)?
+    // The moving average of the weights where the run keeps one (train.ema_decay; one process only).
+    let (progress, weights) = if replicas.is_main() {
+        let (p, used) = checkpoint::load_weights_as(&run.join(checkpoint::FILE), &s.vs, checkpoint::Weights::Default)?;
+        (p, s.exp.train.ema().map(|_| used.to_string()))
     } else {
-        checkpoint::Progress { step: s.exp.train.steps, elapsed_s: 0.0 }
+        (checkpoint::Progress { step: s.exp.train.steps, elapsed_s: 0.0 }, None)
     };
     let stopped = || format!("{}; the final evaluation runs again on resume", resume_hint(run, progress.step));
     interrupt::check(stopped)?;
@@ -200,6 +202,7 @@ fn finish(s: &Session, run: &Path, name: &str, replicas: &Replicas) -> Result<()
         git_commit: summary::git_commit(),
         finished_at: chrono::Local::now().to_rfc3339(),
         context: s.data.context_spec(),
+        weights,
         sbi: sbi_measures(s, run),
         diagnostics: tch::no_grad(|| {
             let test = s.data.test.narrow(0, 0, e.n.min(2000)).to_device(device);

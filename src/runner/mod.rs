@@ -9,6 +9,7 @@ pub use crate::files;
 pub mod generative;
 pub mod graph_sample;
 pub(crate) mod graph_step;
+pub mod ema;
 pub mod evaluate;
 pub mod metrics;
 pub mod optim;

@@ -35,6 +35,8 @@ pub struct Adam {
     imp: OptimizerImpl,
     /// The fused kernel's step count: a float32 scalar on the parameters' device, set to `t` before each fused update.
     step_t: Option<Tensor>,
+    /// The moving average of the weights, updated after every step (`train.ema_decay`).
+    pub ema: Option<super::ema::Ema>,
 }
 
 impl Adam {
@@ -76,7 +78,7 @@ impl Adam {
             g.set_data(&shaped(&grad));
             offset += n;
         }
-        Ok(Adam { cfg, m: flat.zeros_like(), v: flat.zeros_like(), flat, grad, t: 0, imp: OptimizerImpl::Flat, step_t: None })
+        Ok(Adam { cfg, m: flat.zeros_like(), v: flat.zeros_like(), flat, grad, t: 0, imp: OptimizerImpl::Flat, step_t: None, ema: None })
     }
 
     /// The same optimizer with its update run by `imp` (builder form of [`Adam::set_impl`]).
@@ -146,6 +148,38 @@ impl Adam {
 
     /// [`Adam::step`], with a failure of the fused kernel returned as an error (the step count is then unchanged).
     pub fn try_step(&mut self, lr: f64) -> Result<()> {
+        self.try_step_raw(lr)?;
+        if let Some(ema) = &mut self.ema {
+            ema.update(&self.flat);
+        }
+        Ok(())
+    }
+
+    /// Keeps a moving average of the weights with target decay `decay` (see `ema`).
+    pub fn with_ema(mut self, decay: Option<f64>) -> Self {
+        self.ema = decay.map(|d| super::ema::Ema::new(&self.flat, d));
+        self
+    }
+
+    /// Runs `f` with the averaged weights in place of the raw ones (every parameter of the model shows θ̄), then puts
+    /// the raw weights back; without an average, `f` sees the raw weights.
+    pub fn swapped_in_ema<R>(&self, f: impl FnOnce() -> R) -> R {
+        let Some(ema) = &self.ema else { return f() };
+        let raw = tch::no_grad(|| self.flat.copy());
+        tch::no_grad(|| self.flat.shallow_clone().copy_(&ema.shadow));
+        let out = f();
+        tch::no_grad(|| self.flat.shallow_clone().copy_(&raw));
+        out
+    }
+
+    /// Replaces the raw weights by their average for good (the end of training); nothing without an average.
+    pub fn adopt_ema(&self) {
+        if let Some(ema) = &self.ema {
+            tch::no_grad(|| self.flat.shallow_clone().copy_(&ema.shadow));
+        }
+    }
+
+    fn try_step_raw(&mut self, lr: f64) -> Result<()> {
         match &self.step_t {
             None => {
                 self.step_flat(lr);
@@ -217,11 +251,27 @@ impl Adam {
 
     /// The optimizer's state for a checkpoint: moments and step count.
     pub fn state(&self) -> Vec<(String, Tensor)> {
-        vec![
+        let mut out = vec![
             ("adam.m".into(), self.m.shallow_clone()),
             ("adam.v".into(), self.v.shallow_clone()),
             ("adam.t".into(), Tensor::from(self.t)),
-        ]
+        ];
+        if let Some(ema) = &self.ema {
+            out.push(("ema.flat".into(), ema.shadow.shallow_clone()));
+            out.push(("ema.updates".into(), Tensor::from(ema.updates)));
+        }
+        out
+    }
+
+    /// Restores the moving average saved by `state`.
+    pub fn load_ema(&mut self, shadow: &Tensor, updates: i64) -> Result<()> {
+        let Some(ema) = &mut self.ema else { return Ok(()) };
+        if shadow.size() != ema.shadow.size() {
+            bail!("the weight average has {:?} entries, the model has {:?} parameters", shadow.size(), ema.shadow.size());
+        }
+        tch::no_grad(|| ema.shadow.copy_(shadow));
+        ema.updates = updates;
+        Ok(())
     }
 
     /// Restores moments and step count saved by `state`.

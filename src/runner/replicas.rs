@@ -121,14 +121,22 @@ impl Replicas {
             for t in adam.moments_mut() {
                 self.world.broadcast_(t, 0).with_context(what)?;
             }
+            if let Some(ema) = &mut adam.ema {
+                // The weight average (train.ema_decay): every rank folds the same weights into it from here on.
+                self.world.broadcast_(&mut ema.shadow, 0).with_context(what)?;
+            }
             Ok(())
         })?;
-        let mut ints = Tensor::from_slice(&[step, adam.t]).to_device(self.comm);
+        let updates = adam.ema.as_ref().map_or(0, |e| e.updates);
+        let mut ints = Tensor::from_slice(&[step, adam.t, updates]).to_device(self.comm);
         let mut secs = Tensor::from_slice(&[elapsed_s]).to_device(self.comm);
         self.world.broadcast_(&mut ints, 0).with_context(what)?;
         self.world.broadcast_(&mut secs, 0).with_context(what)?;
         let ints = Vec::<i64>::try_from(&ints)?;
         adam.t = ints[1];
+        if let Some(ema) = &mut adam.ema {
+            ema.updates = ints[2];
+        }
         Ok((ints[0], secs.double_value(&[0])))
     }
 

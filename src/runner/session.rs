@@ -46,8 +46,14 @@ pub fn open_run(run: &Path, device: Device) -> Result<Session> {
     open_run_with(run, device, &[])
 }
 
-/// A finished run with some settings changed (`--set model.sample_steps=10`): the weights must still fit.
+/// A finished run with some settings changed (`--set model.sample_steps=10`): the weights must still fit. The
+/// weights are the moving average where the run kept one (`train.ema_decay`).
 pub fn open_run_with(run: &Path, device: Device, overrides: &[String]) -> Result<Session> {
+    Ok(open_run_as(run, device, overrides, super::checkpoint::Weights::Default)?.0)
+}
+
+/// `open_run_with` with the weights `which` names; returns which it loaded ("ema" or "raw").
+pub fn open_run_as(run: &Path, device: Device, overrides: &[String], which: super::checkpoint::Weights) -> Result<(Session, &'static str)> {
     let config = run.join("config.toml");
     if !config.exists() {
         anyhow::bail!("{}: not a run folder (no config.toml)", run.display());
@@ -57,8 +63,8 @@ pub fn open_run_with(run: &Path, device: Device, overrides: &[String]) -> Result
     let exp = if overrides.is_empty() { trained.clone() } else { crate::experiment::config::load(&config, overrides)? };
     check_keeps_model(&trained.model, &exp.model)?;
     let s = Session::open(exp, &config.display().to_string(), device)?;
-    super::checkpoint::load_weights(&run.join(super::checkpoint::FILE), &s.vs)?;
-    Ok(s)
+    let (_, used) = super::checkpoint::load_weights_as(&run.join(super::checkpoint::FILE), &s.vs, which)?;
+    Ok((s, used))
 }
 
 /// Refuses `--set model.KEY=...` on a trained run unless KEY only chooses how the model is sampled or evaluated

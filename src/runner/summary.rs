@@ -119,6 +119,9 @@ pub struct Summary {
     /// A conditional model p(x | c): what its context is (the NLL is then of x given each test point's own c).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<crate::context::ContextSpec>,
+    /// A run that keeps a moving average of its weights (train.ema_decay): which weights the evaluation used ("ema").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<String>,
     /// A simulation-based-inference task: C2ST against reference posteriors and the NLL of the true parameters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sbi: Option<super::sbi::SbiResult>,

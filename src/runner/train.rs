@@ -71,6 +71,9 @@ pub fn train(opts: &TrainOptions) -> Result<PathBuf> {
                 replicas.size(), replicas.world.backend().map_or("none", |b| b.name()));
         }
     }
+    // The final evaluation uses the weight average where the run keeps one: rank 0 reloads it from the checkpoint,
+    // and every rank holds the same average (the same updates of the same weights), which it now adopts.
+    adam.adopt_ema();
     job.finish(&run, &name, &replicas)?;
     Ok(run)
 }
@@ -129,9 +132,9 @@ fn adam_config(t: &TrainConfig) -> AdamConfig {
     AdamConfig { beta1: t.beta1, beta2: t.beta2, eps: t.eps, weight_decay: t.weight_decay }
 }
 
-/// The run's optimizer: its constants, update implementation and parameter layout from `[train]`.
+/// The run's optimizer: its constants, update implementation, parameter layout and weight average from `[train]`.
 fn new_adam(vs: &nn::VarStore, t: &TrainConfig) -> Result<Adam> {
-    Adam::with_layout(vs, adam_config(t), t.channels_last)?.with_impl(t.optimizer_impl)
+    Ok(Adam::with_layout(vs, adam_config(t), t.channels_last)?.with_impl(t.optimizer_impl)?.with_ema(t.ema()))
 }
 
 /// The job, its run folder, the experiment's name, where it starts, the optimizer and (rank 0) the folder's lock.
@@ -505,7 +508,16 @@ fn run_loop(job: &dyn Trainable, adam: &mut Adam, run: &Path, name: &str, start:
             if let Some(g) = &graphed {
                 line["cuda_graph"] = json!(if g.is_captured() { "replayed" } else { "eager" });
             }
-            job.log(&mut line, due(exp.eval.every, done), &bar, name, replicas)?;
+            // The test likelihood of a run with train.ema_decay is of the averaged weights, as the final one is.
+            let eval_now = due(exp.eval.every, done);
+            if eval_now && adam.ema.is_some() {
+                line["eval_weights"] = json!("ema");
+            }
+            if eval_now {
+                adam.swapped_in_ema(|| job.log(&mut line, eval_now, &bar, name, replicas))?;
+            } else {
+                job.log(&mut line, eval_now, &bar, name, replicas)?;
+            }
             if main {
                 metrics.append(&line)?;
             }
@@ -525,7 +537,7 @@ fn run_loop(job: &dyn Trainable, adam: &mut Adam, run: &Path, name: &str, start:
             interrupt::check(|| resume_hint(run, done))?;
         }
         if due(t.sample_every, done) && done != t.steps && main {
-            job.picture(run, done)?;
+            adam.swapped_in_ema(|| job.picture(run, done))?;
         }
         if out_of_time {
             bar.finish_and_clear();
