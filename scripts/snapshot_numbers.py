@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Numbers of every shipped experiment after a few CPU steps, for checking that a change leaves them bit-identical.
 
-    python3 scripts/snapshot_numbers.py BIN OUT.tsv [--steps 3] [--only NAMES_FILE]
+    python3 scripts/snapshot_numbers.py BIN OUT.tsv [--steps 3] [--only NAMES_FILE] [--set KEY=VALUE ...]
 
 Runs `BIN train NAME --steps N --device cpu` for every experiments/*.toml (or the names listed in NAMES_FILE) with
 the small settings of tests/experiments.rs and the smoke settings the registry declares per model kind, and writes
 one row per experiment: the test NLL, its kind, bits/dim and the last three logged losses, printed with every digit
 (repr), so two binaries' files differ exactly where a number moved. Compare two files with `diff`. CPU reductions
-run on several threads, so run both binaries with the same OMP_NUM_THREADS (this script sets 1).
+run on several threads, so run both binaries with the same OMP_NUM_THREADS (this script sets 1). `--set` settings go to every run, after the
+script's own (e.g. `--set train.ema_decay=0` to compare experiments that gained a weight average with their raw
+weights). CIFAR-10 experiments are skipped unless data/cifar10 holds the data set.
 """
 import json
 import os
@@ -46,7 +48,7 @@ SMOKE_IMAGE = {
 
 def settings(exp: dict) -> list[str]:
     kind = exp.get("model", {}).get("kind", "")
-    image = exp.get("data", {}).get("name") in ("mnist", "fashion-mnist")
+    image = exp.get("data", {}).get("name") in ("mnist", "fashion-mnist", "cifar10")
     out = SMALL + SMOKE.get(kind, [])
     if image:
         out += IMAGE + SMOKE_IMAGE.get(kind, [])
@@ -69,6 +71,9 @@ def main() -> None:
     binary, out = Path(args[0]).resolve(), Path(args[1])
     steps = args[args.index("--steps") + 1] if "--steps" in args else "3"
     names = sorted(p.stem for p in (ROOT / "experiments").glob("*.toml"))
+    if not (ROOT / "data" / "cifar10").exists():
+        names = [n for n in names if not n.endswith("-cifar10")]
+    extra = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
     if "--only" in args:
         names = [n for n in Path(args[args.index("--only") + 1]).read_text().split() if n]
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -78,7 +83,7 @@ def main() -> None:
             exp = tomllib.loads((ROOT / "experiments" / f"{name}.toml").read_text())
             run = Path(tmp) / name
             cmd = [str(binary), "train", name, "--steps", steps, "--device", "cpu", "--out", str(run)]
-            for s in settings(exp):
+            for s in settings(exp) + extra:
                 cmd += ["--set", s]
             done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
             if done.returncode != 0:

@@ -1,4 +1,5 @@
 //! Networks: plain structs built from a `tch::nn::Path`.
+pub mod attention;
 pub mod embed;
 pub mod fourier;
 pub mod guidance;

@@ -20,6 +20,10 @@ pub struct NetSpec {
     pub unet_ch: i64,
     pub unet_mults: Vec<i64>,
     pub unet_groups: i64,
+    /// Feature-map sides with self-attention (e.g. [16]: DDPM's 16x16 on CIFAR-10; also the middle then). Empty:
+    /// none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unet_attn: Vec<i64>,
 }
 
 impl Default for NetSpec {
@@ -32,6 +36,7 @@ impl Default for NetSpec {
             unet_ch: 32,
             unet_mults: vec![1, 2, 2],
             unet_groups: 8,
+            unet_attn: Vec::new(),
         }
     }
 }
@@ -64,9 +69,9 @@ pub fn time_net_given(path: &nn::Path, shape: &[i64], spec: &NetSpec, cond: Opti
             })
         }
         [d] => Ok(Box::new(TimeMlp::conditional(path, *d, &spec.hidden, *d, spec.emb_dim, spec.activation, cond.unwrap_or(0))?)),
-        [c, _, _] => Ok(match cond {
-            Some(e) => Box::new(UNet::conditional(path, *c, spec.unet_ch, &spec.unet_mults, spec.unet_groups, e)?),
-            None => Box::new(UNet::new(path, *c, spec.unet_ch, &spec.unet_mults, spec.unet_groups)?),
+        [c, side, _] => Ok(match cond {
+            Some(e) => Box::new(UNet::conditional(path, *c, spec.unet_ch, &spec.unet_mults, spec.unet_groups, e)?.with_attention(path, *side, &spec.unet_attn)?),
+            None => Box::new(UNet::new(path, *c, spec.unet_ch, &spec.unet_mults, spec.unet_groups)?.with_attention(path, *side, &spec.unet_attn)?),
         }),
         _ => bail!("no time-conditioned network for data of shape {shape:?} (vectors [D] or images [C, H, W])"),
     }

@@ -1,8 +1,10 @@
 //! A small DDPM-style U-Net for noise/score prediction on small images (Ho et al. 2020, App. B, simplified: one
-//! ResBlock per resolution, no attention, no dropout), built from a `tch::nn::Path` like the tch-rs examples.
+//! ResBlock per resolution, no dropout; self-attention at chosen resolutions, e.g. 16x16 as DDPM on CIFAR-10, and then
+//! in the middle too), built from a `tch::nn::Path` like the tch-rs examples.
 //!
 //! Layout for `mults = [1, 2, 2]` on 28x28: conv_in -> [Res 28x28, down] -> [Res 14x14, down] -> [Res 7x7]
 //! -> Res, Res (middle, 7x7) -> [cat skip, Res, up] x3 mirrored -> GN -> SiLU -> conv_out (zero-initialised).
+use super::attention::Attention;
 use super::time::sinusoidal;
 use anyhow::{bail, Result};
 use tch::nn::{self, Module};
@@ -131,6 +133,13 @@ pub struct UNet {
     /// Linear map of conditioning features added to the time embedding (Ho & Salimans 2022; a conditional network
     /// only).
     cond: Option<nn::Linear>,
+    /// Self-attention after each level's down and up ResBlock, by level (`with_attention`), and between the middle
+    /// ResBlocks.
+    attn_down: Vec<Option<Attention>>,
+    attn_up: Vec<Option<Attention>>,
+    attn_mid: Option<Attention>,
+    widths: Vec<i64>,
+    groups: i64,
 }
 
 impl UNet {
@@ -190,7 +199,37 @@ impl UNet {
             norm_out: nn::group_norm(path / "norm_out", groups, widths[0], Default::default()),
             conv_out: nn::conv2d(path / "conv_out", widths[0], in_ch, 3, zero),
             cond: None,
+            attn_down: Vec::new(),
+            attn_up: Vec::new(),
+            attn_mid: None,
+            widths,
+            groups,
         })
+    }
+
+    /// The same U-Net with self-attention at the levels whose feature maps are `side` x `side` for a side in
+    /// `resolutions` (level i of an `image_side` input is image_side / 2^i), and in the middle when there is any; its
+    /// variables are created after every other one, so without attention the net is `new`'s, variable for variable.
+    pub fn with_attention(mut self, path: &nn::Path, image_side: i64, resolutions: &[i64]) -> Result<Self> {
+        if resolutions.is_empty() {
+            return Ok(self);
+        }
+        let sides: Vec<i64> = (0..self.widths.len()).map(|i| image_side >> i).collect();
+        if let Some(r) = resolutions.iter().find(|r| !sides.contains(r)) {
+            bail!("model.net.unet_attn: no U-Net level is {r}x{r} (the levels of a {image_side}x{image_side} image with {} multipliers are {sides:?})", self.widths.len());
+        }
+        let at = |i: usize, dir: &str| resolutions.contains(&sides[i]).then(|| Attention::new(path / format!("{dir}{i}") / "attn", self.widths[i], self.groups));
+        self.attn_down = (0..self.widths.len()).map(|i| at(i, "down")).collect();
+        self.attn_up = (0..self.widths.len()).map(|i| at(i, "up")).collect();
+        self.attn_mid = Some(Attention::new(path / "mid" / "attn", self.widths[self.widths.len() - 1], self.groups));
+        Ok(self)
+    }
+
+    fn attend(a: Option<&Option<Attention>>, h: Tensor) -> Tensor {
+        match a {
+            Some(Some(a)) => a.forward(&h),
+            _ => h,
+        }
     }
 
     /// The same U-Net reading conditioning features h [B, e] (a class or context embedding) through a Linear(e, 4ch)
@@ -227,18 +266,20 @@ impl UNet {
         let mut h = self.conv_in.forward(x);
         let mut skips = Vec::with_capacity(self.down.len());
         for (i, res) in self.down.iter().enumerate() {
-            h = res.forward(&h, temb_act);
+            h = Self::attend(self.attn_down.get(i), res.forward(&h, temb_act));
             skips.push(h.shallow_clone());
             if let Some(ds) = self.downsample.get(i) {
                 h = ds.forward(&h);
             }
         }
-        for res in &self.mid {
-            h = res.forward(&h, temb_act);
+        h = self.mid[0].forward(&h, temb_act);
+        if let Some(a) = &self.attn_mid {
+            h = a.forward(&h);
         }
+        h = self.mid[1].forward(&h, temb_act);
         for (i, res) in self.up.iter().enumerate().rev() {
             let skip = skips.pop().expect("one skip per level");
-            h = res.forward(&Tensor::cat(&[h, skip], 1), temb_act);
+            h = Self::attend(self.attn_up.get(i), res.forward(&Tensor::cat(&[h, skip], 1), temb_act));
             if i > 0 {
                 h = self.upsample[i - 1].forward(&h);
             }
@@ -325,6 +366,38 @@ mod tests {
             assert_eq!(v.grad().kind(), Kind::Float, "{name}");
             assert!(v.grad().isfinite().all().int64_value(&[]) == 1, "{name}: non-finite gradient");
         }
+    }
+
+    #[test]
+    fn attention_at_16x16_goes_where_asked_starts_as_the_identity_and_trains() {
+        tch::manual_seed(3);
+        let (plain, attn) = (nn::VarStore::new(Device::Cpu), nn::VarStore::new(Device::Cpu));
+        let a = UNet::new(&plain.root(), 3, 8, &[1, 2, 2], 4).unwrap();
+        tch::manual_seed(3);
+        let b = UNet::new(&attn.root(), 3, 8, &[1, 2, 2], 4).unwrap().with_attention(&attn.root(), 32, &[16]).unwrap();
+        let names: Vec<String> = attn.variables().into_keys().filter(|k| k.contains("attn")).collect();
+        assert!(names.iter().all(|n| n.starts_with("down1.attn") || n.starts_with("up1.attn") || n.starts_with("mid.attn")), "{names:?}");
+        assert_eq!(names.len(), 3 * 10, "three blocks of GN (2), q, k, v, out (2 each)");
+        // Every other variable is `new`'s, value for value (created first, same seed).
+        for (k, v) in plain.variables() {
+            assert!(attn.variables()[&k].equal(&v), "{k}");
+        }
+        perturb(&plain);
+        tch::no_grad(|| {
+            for (k, mut v) in attn.variables() {
+                if !k.contains("attn") {
+                    v.copy_(&plain.variables()[&k]);
+                }
+            }
+        });
+        let x = Tensor::randn([2, 3, 32, 32], OPTS);
+        let t = Tensor::from_slice(&[0.3f32, 0.8]);
+        assert!((a.forward(&x, &t) - b.forward(&x, &t)).abs().max().double_value(&[]) < 1e-6, "new attention blocks are the identity");
+        b.forward(&x, &t).square().mean(Kind::Float).backward();
+        let g = attn.variables()["mid.attn.out.weight"].grad();
+        assert!(g.abs().max().double_value(&[]) > 0.0, "the attention output projection learns");
+        let err = UNet::new(&nn::VarStore::new(Device::Cpu).root(), 3, 8, &[1, 2], 4).unwrap().with_attention(&attn.root(), 32, &[8]).unwrap_err();
+        assert!(err.to_string().contains("8x8") && err.to_string().contains("[32, 16]"), "{err}");
     }
 
     #[test]
