@@ -57,6 +57,9 @@ pub fn time_net(path: &nn::Path, shape: &[i64], spec: &NetSpec) -> Result<Box<dy
 /// `time_net`, reading conditioning features of width `cond` through `TimeNet::forward_tc` when given (None builds
 /// exactly `time_net`'s network, variable for variable).
 pub fn time_net_given(path: &nn::Path, shape: &[i64], spec: &NetSpec, cond: Option<i64>) -> Result<Box<dyn TimeNet>> {
+    if shape.len() == 1 && !spec.unet_attn.is_empty() {
+        bail!("model.net.unet_attn = {:?} is for images (U-Net attention); this data is vectors of shape {shape:?}", spec.unet_attn);
+    }
     match shape {
         [d] if spec.arch == Arch::Fourier => {
             let width = spec.hidden.first().copied().unwrap_or(0);
@@ -74,5 +77,22 @@ pub fn time_net_given(path: &nn::Path, shape: &[i64], spec: &NetSpec, cond: Opti
             None => Box::new(UNet::new(path, *c, spec.unet_ch, &spec.unet_mults, spec.unet_groups)?.with_attention(path, *side, &spec.unet_attn)?),
         }),
         _ => bail!("no time-conditioned network for data of shape {shape:?} (vectors [D] or images [C, H, W])"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attention_is_for_images_and_builds_a_unet_there() {
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let spec = NetSpec { unet_ch: 8, unet_groups: 4, unet_attn: vec![16], ..Default::default() };
+        let err = time_net(&vs.root(), &[2], &spec).unwrap_err().to_string();
+        assert!(err.contains("unet_attn") && err.contains("[2]"), "{err}");
+        time_net(&(vs.root() / "img"), &[3, 32, 32], &spec).unwrap();
+        assert!(vs.variables().keys().any(|k| k.starts_with("img.down1.attn")), "attention at 16x16 is level 1 of 32x32");
+        let err = time_net(&(vs.root() / "bad"), &[3, 28, 28], &spec).unwrap_err().to_string();
+        assert!(err.contains("16x16") && err.contains("[28, 14, 7]"), "{err}");
     }
 }
