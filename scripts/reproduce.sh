@@ -143,6 +143,23 @@ images() {
   fi
 }
 
+# 4b. CIFAR-10, when data/cifar10 holds it (`make data CIFAR10=...`; never downloaded here). PROFILE=gpu: every image
+# family at 3x32x32 with a training-time budget each (32 minutes in all, beyond the 58 above; not yet measured on a
+# GPU). PROFILE=cpu: a 16x16 centre crop with small networks, so the report shows the colour pipeline working.
+CIFAR_CPU=$(cpu --set data.image_size=16 --set train.batch_size=32 --set eval.n_final=500)
+cifar10() {
+  [ -f data/cifar10/cifar-10-batches-bin/test_batch.bin ] || { echo "no data/cifar10: the CIFAR-10 runs are skipped (make data CIFAR10=...)" >&2; return 0; }
+  train glow-cifar10 $CIFAR_CPU $(cpu --set model.hidden_channels=32 --set model.steps=2 --steps 1500) $(gpu 8)
+  train ddpm-cifar10 $CIFAR_CPU $(cpu --set model.net.unet_ch=32 --set model.net.unet_groups=8 --steps 2000) $(gpu 8)
+  if [ "$CPU" = 0 ]; then
+    train realnvp-cifar10 $(gpu 4)
+    train survae-maxpool-cifar10 $(gpu 3)
+    train vae-cifar10 $(gpu 2)
+    train scoresde-cifar10 $(gpu 3)
+    train diffflow-cifar10 $(gpu 4)
+  fi
+}
+
 # 5. The role of stochasticity (survey §7.5): noise ablations on sharp 2D targets, over seeds (the GPU profile keeps
 # the CPU profile's seeds and grids: they run on the CPU cores beside the GPU).
 SEEDS=$([ "$CPU" = 1 ] || [ "$GPU" = 1 ] && echo 2 || echo 5)
@@ -177,7 +194,7 @@ if [ "$GPU" = 1 ]; then
   ( export DEVICE=cpu OMP_NUM_THREADS=1 JOBS=$SWEEP_JOBS; sweeps ) > "$DIR/lane-sweeps.log" 2>&1 &
   LANE_SWEEPS=$!
   echo "2D runs and sweeps on the CPU cores: $DIR/lane-2d.log, $DIR/lane-sweeps.log" >&2
-  ( export DEVICE=cuda; classifiers; diffflow_2d_gpu; images ) &
+  ( export DEVICE=cuda; classifiers; diffflow_2d_gpu; images; cifar10 ) &
   LANE_GPU=$!
   rc=0
   for lane in "$LANE_GPU" "$LANE_2D" "$LANE_SWEEPS"; do
@@ -191,6 +208,7 @@ else
   classifiers
   two_d
   images
+  cifar10
   sweeps
 fi
 

@@ -1,4 +1,6 @@
 //! Every named experiment trains for a few steps on the CPU and writes a complete run folder.
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -9,7 +11,7 @@ fn every_experiment_takes_steps_on_cpu() {
     let names = std::fs::read_dir(format!("{root}/experiments")).unwrap();
     // CIFAR-10 experiments read generated batch files in the real format (tests never need the real data set).
     let cifar = tmp.path().join("cifar-data");
-    write_cifar10(&cifar.join("cifar10").join("cifar-10-batches-bin"));
+    common::write_cifar10(&cifar.join("cifar10").join("cifar-10-batches-bin"));
     let cifar_dir = format!("data.dir={:?}", cifar.to_str().unwrap());
     let mut count = 0;
     for entry in names {
@@ -82,26 +84,3 @@ fn every_experiment_takes_steps_on_cpu() {
     assert!(count >= 12, "found {count} experiments");
 }
 
-/// Six CIFAR-10 batch files of whole 3073-byte records (label, then the R, G and B planes): 110 records in each
-/// training batch, 260 in the test batch, smooth colour images whose mean depends on the label.
-fn write_cifar10(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    let batch = |name: &str, n: usize| {
-        let mut bytes = Vec::with_capacity(n * 3073);
-        for i in 0..n {
-            let label = (i % 10) as u8;
-            bytes.push(label);
-            for c in 0..3usize {
-                for p in 0..1024usize {
-                    let (row, col) = (p / 32, p % 32);
-                    bytes.push((20 + 18 * label as usize + 30 * c + 2 * row + col + (i * 7 + p * 13) % 17).min(255) as u8);
-                }
-            }
-        }
-        std::fs::write(dir.join(name), bytes).unwrap();
-    };
-    for k in 1..=5 {
-        batch(&format!("data_batch_{k}.bin"), 110);
-    }
-    batch("test_batch.bin", 260);
-}

@@ -1,6 +1,8 @@
 //! A user's own images: a folder of PNG files (one sub-folder per class) trains a Glow, a DDPM and a
 //! class-conditional DDPM with one `--set data.path=DIR`, in colour, with bits/dim over 3 x 16 x 16 dimensions and
-//! colour sample grids.
+//! colour sample grids; CIFAR-10 batch files cropped to 16x16 (the CPU profile's colour run).
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -74,4 +76,26 @@ fn a_folder_of_pngs_trains_glow_and_ddpm_in_colour() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("readme.txt") && err.contains("not a PNG or JPEG"), "{err}");
     assert!(!run.exists(), "nothing written");
+}
+
+/// data.image_size on CIFAR-10 is a centre crop: a 16x16 DDPM trains on generated batch files, its bits/dim over
+/// 3 x 16 x 16 dimensions, its samples 16x16 colour images; grey CIFAR-10 is refused by name.
+#[test]
+fn cifar10_cropped_to_16_trains_a_colour_ddpm() {
+    let tmp = tempfile::tempdir().unwrap();
+    common::write_cifar10(&tmp.path().join("cifar10").join("cifar-10-batches-bin"));
+    let dir = format!("data.dir={:?}", tmp.path().to_str().unwrap());
+    let run = tmp.path().join("run");
+    let mut args = vec!["train", "ddpm-cifar10", "--steps", "2", "--device", "cpu", "--out", run.to_str().unwrap(), "--set", &dir, "--set", "data.image_size=16"];
+    for s in ["model.net.unet_ch=8", "model.net.unet_groups=4", "model.timesteps=20", "train.batch_size=4", "eval.n_final=2", "eval.batch_size=2", "eval.n_samples=4", "eval.quality_samples=8"] {
+        args.extend(["--set", s]);
+    }
+    ok(&args);
+    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let (nll, bpd) = (s["test_nll_nats"].as_f64().unwrap(), s["bits_per_dim"].as_f64().unwrap());
+    assert!((bpd - (nll / (768.0 * std::f64::consts::LN_2) + 8.0)).abs() < 1e-6, "bits/dim over 3 x 16 x 16: {bpd} from {nll} nats");
+    assert_eq!(s["weights"], "ema", "DDPM on images keeps a weight average by default");
+    assert_eq!(tch::Tensor::read_npy(run.join("samples.npy")).unwrap().size()[1..], [3, 16, 16]);
+    let o = relaxflow(&["train", "ddpm-cifar10", "--steps", "1", "--out", tmp.path().join("grey").to_str().unwrap(), "--set", &dir, "--set", "data.channels=1"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("cifar10 is colour"), "{}", String::from_utf8_lossy(&o.stderr));
 }

@@ -56,3 +56,27 @@ pub fn finish(mut child: Child, limit: Duration, what: &str) -> Output {
     }
     child.wait_with_output().unwrap()
 }
+
+/// Six CIFAR-10 batch files of whole 3073-byte records (label, then the R, G and B planes): 110 records in each
+/// training batch, 260 in the test batch, smooth colour images whose mean depends on the label.
+pub fn write_cifar10(dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let batch = |name: &str, n: usize| {
+        let mut bytes = Vec::with_capacity(n * 3073);
+        for i in 0..n {
+            let label = (i % 10) as u8;
+            bytes.push(label);
+            for c in 0..3usize {
+                for p in 0..1024usize {
+                    let (row, col) = (p / 32, p % 32);
+                    bytes.push((20 + 18 * label as usize + 30 * c + 2 * row + col + (i * 7 + p * 13) % 17).min(255) as u8);
+                }
+            }
+        }
+        std::fs::write(dir.join(name), bytes).unwrap();
+    };
+    for k in 1..=5 {
+        batch(&format!("data_batch_{k}.bin"), 110);
+    }
+    batch("test_batch.bin", 260);
+}
