@@ -99,3 +99,57 @@ fn cifar10_cropped_to_16_trains_a_colour_ddpm() {
     let o = relaxflow(&["train", "ddpm-cifar10", "--steps", "1", "--out", tmp.path().join("grey").to_str().unwrap(), "--set", &dir, "--set", "data.channels=1"]);
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("cifar10 is colour"), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// The CIFAR-10 classifier at the 16x16 crop learns the generated classes, scores a 16x16 colour Glow's samples
+/// (a Fréchet distance in its own feature space, beside its floor), refuses a 32x32 run's samples by their shape, and
+/// the report tables the CIFAR-10 runs with published numbers only where the task is the published one.
+#[test]
+fn a_cifar10_classifier_scores_colour_samples_of_its_own_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    common::write_cifar10(&tmp.path().join("cifar10").join("cifar-10-batches-bin"));
+    let dir = format!("data.dir={:?}", tmp.path().to_str().unwrap());
+    let clf = tmp.path().join("repro").join("runs").join("cifar10-classifier");
+    let c = clf.to_str().unwrap();
+    let mut args = vec!["train", "cifar10-classifier", "--steps", "300", "--device", "cpu", "--out", c, "--set", &dir, "--set", "data.image_size=16"];
+    // No flips: the generated images brighten left to right, so a mirror blurs their (brightness) classes.
+    let settings = ["model.channels=[8, 16]", "model.feature_dim=16", "model.flip=false", "train.batch_size=32", "train.lr=3e-3", "train.lr_schedule=\"constant\"", "eval.every=100", "train.log_every=50"];
+    for s in settings {
+        args.extend(["--set", s]);
+    }
+    ok(&args);
+    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(clf.join("summary.json")).unwrap()).unwrap();
+    assert_eq!((s["dataset"].as_str(), s["shape"].clone()), (Some("cifar10"), serde_json::json!([3, 16, 16])));
+    assert!(s["test_accuracy"].as_f64().unwrap() > 0.5, "the generated classes differ in brightness: {}", s["test_accuracy"]);
+
+    let classifier = format!("eval.classifier={c:?}");
+    let small = ["model.hidden_channels=8", "model.steps=1", "train.batch_size=4", "eval.n_final=4", "eval.batch_size=4", "eval.n_samples=4", "eval.quality_samples=16"];
+    let glow = |out: &Path, side: &str| {
+        let mut args = vec!["train", "glow-cifar10", "--steps", "2", "--device", "cpu", "--out", out.to_str().unwrap(), "--set", &dir, "--set", &classifier];
+        args.extend(["--set", side]);
+        for s in &small {
+            args.extend(["--set", s]);
+        }
+        ok(&args);
+        serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap()
+    };
+    let run = tmp.path().join("repro").join("runs").join("glow-cifar10");
+    let g = glow(&run, "data.image_size=16");
+    let q = &g["image_quality"];
+    assert!(q["error"].is_null(), "{q}");
+    assert_eq!((q["dataset"].as_str(), q["n"].as_i64(), q["n_reference"].as_i64()), (Some("cifar10"), Some(16), Some(16)), "{q}");
+    let (fd, floor) = (q["frechet_distance"].as_f64().unwrap(), q["frechet_floor"].as_f64().unwrap());
+    assert!(fd.is_finite() && floor.is_finite() && fd > floor, "two steps of a Glow are far from the data: {fd} vs floor {floor}");
+    assert!(q["note"].as_str().unwrap().contains("not FID"), "{q}");
+    assert_eq!(q["class_counts"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).sum::<i64>(), 16);
+
+    let full = glow(&tmp.path().join("full"), "data.image_size=32");
+    let e = full["image_quality"]["error"].as_str().unwrap_or_default().to_string();
+    assert!(e.contains("needs samples [n, 3, 16, 16]") && e.contains("got shape [16, 3, 32, 32]"), "{e}");
+
+    let out = tmp.path().join("report");
+    ok(&["report", tmp.path().join("repro").to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let md = std::fs::read_to_string(out.join("survey-comparison.md")).unwrap();
+    assert!(md.contains("## `cifar10`") && md.contains("cifar10-classifier"), "{md}");
+    let row = md.lines().find(|l| l.starts_with("| glow-cifar10 |")).expect("the CIFAR-10 Glow row");
+    assert!(row.contains("- (a crop)") && row.contains(&format!("{:.4}", g["bits_per_dim"].as_f64().unwrap())), "{row}");
+}

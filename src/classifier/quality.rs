@@ -10,7 +10,6 @@
 use super::data::{self as labelled, bin_centres, spread};
 use super::frechet::frechet_distance;
 use super::net::{Classifier, Trained, CLASSES};
-use crate::data::idx::Split;
 use anyhow::{bail, ensure, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -28,7 +27,7 @@ pub struct ImageQuality {
     pub classifier_run: PathBuf,
     /// That classifier's accuracy on the test set.
     pub classifier_test_accuracy: f64,
-    /// `mnist` or `fashion-mnist`.
+    /// `mnist`, `fashion-mnist` or `cifar10`.
     pub dataset: String,
     /// Samples used.
     pub n: i64,
@@ -64,37 +63,47 @@ pub fn note(dataset: &str, feature_dim: i64) -> String {
     )
 }
 
-/// The classifier experiment of a dataset: `mnist-classifier` or `fashion-classifier`.
+/// The classifier experiment of a dataset: `mnist-classifier`, `fashion-classifier` or `cifar10-classifier`.
 pub fn classifier_experiment(dataset_name: &str) -> Option<&'static str> {
     match dataset_name {
         "mnist" => Some("mnist-classifier"),
         "fashion-mnist" => Some("fashion-classifier"),
+        "cifar10" => Some("cifar10-classifier"),
         _ => None,
     }
 }
 
 /// The newest finished classifier run (by the time of its summary.json) for `dataset_name` under
-/// `<runs>/<mnist|fashion>-classifier/`; None when there is none.
-pub fn find_classifier(dataset_name: &str, runs: &Path) -> Option<PathBuf> {
+/// `<runs>/<mnist|fashion|cifar10>-classifier/` that takes images of `dim` values (a CIFAR-10 classifier of 32x32
+/// images does not score a 16x16 crop's samples); None when there is none.
+pub fn find_classifier(dataset_name: &str, runs: &Path, dim: i64) -> Option<PathBuf> {
     let base = runs.join(classifier_experiment(dataset_name)?);
     std::fs::read_dir(base)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|run| run.join("checkpoint.pt").is_file())
+        .filter(|run| crate::runner::classifier_summary::read(run).is_ok_and(|s| s.shape.iter().product::<i64>() == dim))
         .filter_map(|run| Some((std::fs::metadata(run.join("summary.json")).ok()?.modified().ok()?, run)))
         .max()
         .map(|(_, run)| run)
 }
 
-/// Scores image samples [n, 1, 28, 28] or [n, 784] with values in [0, 1] (clamped there; NaN and ±inf become 0
-/// and are counted) against `dataset_name`'s test set, read from `data_dir` (the folder holding `mnist/` and
-/// `fashion-mnist/`, like `data.dir`; or the dataset's own folder), in the feature space of `trained` (a classifier
-/// run opened by `runner::classifier_run::open_run`).
+/// Scores image samples [n, C, H, W] or [n, C·H·W] (the classifier's image shape) with values in [0, 1] (clamped
+/// there; NaN and ±inf become 0 and are counted) against `dataset_name`'s test set, read from `data_dir` (the folder
+/// holding `mnist/`, `fashion-mnist/` and `cifar10/`, like `data.dir`; or the dataset's own folder) and centre-cropped
+/// like the classifier's images, in the feature space of `trained` (a classifier run opened by
+/// `runner::classifier_run::open_run`).
 pub fn image_quality(samples: &Tensor, dataset_name: &str, data_dir: &Path, trained: &Trained) -> Result<ImageQuality> {
     labelled::check_name(dataset_name)?;
     let size = samples.size();
     let per_sample: i64 = size.iter().skip(1).product();
-    ensure!(size.len() >= 2 && per_sample == 784, "image quality needs samples [n, 1, 28, 28] or [n, 784], got shape {size:?}");
+    let [c, h, w] = trained.net.shape();
+    ensure!(
+        size.len() >= 2 && per_sample == c * h * w,
+        "image quality with the classifier run {} needs samples [n, {c}, {h}, {w}] or [n, {}], got shape {size:?} (train a classifier at the samples' size, e.g. --set data.image_size=SIDE)",
+        trained.run.display(),
+        c * h * w
+    );
     let n = size[0];
     ensure!(n >= 2, "image quality needs at least 2 samples (a covariance), got {n}");
     let device = trained.vs.device();
@@ -112,8 +121,7 @@ pub fn image_quality(samples: &Tensor, dataset_name: &str, data_dir: &Path, trai
     let x = x.where_self(&finite, &x.zeros_like()).clamp(0.0, 1.0);
 
     let dir = labelled::dataset_dir(data_dir, dataset_name);
-    let test = labelled::load(&dir, Split::Test)?;
-    let train = labelled::load(&dir, Split::Train)?;
+    let (train, test) = labelled::load_splits(&dir, dataset_name, Some(h))?;
     let n_ref = n.min(test.len());
     let reference = |set: &labelled::Labelled| bin_centres(&set.pixels.index_select(0, &spread(set.len(), n_ref)));
     let net = &trained.net;
@@ -173,6 +181,7 @@ fn features_and_logits(net: &Classifier, x: &Tensor, device: Device) -> (Tensor,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::idx::Split;
 
     #[test]
     fn coverage_counts_classes_with_a_quarter_of_their_share() {

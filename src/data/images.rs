@@ -1,13 +1,22 @@
 //! 8-bit images beyond MNIST: CIFAR-10's binary batches, a folder of PNG / JPEG files (one sub-folder per class
 //! gives labels), and uint8 arrays in .npy / .npz files ([N, H, W, C] or [N, C, H, W], or [N, H, W] grey). Every
-//! reader returns pixels [N, C, H, W] as f32 values 0..255, with labels where the source has them, and names the
-//! file in every error (a truncated record, mixed sizes, a file that is not an image).
+//! reader returns pixels [N, C, H, W] as uint8 values 0..255 (one byte a pixel: batches become f32 as they are drawn,
+//! `data::Dataset::batch`), with labels where the source has them, and names the file in every error (a truncated
+//! record, mixed sizes, a file that is not an image).
+//!
+//! What may not fit in memory is memory-mapped, not read: an `.npy` array is a private read-only map of the file
+//! (`at::from_file`; a view of its data, whichever layout), and a folder is decoded one image at a time into an
+//! unlinked file under `$TMPDIR` that is then mapped the same way, so the page cache, not the process, holds the
+//! pixels. CIFAR-10's six batch files are mapped and their records checked in place; the five training batches are
+//! then joined into one 150 MB uint8 tensor. An `.npz` member is read into memory (zip members may be compressed:
+//! save a `.npy` to map a large set), and a resize or grey/colour conversion makes a uint8 copy.
 use anyhow::{bail, ensure, Context, Result};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
-/// Decoded images: pixels [N, C, H, W] (f32, 0..255) and one label per image where the source has labels.
+/// Decoded images: pixels [N, C, H, W] (uint8 values 0..255, possibly a strided view of a memory map) and one label
+/// per image where the source has labels.
 #[derive(Debug)]
 pub struct Images {
     pub pixels: Tensor,
@@ -30,19 +39,27 @@ pub struct Layout {
     pub channels: Option<i64>,
 }
 
-/// One CIFAR-10 batch file: whole 3073-byte records, labels 0..9.
+/// The first `len` bytes of `path` as a uint8 tensor \[len] backed by a private, read-only memory map of the file
+/// (`at::from_file` without sharing): pages are read on demand and can be evicted, never written back.
+pub fn map_file(path: &Path, len: u64) -> Result<Tensor> {
+    ensure!(len > 0, "{}: empty file", path.display());
+    let name = path.to_str().with_context(|| format!("{}: the path is not UTF-8, so it cannot be memory-mapped", path.display()))?;
+    Tensor::f_from_file(name, false, len as i64, (Kind::Uint8, Device::Cpu)).with_context(|| format!("{}: cannot memory-map {len} bytes", path.display()))
+}
+
+/// One CIFAR-10 batch file, memory-mapped: whole 3073-byte records, labels 0..9; the pixels are a view
+/// [N, 3, 32, 32] of the records (each skips its label byte).
 pub fn cifar_file(path: &Path) -> Result<Images> {
-    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read the CIFAR-10 batch", path.display()))?;
-    ensure!(!bytes.is_empty() && bytes.len() % CIFAR_RECORD == 0, "{}: truncated record: {} bytes is not a whole number of {CIFAR_RECORD}-byte CIFAR-10 records", path.display(), bytes.len());
-    let n = bytes.len() / CIFAR_RECORD;
-    let mut labels = Vec::with_capacity(n);
-    let mut pixels = Vec::with_capacity(n * (CIFAR_RECORD - 1));
-    for (i, record) in bytes.chunks_exact(CIFAR_RECORD).enumerate() {
-        ensure!(record[0] < 10, "{}: record {i} has label {} (CIFAR-10 labels are 0..9): not a CIFAR-10 batch file", path.display(), record[0]);
-        labels.push(record[0] as i64);
-        pixels.extend_from_slice(&record[1..]);
+    let len = std::fs::metadata(path).with_context(|| format!("{}: cannot read the CIFAR-10 batch", path.display()))?.len();
+    let record = CIFAR_RECORD as u64;
+    ensure!(len > 0 && len % record == 0, "{}: truncated record: {len} bytes is not a whole number of {CIFAR_RECORD}-byte CIFAR-10 records", path.display());
+    let n = (len / record) as i64;
+    let records = map_file(path, len)?.view([n, CIFAR_RECORD as i64]);
+    let labels: Vec<i64> = Vec::try_from(records.select(1, 0).to_kind(Kind::Int64)).context("CIFAR-10 labels")?;
+    if let Some((i, l)) = labels.iter().enumerate().find(|(_, &l)| l >= 10) {
+        bail!("{}: record {i} has label {l} (CIFAR-10 labels are 0..9): not a CIFAR-10 batch file", path.display());
     }
-    let pixels = Tensor::from_slice(&pixels).view([n as i64, 3, 32, 32]).to_kind(Kind::Float);
+    let pixels = records.narrow(1, 1, CIFAR_RECORD as i64 - 1).view([n, 3, 32, 32]);
     Ok(Images { pixels, labels: Some(labels), classes: Some(CIFAR_CLASSES.iter().map(|s| s.to_string()).collect()) })
 }
 
@@ -158,15 +175,18 @@ fn decode_file(path: &Path, layout: Layout) -> Result<(i64, i64, i64, Vec<u8>)> 
     Ok((channels, h, w, chw))
 }
 
-/// Every image of a folder (flat, or one sub-folder per class), decoded one by one into one [N, C, H, W] buffer.
+/// Every image of a folder (flat, or one sub-folder per class), decoded one by one and streamed into an unlinked
+/// file under `$TMPDIR`, which is then memory-mapped as [N, C, H, W]: memory stays flat whatever the folder holds.
 /// Without `layout.size` every image must have the first one's size; without `layout.channels` the first image
 /// decides grey or colour.
 pub fn folder(dir: &Path, layout: Layout) -> Result<Images> {
     let (files, labels, classes) = folder_files(dir)?;
     let (c, h, w, first) = decode_file(&files[0], layout)?;
     let layout = Layout { channels: Some(c), ..layout };
-    let mut pixels = Vec::with_capacity(files.len() * first.len());
-    pixels.extend_from_slice(&first);
+    let cache = tempfile::NamedTempFile::new().context("creating the decoded-image file under $TMPDIR")?;
+    let mut out = std::io::BufWriter::new(cache.as_file());
+    let write_err = || format!("writing decoded images to {} (is $TMPDIR full?)", cache.path().display());
+    out.write_all(&first).with_context(write_err)?;
     let bar = indicatif::ProgressBar::new(files.len() as u64).with_message(format!("decoding {}", dir.display()));
     for f in &files[1..] {
         let (_, fh, fw, bytes) = decode_file(f, layout)?;
@@ -176,38 +196,46 @@ pub fn folder(dir: &Path, layout: Layout) -> Result<Images> {
             files[0].display(),
             f.display()
         );
-        pixels.extend_from_slice(&bytes);
+        out.write_all(&bytes).with_context(write_err)?;
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let pixels = Tensor::from_slice(&pixels).view([files.len() as i64, c, h, w]).to_kind(Kind::Float);
+    out.flush().with_context(write_err)?;
+    drop(out);
+    let len = (files.len() * first.len()) as u64;
+    // The map outlives the file's name: dropping `cache` unlinks it, and the pages stay readable until unmapped.
+    let pixels = map_file(cache.path(), len)?.view([files.len() as i64, c, h, w]);
     Ok(Images { pixels, labels, classes })
 }
 
-/// uint8 images of an array's shape, as [N, C, H, W]: [N, H, W] is grey, [N, H, W, C] with C in {1, 3} (and not
-/// [N, C, H, W]-shaped) is channels-last.
-fn array_pixels(bytes: Vec<u8>, shape: &[i64], what: &str) -> Result<Tensor> {
-    let t = Tensor::from_slice(&bytes).view(shape);
+/// uint8 images of an array's shape, as [N, C, H, W] (a view of `data`, the array's bytes): [N, H, W] is grey,
+/// [N, H, W, C] with C in {1, 3} (and not [N, C, H, W]-shaped) is channels-last.
+fn array_pixels(data: Tensor, shape: &[i64], what: &str) -> Result<Tensor> {
+    let t = data.view(shape);
     let t = match shape {
         [_, _, _] => t.unsqueeze(1),
         [_, c, _, _] if matches!(c, 1 | 3) => t,
         [_, _, _, c] if matches!(c, 1 | 3) => t.permute([0, 3, 1, 2]),
         _ => bail!("{what}: image arrays are [N, H, W], [N, H, W, C] or [N, C, H, W] with C = 1 or 3, got shape {shape:?}"),
     };
-    Ok(t.contiguous().to_kind(Kind::Float))
+    Ok(t)
 }
 
 /// Grey from colour with the weights the `image` crate uses for files (Rec. 709 luma), so arrays and folders agree.
 const LUMA: [f64; 3] = [0.2126, 0.7152, 0.0722];
 
-/// Centre crop to a square and bilinear resize to size x size, and grey <-> colour, of [N, C, H, W] pixels.
+/// Centre crop to a square and bilinear resize to size x size, and grey <-> colour, of [N, C, H, W] uint8 pixels.
+/// Without a conversion or resize the result is a view of `pixels` (a memory map stays a memory map).
 fn apply_layout(pixels: Tensor, layout: Layout) -> Result<Tensor> {
     let mut x = pixels;
     if let Some(c) = layout.channels {
         x = match (x.size()[1], c) {
             (a, b) if a == b => x,
-            (3, 1) => (x.select(1, 0) * LUMA[0] + x.select(1, 1) * LUMA[1] + x.select(1, 2) * LUMA[2]).round().unsqueeze(1),
-            (1, 3) => x.expand([-1, 3, -1, -1], false).contiguous(),
+            (3, 1) => {
+                let f = x.to_kind(Kind::Float);
+                (f.select(1, 0) * LUMA[0] + f.select(1, 1) * LUMA[1] + f.select(1, 2) * LUMA[2]).round().unsqueeze(1).to_kind(Kind::Uint8)
+            }
+            (1, 3) => x.expand([-1, 3, -1, -1], false),
             (_, c) => bail!("data.channels must be 1 (grey) or 3 (colour), got {c}"),
         };
     }
@@ -215,9 +243,9 @@ fn apply_layout(pixels: Tensor, layout: Layout) -> Result<Tensor> {
         let (h, w) = (x.size()[2], x.size()[3]);
         let side = h.min(w);
         let x0 = x.narrow(2, (h - side) / 2, side).narrow(3, (w - side) / 2, side);
-        x = if side == s { x0 } else { x0.upsample_bilinear2d([s, s], false, None, None).round().clamp(0.0, 255.0) };
+        x = if side == s { x0 } else { x0.to_kind(Kind::Float).upsample_bilinear2d([s, s], false, None, None).round().clamp(0.0, 255.0).to_kind(Kind::Uint8) };
     }
-    Ok(x.contiguous())
+    Ok(x)
 }
 
 /// An .npy file of uint8 images, or an .npz archive holding them as `x` / `images` / `arr_0` with optional labels
@@ -226,8 +254,8 @@ pub fn array(path: &Path, layout: Layout) -> Result<Images> {
     let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
     let (pixels, labels) = match ext.as_deref() {
         Some("npy") => {
-            let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-            let (data, shape) = super::npy::decode_u8(&bytes).with_context(|| format!("{}: not an image array", path.display()))?;
+            let (offset, shape, len) = npy_header(path)?;
+            let data = map_file(path, len)?.narrow(0, offset as i64, len as i64 - offset as i64);
             (array_pixels(data, &shape, &path.display().to_string())?, None)
         }
         Some("npz") => npz(path)?,
@@ -237,6 +265,17 @@ pub fn array(path: &Path, layout: Layout) -> Result<Images> {
         ensure!(l.len() as i64 == pixels.size()[0], "{}: {} labels for {} images", path.display(), l.len(), pixels.size()[0]);
     }
     Ok(Images { pixels: apply_layout(pixels, layout)?, labels, classes: None })
+}
+
+/// The data offset, shape and file length of a uint8 .npy file, read from its first 64 KiB (headers are shorter).
+fn npy_header(path: &Path) -> Result<(usize, Vec<i64>, u64)> {
+    let mut file = std::fs::File::open(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let len = file.metadata().with_context(|| format!("{}: cannot read", path.display()))?.len();
+    let mut head = vec![0u8; len.min(1 << 16) as usize];
+    file.read_exact(&mut head).with_context(|| format!("{}: cannot read", path.display()))?;
+    let (offset, shape) = super::npy::header_u8(&head, len as usize).with_context(|| format!("{}: not an image array", path.display()))?;
+    ensure!(offset < len as usize, "{}: the array holds no images (shape {shape:?})", path.display());
+    Ok((offset, shape, len))
 }
 
 /// The images (and labels) of an .npz archive.
@@ -255,7 +294,7 @@ fn npz(path: &Path) -> Result<(Tensor, Option<Vec<i64>>)> {
     };
     let bytes = read(&mut zip, &images)?;
     let (data, shape) = super::npy::decode_u8(&bytes).with_context(|| format!("{}: {images} is not an image array", path.display()))?;
-    let pixels = array_pixels(data, &shape, &format!("{}: {images}", path.display()))?;
+    let pixels = array_pixels(Tensor::from_slice(&data), &shape, &format!("{}: {images}", path.display()))?;
     let labels = match pick(&["y", "labels", "arr_1"]) {
         Some(name) => {
             let t = super::npy::decode(&read(&mut zip, &name)?).with_context(|| format!("{}: {name} is not a label array", path.display()))?;
@@ -298,7 +337,7 @@ pub fn load(path: &Path, layout: Layout) -> Result<Images> {
 pub fn centre_crop(images: Images, side: i64) -> Result<Images> {
     let (h, w) = (images.pixels.size()[2], images.pixels.size()[3]);
     ensure!(side >= 2 && side <= h.min(w), "data.image_size = {side}: a centre crop of {h}x{w} images is at most {} (and at least 2)", h.min(w));
-    let pixels = images.pixels.narrow(2, (h - side) / 2, side).narrow(3, (w - side) / 2, side).contiguous();
+    let pixels = images.pixels.narrow(2, (h - side) / 2, side).narrow(3, (w - side) / 2, side);
     Ok(Images { pixels, ..images })
 }
 
@@ -457,6 +496,18 @@ mod tests {
         cut.truncate(cut.len() - 5);
         std::fs::write(&nhwc, cut).unwrap();
         assert!(format!("{:#}", array(&nhwc, Layout::default()).unwrap_err()).contains("truncated"));
+        // A .npy is memory-mapped, not read: bytes rewritten in place on disk show through the loaded pixels.
+        let mapped = tmp.path().join("m.npy");
+        let file_bytes = npy_bytes("|u1", &[2, 3, 2, 3], &nchw);
+        std::fs::write(&mapped, &file_bytes).unwrap();
+        let m = array(&mapped, Layout::default()).unwrap();
+        assert_eq!(m.pixels.kind(), Kind::Uint8);
+        let last = file_bytes.len() as u64 - 1;
+        let mut f = std::fs::OpenOptions::new().write(true).open(&mapped).unwrap();
+        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(last)).unwrap();
+        f.write_all(&[201]).unwrap();
+        drop(f);
+        assert_eq!(m.pixels.int64_value(&[1, 2, 1, 2]), 201, "the pixels are a view of the file's pages");
         // An .npz with images and labels (numpy's savez names: x, y).
         let npz = tmp.path().join("set.npz");
         let mut zw = zip::ZipWriter::new(std::fs::File::create(&npz).unwrap());

@@ -108,7 +108,8 @@ pub enum TrainSampler {
 #[derive(Debug)]
 pub struct Dataset {
     pub name: String,
-    /// [N, event shape...], f32. For 8-bit images: raw pixel values 0..255 (dequantize per batch).
+    /// [N, event shape...], f32. For 8-bit images: raw pixel values 0..255 (dequantize per batch), f32 for MNIST /
+    /// Fashion-MNIST and uint8 for CIFAR-10, image folders and arrays (there possibly a view of a memory map).
     pub train: Tensor,
     /// Test set, already dequantized with a fixed draw for images.
     pub test: Tensor,
@@ -169,7 +170,10 @@ impl Dataset {
 
     /// A training batch: rows `idx` of the train set, on `device`, dequantized with fresh noise for images.
     pub fn batch(&self, idx: &Tensor, device: tch::Device) -> Tensor {
-        let x = self.train.index_select(0, idx).to_device(device);
+        let mut x = self.train.index_select(0, idx).to_device(device);
+        if x.kind() == Kind::Uint8 {
+            x = x.to_kind(Kind::Float);
+        }
         if self.binarized {
             binarize_rows(&x)
         } else if self.dequantized_8bit {
@@ -562,7 +566,7 @@ fn image_dataset(cfg: &DataConfig, name: &str, train: images::Images, test: imag
         None => None,
     };
     tch::manual_seed(cfg.seed * 2 + 2);
-    let test_x = dequantize(&test.pixels);
+    let test_x = dequantize(&test.pixels.to_kind(Kind::Float));
     let mut shape = train.pixels.size()[1..].to_vec();
     let (train_x, test_x) = if cfg.flatten {
         shape = vec![shape.iter().product()];

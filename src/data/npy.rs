@@ -208,6 +208,21 @@ pub fn decode_u8(bytes: &[u8]) -> Result<(Vec<u8>, Vec<i64>)> {
     Ok((bytes[h.data_offset..].to_vec(), h.shape.iter().map(|&d| d as i64).collect()))
 }
 
+/// The data offset and shape of a uint8 .npy file from its first bytes `head` (at least the whole header) and its
+/// length in bytes, with the same checks as [`decode_u8`]: the caller can then memory-map the data instead of reading it.
+pub fn header_u8(head: &[u8], file_len: usize) -> Result<(usize, Vec<i64>)> {
+    let h = parse_header(head)?;
+    if h.dtype != Dtype::U1 {
+        bail!("the array holds {:?} values; 8-bit images must be uint8 (|u1), e.g. (x * 255).round().astype('uint8')", h.dtype);
+    }
+    let count = h.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).context("the header's shape overflows")?;
+    let have = file_len.saturating_sub(h.data_offset);
+    if have != count {
+        bail!("the header promises shape {:?} ({count} bytes of data) but the file holds {have} ({})", h.shape, if have < count { "truncated" } else { "trailing bytes" });
+    }
+    Ok((h.data_offset, h.shape.iter().map(|&d| d as i64).collect()))
+}
+
 /// Whether the bytes are a .npy file of uint8 values (checks the header only).
 pub fn is_u8(bytes: &[u8]) -> bool {
     parse_header(bytes).is_ok_and(|h| h.dtype == Dtype::U1)

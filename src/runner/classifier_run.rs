@@ -1,6 +1,7 @@
-//! The classifier (`relaxflow train mnist-classifier`) in the run lifecycle: cross-entropy on dequantized images
-//! (pixel + u)/256, u ~ U(0, 1) drawn afresh per batch, so the classifier has seen continuous inputs like a model's
-//! samples rather than only the 256 pixel levels. The loop, seeding, checkpoints and resume are `train`'s, as for
+//! The classifier (`relaxflow train mnist-classifier`, `fashion-classifier`, `cifar10-classifier`) in the run
+//! lifecycle: cross-entropy on dequantized images (pixel + u)/256, u ~ U(0, 1) drawn afresh per batch, so the
+//! classifier has seen continuous inputs like a model's samples rather than only the 256 pixel levels (and, with
+//! `model.flip`, each image mirrored left-right with probability 1/2). The loop, seeding, checkpoints and resume are `train`'s, as for
 //! every experiment; the summary is a [`ClassifierSummary`]: test accuracy and cross-entropy on the 10k test images,
 //! dequantized with the same fixed draw as the generative models' test set. `open_run` loads a finished run for the
 //! image-quality service (`classifier::image_quality`).
@@ -11,7 +12,6 @@ use super::summary;
 use super::train::Trainable;
 use crate::classifier::data::{self as labelled, Labelled};
 use crate::classifier::{evaluate, Classifier, ClassifierParams, Trained};
-use crate::data::idx::Split;
 use crate::experiment::{config, Experiment};
 use anyhow::{bail, Context, Result};
 use indicatif::ProgressBar;
@@ -33,6 +33,8 @@ pub struct ClassifierRun {
     train: Labelled,
     /// Test images dequantized once with the data seed's fixed draw, and their labels.
     test: Labelled,
+    /// The image shape [C, H, W].
+    shape: [i64; 3],
     device: Device,
     /// Correct predictions and batches since the last log line (device-side: no host sync per step).
     tally: RefCell<(Tensor, i64)>,
@@ -47,22 +49,21 @@ impl ClassifierRun {
         resolved.insert("kind".into(), toml::Value::String(KIND.into()));
         exp.model = resolved;
         let d = &exp.data;
-        let Some(name) = d.name.as_deref() else { bail!("{origin}: a classifier needs data.name = \"mnist\" or \"fashion-mnist\"") };
+        let Some(name) = d.name.as_deref() else { bail!("{origin}: a classifier needs data.name = \"mnist\", \"fashion-mnist\" or \"cifar10\"") };
         labelled::check_name(name).with_context(|| format!("{origin}: data.name"))?;
-        if d.path.is_some() || d.binarize {
-            bail!("{origin}: a classifier reads {name}'s IDX files; data.path and data.binarize do not apply");
+        if d.path.is_some() || d.binarize || d.channels.is_some() {
+            bail!("{origin}: a classifier reads {name}'s own files; data.path, data.binarize and data.channels do not apply");
         }
-        let dir = d.dir.join(name);
-        let train = labelled::load(&dir, Split::Train)?;
-        let test = labelled::load(&dir, Split::Test)?;
+        let (train, test) = labelled::load_splits(&d.dir.join(name), name, d.image_size).with_context(|| format!("{origin}: data"))?;
+        let shape: [i64; 3] = train.pixels.size()[1..].try_into().context("labelled images are [N, C, H, W]")?;
         // The generative models' test set: the same fixed dequantization draw as `data::load`.
         tch::manual_seed(d.seed * 2 + 2);
-        let test = Labelled { pixels: crate::data::dequantize(&test.pixels), labels: test.labels };
+        let test = Labelled { pixels: crate::data::dequantize(&test.pixels.to_kind(Kind::Float)), labels: test.labels };
         tch::manual_seed(exp.train.seed);
         let vs = nn::VarStore::new(device);
-        let net = Classifier::new(&vs.root(), &params).with_context(|| format!("{origin}: [model]"))?;
+        let net = Classifier::new(&vs.root(), &params, shape).with_context(|| format!("{origin}: [model]"))?;
         let tally = RefCell::new((Tensor::zeros([], (Kind::Int64, device)), 0));
-        Ok(ClassifierRun { exp, params, vs, net, train, test, device, tally })
+        Ok(ClassifierRun { exp, params, vs, net, train, test, shape, device, tally })
     }
 
     fn n_params(&self) -> i64 {
@@ -91,7 +92,7 @@ impl Trainable for ClassifierRun {
         crate::model::Family::Classifier
     }
     fn shape(&self) -> Vec<i64> {
-        vec![1, 28, 28]
+        self.shape.to_vec()
     }
     fn n_train(&self) -> i64 {
         self.train.len()
@@ -100,7 +101,10 @@ impl Trainable for ClassifierRun {
         self.train = Labelled { pixels: self.train.pixels.to_device(self.device), labels: self.train.labels.to_device(self.device) };
     }
     fn loss_backward(&self, idx: &Tensor, _step: i64) -> Tensor {
-        let x = crate::data::dequantize(&self.train.pixels.index_select(0, idx));
+        let mut x = crate::data::dequantize(&self.train.pixels.index_select(0, idx).to_kind(Kind::Float));
+        if self.params.flip {
+            x = mirror_half(&x);
+        }
         let y = self.train.labels.index_select(0, idx);
         let logits = self.net.logits(&x);
         let loss = logits.cross_entropy_for_logits(&y);
@@ -141,6 +145,7 @@ impl Trainable for ClassifierRun {
             experiment: name.to_string(),
             family: KIND.into(),
             dataset: self.exp.data.name.clone().unwrap_or_default(),
+            shape: self.shape.to_vec(),
             test_accuracy: acc,
             test_nll_nats: nll,
             test_n: n,
@@ -165,6 +170,12 @@ impl Trainable for ClassifierRun {
     }
 }
 
+/// Images [N, C, H, W] with each one mirrored left-right (its columns reversed) with probability 1/2.
+fn mirror_half(x: &Tensor) -> Tensor {
+    let mirror = Tensor::rand([x.size()[0], 1, 1, 1], (Kind::Float, x.device())).lt(0.5);
+    x.flip([3]).where_self(&mirror, x)
+}
+
 /// Opens a finished classifier run folder (summary.json, config.toml, checkpoint.pt) with its weights on `device`.
 pub fn open_run(run: &Path, device: Device) -> Result<Trained> {
     let open = || -> Result<Trained> {
@@ -173,7 +184,8 @@ pub fn open_run(run: &Path, device: Device) -> Result<Trained> {
         let exp = config::load(&config_path, &[]).with_context(|| format!("{}: classifier run without a readable config", run.display()))?;
         let params = parse_params(&exp.model, &config_path.display().to_string())?;
         let vs = nn::VarStore::new(device);
-        let net = Classifier::new(&vs.root(), &params)?;
+        let shape: [i64; 3] = summary.shape.as_slice().try_into().with_context(|| format!("summary.json: shape {:?} is not [C, H, W]", summary.shape))?;
+        let net = Classifier::new(&vs.root(), &params, shape)?;
         checkpoint::load_weights(&run.join(checkpoint::FILE), &vs).with_context(|| format!("{}: loading the classifier", run.display()))?;
         Ok(Trained { vs, net, run: run.to_path_buf(), dataset: summary.dataset, test_accuracy: summary.test_accuracy })
     };
@@ -238,12 +250,30 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn mirror_half_reverses_the_columns_of_about_half_the_images() {
+        tch::manual_seed(3);
+        let x = Tensor::rand([400, 3, 4, 5], (Kind::Float, Device::Cpu));
+        let y = mirror_half(&x);
+        let mut mirrored = 0;
+        for i in 0..400 {
+            let (a, b) = (x.get(i), y.get(i));
+            if b.equal(&a.flip([2])) {
+                mirrored += 1;
+                assert_eq!(b.double_value(&[1, 2, 0]), a.double_value(&[1, 2, 4]), "column 0 of the mirror is column 4");
+            } else {
+                assert!(b.equal(&a), "image {i} is neither itself nor its mirror");
+            }
+        }
+        assert!((160..=240).contains(&mirrored), "{mirrored} of 400 mirrored");
+    }
+
+    #[test]
     fn config_errors_name_the_key() {
         let opts = |set: &str| TrainOptions { experiment: Some("mnist-classifier".into()), overrides: vec![set.into()], steps: Some(1), ..Default::default() };
         let err = format!("{:#}", train(&opts("model.chanels=[4]")).unwrap_err());
         assert!(err.contains("model.chanels") && err.contains("unknown field"), "{err}");
         let err = format!("{:#}", train(&opts("data.name=moons")).unwrap_err());
-        assert!(err.contains("mnist or fashion-mnist") && err.contains("moons"), "{err}");
+        assert!(err.contains("mnist, fashion-mnist or cifar10") && err.contains("moons"), "{err}");
         let err = format!("{:#}", train(&opts("data.binarize=true")).unwrap_err());
         assert!(err.contains("data.binarize"), "{err}");
     }

@@ -11,8 +11,11 @@ pub struct ClassifierSummary {
     pub experiment: String,
     /// Always "classifier".
     pub family: String,
-    /// `mnist` or `fashion-mnist`.
+    /// `mnist`, `fashion-mnist` or `cifar10`.
     pub dataset: String,
+    /// The image shape [C, H, W] it classifies ([1, 28, 28] for runs written before the field existed).
+    #[serde(default = "mnist_shape")]
+    pub shape: Vec<i64>,
     /// Fraction of test images whose argmax class is the label.
     #[serde(deserialize_with = "super::summary::f64_or_nan")]
     pub test_accuracy: f64,
@@ -35,6 +38,10 @@ pub struct ClassifierSummary {
     pub versions: Versions,
     pub git_commit: String,
     pub finished_at: String,
+}
+
+fn mnist_shape() -> Vec<i64> {
+    crate::classifier::net::MNIST_SHAPE.to_vec()
 }
 
 /// Reads a classifier run's summary; errors name the folder and say what is wrong.

@@ -71,8 +71,9 @@ pub fn mode_coverage(s: &Session, samples: &Tensor) -> Option<ModeCoverage> {
     Some(ModeCoverage { modes: weights.len(), covered, shares, true_weights: weights, unassigned: counts[0] as f64 / n })
 }
 
-/// Image runs (8-bit MNIST / Fashion-MNIST, not binarized): sample quality in the feature space of relaxflow's own
-/// classifier (`eval.classifier`, else the newest finished runs/\<dataset>-classifier run) on `eval.quality_samples`
+/// Image runs (8-bit MNIST / Fashion-MNIST / CIFAR-10, not binarized): sample quality in the feature space of
+/// relaxflow's own classifier (`eval.classifier`, else the newest finished runs/\<dataset>-classifier run that takes
+/// images of the samples' size) on `eval.quality_samples`
 /// samples (`samples` topped up with fresh draws in chunks when it has fewer). None, with a warning, when there is no
 /// classifier; a failure (a wrong classifier run, say) is reported in the value's `error`.
 pub fn image_quality(s: &Session, samples: &Tensor) -> Option<serde_json::Value> {
@@ -80,12 +81,11 @@ pub fn image_quality(s: &Session, samples: &Tensor) -> Option<serde_json::Value>
     if s.data.binarized || classifier::classifier_experiment(&s.data.name).is_none() {
         return None;
     }
-    let Some(classifier) = s.exp.eval.classifier.clone().or_else(|| classifier::find_classifier(&s.data.name, &s.runs)) else {
-        eprintln!(
-            "note: no {} run found, so no image sample quality (train it first: relaxflow train {})",
-            classifier::classifier_experiment(&s.data.name).unwrap_or("classifier"),
-            classifier::classifier_experiment(&s.data.name).unwrap_or("classifier")
-        );
+    let Some(classifier) = s.exp.eval.classifier.clone().or_else(|| classifier::find_classifier(&s.data.name, &s.runs, s.data.dim())) else {
+        let exp = classifier::classifier_experiment(&s.data.name).unwrap_or("classifier");
+        let size = (s.data.name == "cifar10" && s.data.dim() != 3 * 32 * 32).then(|| format!(" --set data.image_size={}", s.data.shape.last().copied().unwrap_or(0)));
+        let size = size.unwrap_or_default();
+        eprintln!("note: no {exp} run of these images' size found, so no image sample quality (train it first: relaxflow train {exp}{size})");
         return None;
     };
     let n = s.exp.eval.quality_samples.max(2);
