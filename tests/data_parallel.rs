@@ -147,6 +147,23 @@ fn two_ranks_resume_together() {
     ok(&resumed[1], "resumed rank 1");
     assert!(stderr0.contains("resuming") && stderr0.contains("from step 10"), "{stderr0}");
     same_losses(&losses(&one), &losses(&two), 1e-5, "resumed");
+    // TensorBoard: rank 0 alone writes, one file per session, and the redone steps 11..13 are in it once.
+    let files = relaxflow::tracking::writer::event_files(&two).unwrap();
+    assert_eq!(files.len(), 2, "one event file for the halted session and one for the resumed, from rank 0 only: {files:?}");
+    let mut loss_steps = Vec::new();
+    for f in &files {
+        let (records, clean) = relaxflow::tracking::record::read(f).unwrap();
+        assert!(clean, "{}", f.display());
+        for r in records {
+            let e = <relaxflow::tracking::event::Event as prost::Message>::decode(r.as_slice()).unwrap();
+            if let Some(relaxflow::tracking::event::What::Summary(s)) = e.what {
+                if s.value.iter().any(|v| v.tag == "loss") {
+                    loss_steps.push(e.step);
+                }
+            }
+        }
+    }
+    assert_eq!(loss_steps, (1..=20).collect::<Vec<i64>>(), "every logged step once, in order");
     let (s1, s2) = (summary(&one), summary(&two));
     assert_eq!((&s1["weights"], &s2["weights"]), (&Value::from("ema"), &Value::from("ema")));
     let (n1, n2) = (s1["test_nll_nats"].as_f64().unwrap(), s2["test_nll_nats"].as_f64().unwrap());

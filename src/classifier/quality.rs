@@ -82,10 +82,20 @@ pub fn find_classifier(dataset_name: &str, runs: &Path, dim: i64) -> Option<Path
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|run| run.join("checkpoint.pt").is_file())
-        .filter(|run| crate::runner::classifier_summary::read(run).is_ok_and(|s| s.shape.iter().product::<i64>() == dim))
+        .filter(|run| input_dim(run) == Some(dim))
         .filter_map(|run| Some((std::fs::metadata(run.join("summary.json")).ok()?.modified().ok()?, run)))
         .max()
         .map(|(_, run)| run)
+}
+
+/// The values per image a finished classifier run takes: the product of its summary's `shape` (784 for runs written
+/// before the field existed). Read here, not through the runner's summary type: the runner imports this module.
+fn input_dim(run: &Path) -> Option<i64> {
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).ok()?).ok()?;
+    match summary.get("shape").and_then(|s| s.as_array()) {
+        Some(shape) => shape.iter().map(|d| d.as_i64()).product(),
+        None => Some(super::net::MNIST_SHAPE.iter().product()),
+    }
 }
 
 /// Scores image samples [n, C, H, W] or [n, C·H·W] (the classifier's image shape) with values in [0, 1] (clamped

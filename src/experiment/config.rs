@@ -136,6 +136,14 @@ pub struct TrainConfig {
     /// goals such as "bits/dim within 10 minutes".
     #[serde(default)]
     pub time_limit_min: Option<f64>,
+    /// Write TensorBoard event files in `RUN/tb/` (scalars of every metrics line, the pictures, the config and the
+    /// summary as text; `tracking::writer`). `false` writes nothing there.
+    #[serde(default = "default_true")]
+    pub tensorboard: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 impl TrainConfig {

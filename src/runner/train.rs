@@ -5,6 +5,7 @@
 //! and the classifier (`classifier_run.rs`) implement it, and `open` chooses between them once, from `model.kind`.
 use super::checkpoint::{self, Progress};
 use super::metrics::MetricsLog;
+use crate::tracking::EventWriter;
 use super::graph_step::GraphStep;
 use super::optim::{Adam, AdamConfig};
 use super::replicas::Replicas;
@@ -63,7 +64,8 @@ pub fn train(opts: &TrainOptions) -> Result<PathBuf> {
         tch::Cuda::cudnn_set_benchmark(true);
     }
     job.prepare();
-    run_loop(&*job, &mut adam, &run, &name, Progress { step, elapsed_s }, opts.halt_after, &replicas)?;
+    let mut tb = open_tensorboard(&*job, &run, step, &replicas)?;
+    run_loop(&*job, &mut adam, &run, &name, Progress { step, elapsed_s }, opts.halt_after, &replicas, &mut tb)?;
     if replicas.size() > 1 {
         let digest = replicas.check_same_weights(job.vs())?;
         if replicas.is_main() {
@@ -75,7 +77,35 @@ pub fn train(opts: &TrainOptions) -> Result<PathBuf> {
     // and every rank holds the same average (the same updates of the same weights), which it now adopts.
     adam.adopt_ema();
     job.finish(&run, &name, &replicas)?;
+    if let Some(tb) = tb.as_mut() {
+        finish_tensorboard(tb, &run)?;
+    }
     Ok(run)
+}
+
+/// Rank 0's TensorBoard file when `train.tensorboard` is on, with the resolved config as text the first time.
+fn open_tensorboard(job: &dyn Trainable, run: &Path, step: i64, replicas: &Replicas) -> Result<Option<EventWriter>> {
+    if !replicas.is_main() || !job.exp().train.tensorboard {
+        return Ok(None);
+    }
+    let mut tb = EventWriter::create(run)?;
+    if !tb.resumed() {
+        let config = std::fs::read_to_string(run.join("config.toml")).with_context(|| format!("reading {}/config.toml", run.display()))?;
+        tb.text(step, "config", &format!("```toml\n{config}```"))?;
+    }
+    Ok(Some(tb))
+}
+
+/// The final picture and summary.json, at the run's last step.
+fn finish_tensorboard(tb: &mut EventWriter, run: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(run.join("summary.json")).with_context(|| format!("reading {}/summary.json", run.display()))?;
+    let summary: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}/summary.json: not JSON", run.display()))?;
+    let step = summary["steps"].as_i64().unwrap_or(0);
+    let png = run.join("samples").join(format!("step-{step:06}.png"));
+    if png.exists() {
+        tb.picture(step, "samples", &png)?;
+    }
+    tb.text(step, "summary", &format!("```json\n{text}\n```"))
 }
 
 /// What the run lifecycle needs from an experiment: its weights and config, one step's loss, what a log line adds,
@@ -256,6 +286,7 @@ fn resume_state(opts: &TrainOptions, run: &Path, vs: &tch::nn::VarStore, exp: &E
         files::write_atomic(&run.join("config.toml"), toml::to_string(exp)?.as_bytes())?;
     }
     MetricsLog::new(run).truncate_after(step)?;
+    crate::tracking::writer::truncate_after(run, step)?;
     if finished {
         std::fs::rename(run.join("summary.json"), run.join("summary.prev.json")).context("setting the old summary.json aside")?;
         eprintln!("{}: training further; the old summary is kept as summary.prev.json", run.display());
@@ -431,7 +462,7 @@ pub(crate) fn due(every: i64, step: i64) -> bool {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run_loop(job: &dyn Trainable, adam: &mut Adam, run: &Path, name: &str, start: Progress, halt_after: Option<i64>, replicas: &Replicas) -> Result<()> {
+fn run_loop(job: &dyn Trainable, adam: &mut Adam, run: &Path, name: &str, start: Progress, halt_after: Option<i64>, replicas: &Replicas, tb: &mut Option<EventWriter>) -> Result<()> {
     let (exp, device) = (job.exp(), job.device());
     let t = &exp.train;
     let n_train = job.n_train();
@@ -520,6 +551,9 @@ fn run_loop(job: &dyn Trainable, adam: &mut Adam, run: &Path, name: &str, start:
             }
             if main {
                 metrics.append(&line)?;
+                if let Some(tb) = tb.as_mut() {
+                    tb.metrics_line(&line)?;
+                }
             }
             log_clock = (elapsed, done);
         }
@@ -538,6 +572,10 @@ fn run_loop(job: &dyn Trainable, adam: &mut Adam, run: &Path, name: &str, start:
         }
         if due(t.sample_every, done) && done != t.steps && main {
             adam.swapped_in_ema(|| job.picture(run, done))?;
+            let png = run.join("samples").join(format!("step-{done:06}.png"));
+            if let (Some(tb), true) = (tb.as_mut(), png.exists()) {
+                tb.picture(done, "samples", &png)?;
+            }
         }
         if out_of_time {
             bar.finish_and_clear();
