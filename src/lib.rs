@@ -6,6 +6,7 @@
 //! plots) serves the runner and the report and imports only `files` (atomic writes). `native` (ATen ops tch does not
 //! wrap, through the C++ shim csrc/optim.cpp) imports nothing of the crate.
 pub mod classifier;
+pub mod cnf;
 pub mod context;
 pub mod data;
 pub mod diffflow;
