@@ -17,8 +17,9 @@ fn ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
 }
 
-/// What TensorBoard's reader finds under `logdir`, by run (see tests/tb_read.py).
+/// What TensorBoard's reader finds under `logdir`, by run (see tests/tb_read.py), its images written to `images`.
 fn tensorboard(logdir: &Path, images: &Path) -> Value {
+    std::fs::create_dir_all(images).unwrap();
     let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
     let o = Command::new(&python)
         .args([Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tb_read.py").as_path(), logdir, images])
@@ -74,7 +75,6 @@ fn event_files_read_back_with_tensorboard() {
     let run = logdir.join("moons");
     train(&run, &[]);
     let images = tmp.path().join("images");
-    std::fs::create_dir_all(&images).unwrap();
     let all = tensorboard(&logdir, &images);
     let runs: Vec<&String> = all.as_object().unwrap().keys().collect();
     assert_eq!(runs, vec!["moons/tb"], "{all}");
@@ -137,7 +137,6 @@ fn a_halted_and_resumed_run_has_each_step_once() {
     ok(&["train", "--resume", run.to_str().unwrap(), "--device", "cpu"]);
     assert_eq!(relaxflow::tracking::writer::event_files(&run).unwrap().len(), 2);
     let images = tmp.path().join("images");
-    std::fs::create_dir_all(&images).unwrap();
     let all = tensorboard(&logdir, &images);
     let tb = &all["resumed/tb"];
     scalars_match(&run, tb);
@@ -155,7 +154,6 @@ fn each_sweep_point_is_its_own_tensorboard_run() {
     args.extend(["--set", "train.log_every=10", "--set", "eval.n_samples=200"]);
     ok(&args);
     let images = tmp.path().join("images");
-    std::fs::create_dir_all(&images).unwrap();
     let all = tensorboard(&out, &images);
     let runs: BTreeSet<&str> = all.as_object().unwrap().keys().map(String::as_str).collect();
     let want: BTreeSet<&str> = ["model.n_layers=2/seed-0/tb", "model.n_layers=2/seed-1/tb", "model.n_layers=4/seed-0/tb", "model.n_layers=4/seed-1/tb"].into();
@@ -192,7 +190,6 @@ fn a_killed_run_stays_readable_and_resumes_without_duplicates() {
     assert!(records.len() >= 70, "{} whole records survive the kill", records.len());
     ok(&["train", "--resume", run.to_str().unwrap(), "--steps", "1000", "--device", "cpu"]);
     let images = tmp.path().join("images");
-    std::fs::create_dir_all(&images).unwrap();
     let all = tensorboard(&logdir, &images);
     let tb = &all["killed/tb"];
     scalars_match(&run, tb);

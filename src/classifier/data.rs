@@ -70,11 +70,7 @@ pub fn load_splits(dir: &Path, name: &str, crop: Option<i64>) -> Result<(Labelle
         }
         return Ok((load(dir, Split::Train)?, load(dir, Split::Test)?));
     }
-    let (mut train, mut test) = images::cifar10(dir)?;
-    if let Some(side) = crop.filter(|&s| s != 32) {
-        train = images::centre_crop(train, side)?;
-        test = images::centre_crop(test, side)?;
-    }
+    let (train, test) = images::cifar10_at(dir, crop)?;
     let labelled = |set: images::Images| Labelled { labels: Tensor::from_slice(&set.labels.unwrap_or_default()), pixels: set.pixels };
     Ok((labelled(train), labelled(test)))
 }

@@ -95,15 +95,11 @@ impl Dynamics<'_> {
     }
 }
 
-/// Rademacher probes (±1) shaped like `x`, from the batch's row-consistent stream (`rows`).
-pub fn rademacher(x: &Tensor, n: usize) -> Vec<Tensor> {
-    (0..n).map(|_| crate::rows::rand_like(x).lt(0.5).to_kind(x.kind()) * 2.0 - 1.0).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::score::adjoint;
+    use crate::score::likelihood::rademacher;
     use crate::score::ode::{rk45, Tolerance};
     use tch::Device;
 

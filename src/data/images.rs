@@ -82,6 +82,15 @@ pub fn cifar10(dir: &Path) -> Result<(Images, Images)> {
     Ok((Images { pixels, labels: Some(labels), classes }, cifar_file(&dir.join(CIFAR_TEST))?))
 }
 
+/// CIFAR-10 (see [`cifar10`]) at `side` x `side`: the centre crop of both splits when `side` is given.
+pub fn cifar10_at(dir: &Path, side: Option<i64>) -> Result<(Images, Images)> {
+    let (train, test) = cifar10(dir)?;
+    match side {
+        Some(s) => Ok((centre_crop(train, s)?, centre_crop(test, s)?)),
+        None => Ok((train, test)),
+    }
+}
+
 /// Image files under a folder: PNG and JPEG (by extension, case-insensitive); hidden files are skipped.
 fn is_image_name(p: &Path) -> bool {
     matches!(p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref(), Some("png" | "jpg" | "jpeg"))

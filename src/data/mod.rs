@@ -225,12 +225,8 @@ pub fn load(cfg: &DataConfig, root: &Path) -> Result<Dataset> {
         }
         "cifar10" => {
             ensure!(cfg.channels.is_none_or(|c| c == 3), "data.channels: cifar10 is colour (3 channels), got {:?}", cfg.channels);
-            let (mut train, mut test) = images::cifar10(&root.join(&cfg.dir).join("cifar10"))?;
-            if let Some(side) = cfg.image_size {
-                // A centre crop (not a resize): the pixels keep their statistics, only the field of view shrinks.
-                train = images::centre_crop(train, side)?;
-                test = images::centre_crop(test, side)?;
-            }
+            // data.image_size is a centre crop (not a resize): the pixels keep their statistics, the view shrinks.
+            let (train, test) = images::cifar10_at(&root.join(&cfg.dir).join("cifar10"), cfg.image_size)?;
             image_dataset(cfg, "cifar10", train, test)
         }
         "doublewell" | "gmm" => load_energy(cfg, name),

@@ -170,9 +170,10 @@ impl Trainable for ClassifierRun {
     }
 }
 
-/// Images [N, C, H, W] with each one mirrored left-right (its columns reversed) with probability 1/2.
+/// Images [N, C, H, W] with each one mirrored left-right (its columns reversed) with probability 1/2, drawn per row
+/// (`rows`), so a data-parallel rank mirrors its rows as one process would.
 fn mirror_half(x: &Tensor) -> Tensor {
-    let mirror = Tensor::rand([x.size()[0], 1, 1, 1], (Kind::Float, x.device())).lt(0.5);
+    let mirror = crate::rows::rand(&[x.size()[0], 1, 1, 1], (Kind::Float, x.device())).lt(0.5);
     x.flip([3]).where_self(&mirror, x)
 }
 

@@ -105,9 +105,7 @@ pub fn ode_log_prob(
     let d: i64 = shape[1..].iter().product();
     let probes: Vec<Tensor> = match div {
         Divergence::Exact => vec![],
-        Divergence::Hutchinson { probes } => {
-            (0..probes.max(1)).map(|_| crate::rows::rand_like(x).lt(0.5).to_kind(x.kind()) * 2.0 - 1.0).collect()
-        }
+        Divergence::Hutchinson { probes } => rademacher(x, probes.max(1)),
     };
     let mut rhs = |t: f64, state: &Tensor| -> Tensor {
         let xs = state.narrow(1, 0, d).to_kind(x.kind()).reshape(shape.as_slice());
@@ -128,6 +126,11 @@ pub fn ode_log_prob(
     let x1 = y1.narrow(1, 0, d).reshape(shape.as_slice());
     let delta = y1.select(1, d);
     (prior_log_prob(&x1) + delta, nfe)
+}
+
+/// `n` Rademacher probes (±1) shaped like `x`, from the batch's row-consistent stream (`rows`).
+pub fn rademacher(x: &Tensor, n: usize) -> Vec<Tensor> {
+    (0..n).map(|_| crate::rows::rand_like(x).lt(0.5).to_kind(x.kind()) * 2.0 - 1.0).collect()
 }
 
 /// Σ_i ∂f_i/∂x_i by one vector-Jacobian product per dimension.
