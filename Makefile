@@ -47,7 +47,7 @@ test: build data $(TB_STAMP)
 	cargo test --release
 
 bench: build
-	$(PY) -m pip install --quiet zuko==1.6.0
+	$(PY) -m pip install --quiet zuko==1.6.0 torchdiffeq==0.2.5
 	$(PY) bench/bench.py
 	$(PY) bench/data_parallel.py
 

@@ -1,5 +1,6 @@
 """`make bench`: training steps/s of realnvp-moons and diffflow-checkerboard in relaxflow against PyTorch references,
-and of a conditional NSF q(θ | x) against the same model in zuko, same machine, same run (DiffFlow also reports peak
+of a conditional NSF q(θ | x) against the same model in zuko, and of cnf-checkerboard against the same CNF in
+PyTorch with torchdiffeq (backprop through dopri5 and the adjoint), same machine, same run (DiffFlow also reports peak
 memory of full vs recomputed backprop). RealNVP is measured with
 relaxflow's flat Adam and its fused Adam (`train.optimizer_impl = "fused"`, ATen's fused kernel through the C++ shim),
 and with its couplings op by op instead of one fused autograd node each (RELAXFLOW_FUSED_COUPLING=0), against
@@ -151,6 +152,72 @@ def conditional_section(a):
     return "\n".join(lines) + "\n", {"median": median, "all": results}
 
 
+def relaxflow_cnf(steps, threads, batch, gradient):
+    """cnf-checkerboard's training steps/s and function evaluations per step (forward, and the adjoint's backward)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Path(tmp) / "run"
+        sets = [
+            "train.lr_schedule=constant", "train.warmup=0", "eval.every=0", "train.sample_every=0", f"train.log_every={steps}",
+            f"train.batch_size={batch}", f"train.checkpoint_every={steps}", "eval.n_samples=200", "eval.n_final=200",
+            "eval.grid=8", f'model.gradient="{gradient}"', "train.tensorboard=false",
+        ]
+        cmd = [str(BIN), "train", "cnf-checkerboard", "--steps", str(steps), "--device", "cpu", "--out", str(run)]
+        for s in sets:
+            cmd += ["--set", s]
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+        subprocess.run(cmd, check=True, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        summary = json.loads((run / "summary.json").read_text())
+        t = summary["estimator"]["training"]
+        return summary["steps_per_s"], t["nfe_forward_per_step"], t["nfe_backward_per_step"]
+
+
+def torchdiffeq_cnf(steps, threads, batch, gradient):
+    cmd = [sys.executable, str(ROOT / "bench" / "cnf_2d.py"), "--steps", str(steps), "--threads", str(threads), "--batch", str(batch), "--gradient", gradient]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT / "bench", env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
+    r = json.loads(out.stdout)
+    return r["steps_per_s"], r["nfe_forward_per_step"], r["nfe_backward_per_step"]
+
+
+def cnf_section(a):
+    """Both sides start from a fresh network, so the adaptive solver's evaluations per step differ a little: the
+    table gives steps/s and the time per function evaluation, and the ratios of both."""
+    batch, steps = 512, a.cnf_steps
+    sides = {
+        "relaxflow, backprop through RK45": lambda: relaxflow_cnf(steps, a.threads, batch, "backprop"),
+        "PyTorch + torchdiffeq 0.2.5, odeint (backprop)": lambda: torchdiffeq_cnf(steps, a.threads, batch, "backprop"),
+        "relaxflow, adjoint": lambda: relaxflow_cnf(steps, a.threads, batch, "adjoint"),
+        "PyTorch + torchdiffeq 0.2.5, odeint_adjoint": lambda: torchdiffeq_cnf(steps, a.threads, batch, "adjoint"),
+    }
+    results = {name: [] for name in sides}
+    for rep in range(a.reps):
+        for name, once in sides.items():
+            results[name].append(once())
+            print(f"cnf rep {rep + 1}/{a.reps}  {name}: {results[name][-1][0]:.2f} steps/s, NFE {results[name][-1][1]:.1f}", file=sys.stderr)
+
+    def summary(v):
+        sps = statistics.median(r[0] for r in v)
+        fwd = statistics.median(r[1] for r in v)
+        bwd = statistics.median(r[2] for r in v) if v[0][2] is not None else None
+        return {"steps_per_s": sps, "nfe_forward": fwd, "nfe_backward": bwd, "ms_per_eval": 1000.0 / (sps * (fwd + (bwd or 0.0)))}
+
+    median = {name: summary(v) for name, v in results.items()}
+    lines = [
+        f"cnf-checkerboard training steps: MLP 64-64-64 (tanh) velocity, exact divergence + RNODE kinetic and Jacobian terms, "
+        f"RK45 / dopri5 at rtol = atol = 1e-4, batch {batch}, {a.threads} CPU threads, {steps} steps from initialisation, median of "
+        f"{a.reps}; ms / evaluation = step time / (forward + backward-solve evaluations)",
+        "",
+        "| implementation | steps/s | NFE forward / step | NFE backward / step | ms / evaluation | torchdiffeq step time / relaxflow's | per evaluation |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, v in median.items():
+        ref = median["relaxflow, backprop through RK45" if "backprop" in name else "relaxflow, adjoint"]
+        ratio = f"{ref['steps_per_s'] / v['steps_per_s']:.2f}x" if name.startswith("PyTorch") else "1"
+        per_eval = f"{v['ms_per_eval'] / ref['ms_per_eval']:.2f}x" if name.startswith("PyTorch") else "1"
+        bwd = "-" if v["nfe_backward"] is None else f"{v['nfe_backward']:.1f}"
+        lines.append(f"| {name} | {v['steps_per_s']:.2f} | {v['nfe_forward']:.1f} | {bwd} | {v['ms_per_eval']:.2f} | {ratio} | {per_eval} |")
+    return "\n".join(lines) + "\n", {"median": median, "all": results}
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--steps", type=int, default=1000)
@@ -159,6 +226,7 @@ def main():
     p.add_argument("--batches", default="512,64", help="comma-separated batch sizes; 512 is the target's")
     p.add_argument("--diffflow-steps", type=int, default=50, help="0 skips the DiffFlow comparison")
     p.add_argument("--conditional-steps", type=int, default=1000, help="0 skips the conditional NSF comparison with zuko")
+    p.add_argument("--cnf-steps", type=int, default=30, help="0 skips the CNF comparison with torchdiffeq")
     a = p.parse_args()
     text, record = "", {"args": vars(a)}
     for batch in [int(b) for b in a.batches.split(",") if b]:
@@ -173,6 +241,10 @@ def main():
         table, results = conditional_section(a)
         text += table + "\n"
         record["conditional_nsf"] = results
+    if a.cnf_steps > 0:
+        table, results = cnf_section(a)
+        text += table + "\n"
+        record["cnf"] = results
     print(text)
     out = ROOT / "bench" / "out"
     out.mkdir(exist_ok=True)

@@ -103,10 +103,12 @@ two_d() {
   train ddpm-checkerboard $(cpu --steps 4000) $EVERY
   train score-checkerboard $(cpu --steps 4000) $EVERY
   [ "$GPU" = 1 ] || train diffflow-checkerboard $DF_CPU
+  train cnf-checkerboard
   train realnvp-rings $(cpu --steps 5000)
   train nsf-rings $(cpu --steps 1500)
   train snf-rings $(cpu --steps 1500)
   [ "$GPU" = 1 ] || train diffflow-rings $DF_CPU
+  train cnf-rings $(cpu --steps 1500)
   train realnvp-8gaussians $(cpu --steps 5000)
   train planar-8gaussians $(cpu --steps 5000)
   # 3. Figure 3: the double well, a flow against an SNF (minutes as shipped).
@@ -121,7 +123,7 @@ diffflow_2d_gpu() {
 }
 
 # 4. Images: bits/dim with kinds beside the published numbers, and sample quality with the classifiers.
-# PROFILE=gpu: the shipped (GPU-size) networks, each with a training-time budget; 58 minutes planned in all with the
+# PROFILE=gpu: the shipped (GPU-size) networks, each with a training-time budget; 61 minutes planned in all with the
 # evaluations (not yet measured on an H200: see docs/gpu/README.md).
 IMG_CPU_FLOW=$(cpu --set model.hidden_channels=32 --set train.batch_size=32 --set eval.n_final=2000)
 images() {
@@ -140,11 +142,12 @@ images() {
     train maf-mnist $(gpu 2) --set eval.classifier=\"$CLF_MNIST\"
     train ddpm-mnist $(gpu 6) --set eval.classifier=\"$CLF_MNIST\"
     train diffflow-mnist $(gpu 9) --set eval.classifier=\"$CLF_MNIST\"
+    train cnf-mnist $(gpu 3) --set eval.classifier=\"$CLF_MNIST\"
   fi
 }
 
 # 4b. CIFAR-10, when data/cifar10 holds it (`make data CIFAR10=...`; never downloaded here). PROFILE=gpu: every image
-# family at 3x32x32 with a training-time budget each (35 minutes in all with the classifier, beyond the 58 above; not yet measured on a
+# family at 3x32x32 with a training-time budget each (35 minutes in all with the classifier, beyond the 61 above; not yet measured on a
 # GPU). PROFILE=cpu: a 16x16 centre crop with small networks, so the report shows the colour pipeline working.
 CIFAR_CPU=$(cpu --set data.image_size=16 --set train.batch_size=32 --set eval.n_final=500)
 cifar10() {

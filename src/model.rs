@@ -46,13 +46,15 @@ pub enum Family {
     Diffusion,
     Score,
     Diffflow,
+    /// Continuous normalizing flows trained through the ODE (FFJORD).
+    Cnf,
     /// Not a generative model: the CNN whose features score image samples.
     Classifier,
 }
 
 impl Family {
-    pub const ALL: [Family; 8] =
-        [Family::Flow, Family::Survae, Family::Vae, Family::Snf, Family::Diffusion, Family::Score, Family::Diffflow, Family::Classifier];
+    pub const ALL: [Family; 9] =
+        [Family::Flow, Family::Survae, Family::Vae, Family::Snf, Family::Diffusion, Family::Score, Family::Diffflow, Family::Cnf, Family::Classifier];
 
     /// The lower-case name written into run folders.
     pub fn as_str(self) -> &'static str {
@@ -64,6 +66,7 @@ impl Family {
             Family::Diffusion => "diffusion",
             Family::Score => "score",
             Family::Diffflow => "diffflow",
+            Family::Cnf => "cnf",
             Family::Classifier => "classifier",
         }
     }
@@ -200,6 +203,15 @@ pub trait Model {
     /// How `log_prob` is computed (solver, divergence estimator, number of samples...), for summary.json.
     fn estimator(&self) -> serde_json::Value {
         serde_json::Value::Null
+    }
+    /// The trainable parameters of the model, handed over once after it is built (`runner::session`): a model whose
+    /// gradients are not autograd's through `loss` (a CNF's adjoint method) needs them by name of tensor; others
+    /// ignore them.
+    fn bind_parameters(&self, _params: &[Tensor]) {}
+    /// Numbers about the last training step for the metrics line (and so TensorBoard), e.g. a CNF's forward and
+    /// backward function evaluations; None when the family has none.
+    fn train_stats(&self) -> Option<serde_json::Map<String, serde_json::Value>> {
+        None
     }
     /// The context a conditional model p(x | c) reads; None for an unconditional model p(x).
     fn context_spec(&self) -> Option<ContextSpec> {

@@ -5,6 +5,7 @@ use crate::diffflow::DiffFlowParams;
 use crate::diffusion::DdpmParams;
 use crate::flows::build::{MafParams, NiceParams, NsfParams, PlanarParams, RealNvpParams};
 use crate::flows::sinh_arcsinh::SinhArcsinhParams;
+use crate::cnf::CnfParams;
 use crate::context::ContextSpec;
 use crate::model::{Family, Model, ModelParams};
 use crate::multiscale;
@@ -64,6 +65,14 @@ pub fn entries() -> Vec<Entry> {
             smoke: &["model.steps=3", "model.steps_schedule=[[0, 2], [2, 3]]", "model.ode.rtol=1e-2", "train.batch_size=64"],
             smoke_image: &["model.net.unet_ch=8", "model.net.unet_groups=4"],
         },
+        Entry {
+            kind: "cnf",
+            family: Family::Cnf,
+            about: "continuous normalizing flow (FFJORD) trained through the ODE: RNODE regularisers, backprop or adjoint gradients, NFE logged",
+            build: build_kind::<CnfParams>,
+            smoke: &["model.train_rtol=1e-2", "model.ode.rtol=1e-2", "train.batch_size=64"],
+            smoke_image: &["model.net.unet_ch=8", "model.net.unet_groups=4", "model.net.unet_mults=[1]"],
+        },
         Entry { kind: "ncsn", family: Family::Score, about: "NCSN: VE score model sampled by annealed Langevin dynamics", build: build_ncsn, smoke: &["model.sample_steps=5", "model.ode.rtol=1e-2"], smoke_image: &["model.net.unet_ch=8", "model.net.unet_groups=4"] },
         Entry {
             kind: "classifier",
@@ -85,6 +94,7 @@ pub fn inference_keys(kind: &str) -> &'static [&'static str] {
         "score" | "ncsn" => &["sampler", "sample_steps", "snr", "langevin_steps", "ald_eps", "ode", "guidance_weight"],
         "diffflow" => &["sampler", "sample_steps", "denoise", "likelihood", "ode", "guidance_weight"],
         "vae" => &["eval_k", "sample_mean"],
+        "cnf" => &["ode"],
         "survae" | "glow" | "realnvp" => &["eval_k"],
         _ => &[],
     }

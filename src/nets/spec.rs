@@ -24,6 +24,10 @@ pub struct NetSpec {
     /// none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unet_attn: Vec<i64>,
+    /// Highest frequency of the sinusoidal time features, t in [0, 1] (unset: 1000, which resolves 1000 discrete
+    /// steps; a CNF, whose adaptive solver pays for every wiggle of v in t, uses a small one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_max_freq: Option<f64>,
 }
 
 impl Default for NetSpec {
@@ -37,6 +41,7 @@ impl Default for NetSpec {
             unet_mults: vec![1, 2, 2],
             unet_groups: 8,
             unet_attn: Vec::new(),
+            time_max_freq: None,
         }
     }
 }
@@ -60,6 +65,13 @@ pub fn time_net_given(path: &nn::Path, shape: &[i64], spec: &NetSpec, cond: Opti
     if shape.len() == 1 && !spec.unet_attn.is_empty() {
         bail!("model.net.unet_attn = {:?} is for images (U-Net attention); this data is vectors of shape {shape:?}", spec.unet_attn);
     }
+    let max_freq = spec.time_max_freq.unwrap_or(super::time::MAX_FREQ);
+    if !(max_freq > 0.0 && max_freq.is_finite()) {
+        bail!("model.net.time_max_freq must be a positive number, got {max_freq}");
+    }
+    if spec.arch == Arch::Fourier && spec.time_max_freq.is_some() && shape.len() == 1 {
+        bail!("model.net.time_max_freq is for the sinusoidal time features of arch = \"mlp\" and the U-Net; arch = \"fourier\" has its own");
+    }
     match shape {
         [d] if spec.arch == Arch::Fourier => {
             let width = spec.hidden.first().copied().unwrap_or(0);
@@ -71,10 +83,10 @@ pub fn time_net_given(path: &nn::Path, shape: &[i64], spec: &NetSpec, cond: Opti
                 None => Box::new(FourierMlp::new(path, *d, width, spec.hidden.len())?),
             })
         }
-        [d] => Ok(Box::new(TimeMlp::conditional(path, *d, &spec.hidden, *d, spec.emb_dim, spec.activation, cond.unwrap_or(0))?)),
+        [d] => Ok(Box::new(TimeMlp::conditional(path, *d, &spec.hidden, *d, spec.emb_dim, spec.activation, cond.unwrap_or(0))?.with_max_freq(max_freq))),
         [c, side, _] => Ok(match cond {
-            Some(e) => Box::new(UNet::conditional(path, *c, spec.unet_ch, &spec.unet_mults, spec.unet_groups, e)?.with_attention(path, *side, &spec.unet_attn)?),
-            None => Box::new(UNet::new(path, *c, spec.unet_ch, &spec.unet_mults, spec.unet_groups)?.with_attention(path, *side, &spec.unet_attn)?),
+            Some(e) => Box::new(UNet::conditional(path, *c, spec.unet_ch, &spec.unet_mults, spec.unet_groups, e)?.with_attention(path, *side, &spec.unet_attn)?.with_max_freq(max_freq)),
+            None => Box::new(UNet::new(path, *c, spec.unet_ch, &spec.unet_mults, spec.unet_groups)?.with_attention(path, *side, &spec.unet_attn)?.with_max_freq(max_freq)),
         }),
         _ => bail!("no time-conditioned network for data of shape {shape:?} (vectors [D] or images [C, H, W])"),
     }

@@ -15,6 +15,9 @@ pub fn sinusoidal(t: &Tensor, dim: i64, max_freq: f64) -> Tensor {
     Tensor::cat(&[args.sin(), args.cos()], 1)
 }
 
+/// The default highest frequency of the sinusoidal time features: resolves 1000 discrete steps of t in [0, 1].
+pub const MAX_FREQ: f64 = 1000.0;
+
 /// out = MLP([x, sinusoidal(t)]): a time-conditioned network on vectors, output of the same size as x by default.
 #[derive(Debug)]
 pub struct TimeMlp {
@@ -22,6 +25,8 @@ pub struct TimeMlp {
     emb_dim: i64,
     /// Width of the conditioning features concatenated after the time features (0: none).
     cond: i64,
+    /// Highest frequency of the time features (`MAX_FREQ` unless `with_max_freq`).
+    max_freq: f64,
 }
 
 impl TimeMlp {
@@ -31,19 +36,25 @@ impl TimeMlp {
 
     /// out = MLP([x, sinusoidal(t), h]) with conditioning features h of width `cond` (0 gives `new`).
     pub fn conditional(path: &nn::Path, d_in: i64, hidden: &[i64], d_out: i64, emb_dim: i64, act: Activation, cond: i64) -> Result<Self> {
-        Ok(TimeMlp { mlp: Mlp::new(path, d_in + emb_dim + cond, hidden, d_out, act, false)?, emb_dim, cond })
+        Ok(TimeMlp { mlp: Mlp::new(path, d_in + emb_dim + cond, hidden, d_out, act, false)?, emb_dim, cond, max_freq: MAX_FREQ })
+    }
+
+    /// The same network with time features up to frequency `f` (no variable changes).
+    pub fn with_max_freq(mut self, f: f64) -> Self {
+        self.max_freq = f;
+        self
     }
 
     /// `t` of shape \[batch] in [0, 1].
     pub fn forward(&self, x: &Tensor, t: &Tensor) -> Tensor {
-        let emb = sinusoidal(t, self.emb_dim, 1000.0).to_kind(x.kind());
+        let emb = sinusoidal(t, self.emb_dim, self.max_freq).to_kind(x.kind());
         self.mlp.forward(&Tensor::cat(&[x.shallow_clone(), emb], 1))
     }
 
     /// MLP([x, sinusoidal(t), h]) for a network built with `conditional`; `h` [batch, cond].
     pub fn forward_given(&self, x: &Tensor, t: &Tensor, h: &Tensor) -> Tensor {
         assert_eq!(h.size(), vec![x.size()[0], self.cond], "conditioning features [batch, width] of a conditional time MLP");
-        let emb = sinusoidal(t, self.emb_dim, 1000.0).to_kind(x.kind());
+        let emb = sinusoidal(t, self.emb_dim, self.max_freq).to_kind(x.kind());
         self.mlp.forward(&Tensor::cat(&[x.shallow_clone(), emb, h.to_kind(x.kind())], 1))
     }
 }

@@ -10,8 +10,6 @@ use anyhow::{bail, Result};
 use tch::nn::{self, Module};
 use tch::Tensor;
 
-/// Highest frequency of the sinusoidal time features (resolves 1000 discrete steps of t in [0, 1]).
-const MAX_FREQ: f64 = 1000.0;
 
 /// 3x3 convolution with padding 1 (keeps the spatial size) and torch's default initialisation.
 fn conv3x3(p: nn::Path, c_in: i64, c_out: i64) -> nn::Conv2D {
@@ -94,6 +92,8 @@ impl Upsample {
 #[derive(Debug)]
 struct TimeEmbedding {
     dim: i64,
+    /// Highest frequency of the sinusoidal features (`time::MAX_FREQ` unless `UNet::with_max_freq`).
+    max_freq: f64,
     lin1: nn::Linear,
     lin2: nn::Linear,
 }
@@ -102,6 +102,7 @@ impl TimeEmbedding {
     fn new(p: nn::Path, ch: i64) -> Self {
         TimeEmbedding {
             dim: ch,
+            max_freq: super::time::MAX_FREQ,
             lin1: nn::linear(&p / "lin1", ch, 4 * ch, Default::default()),
             lin2: nn::linear(&p / "lin2", 4 * ch, 4 * ch, Default::default()),
         }
@@ -109,7 +110,7 @@ impl TimeEmbedding {
 
     /// `t`: [B] in [0, 1]; output [B, 4ch] of the given float kind.
     fn forward(&self, t: &Tensor, kind: tch::Kind) -> Tensor {
-        let f = sinusoidal(t, self.dim, MAX_FREQ).to_kind(kind);
+        let f = sinusoidal(t, self.dim, self.max_freq).to_kind(kind);
         self.lin2.forward(&self.lin1.forward(&f).silu())
     }
 }
@@ -205,6 +206,12 @@ impl UNet {
             widths,
             groups,
         })
+    }
+
+    /// The same network with sinusoidal time features up to frequency `f` (no variable changes).
+    pub fn with_max_freq(mut self, f: f64) -> Self {
+        self.time.max_freq = f;
+        self
     }
 
     /// The same U-Net with self-attention at the levels whose feature maps are `side` x `side` for a side in

@@ -38,6 +38,7 @@ fn published(s: &Summary) -> String {
         ("mnist", "glow", true) if s.family == "flow" => "Glow 1.05".into(),
         ("mnist", "maf", true) => "MAF 1.89".into(),
         ("mnist", "diffflow", true) => "DiffFlow 0.93".into(),
+        ("mnist", "cnf", true) => "FFJORD 0.99".into(),
         ("mnist", "vae", false) if iwae => "IWAE(50) 87.1 nats".into(),
         ("mnist", "vae", false) => "VAE 89.9 nats".into(),
         // CIFAR-10 at 32x32 only: a centre crop is a different task (fewer, and more central, pixels).
@@ -120,6 +121,34 @@ fn estimators(runs: &[&(PathBuf, Summary)]) -> String {
     if lines.is_empty() { String::new() } else { format!("\nHow each likelihood was computed:\n\n{}\n", lines.join("\n")) }
 }
 
+/// Models trained through an ODE solve (CNFs): function evaluations per training step, forward and backward,
+/// beside the gradient method and tolerance: the family's training-speed story, which steps/s alone hides.
+fn ode_training_cost(runs: &[&(PathBuf, Summary)]) -> String {
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .filter_map(|(_, s)| {
+            let t = s.estimator.get("training")?;
+            let num = |k: &str| t.get(k).and_then(|v| v.as_f64()).map_or("-".to_string(), |v| format!("{v:.1}"));
+            Some(vec![
+                s.experiment.clone(),
+                t.get("gradient").and_then(|g| g.as_str()).unwrap_or("-").to_string(),
+                t.get("rtol").map_or("-".into(), |r| r.to_string()),
+                num("nfe_forward_per_step"),
+                num("nfe_backward_per_step"),
+                format!("{:.1}", s.steps_per_s),
+                s.estimator.get("nfe_last_evaluation").map_or("-".into(), |n| n.to_string()),
+            ])
+        })
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    format!(
+        "\nTraining through the ODE (mean function evaluations per step over the steps its last process trained; backprop has no backward solve, it reverses each forward evaluation once):\n\n{}",
+        md_table(&["experiment", "gradient", "train rtol", "NFE forward / step", "NFE backward / step", "steps/s", "NFE of one log p"], &rows)
+    )
+}
+
 /// Latent-variable runs (VAEs): active units, the KL, and the ELBO / IWAE(k) bounds beside the NLL estimate, with
 /// how the run was trained against posterior collapse. A VAE with no active unit is a Gaussian in disguise, so a
 /// reader must see it before reading its NLL as the family's expressivity.
@@ -199,6 +228,7 @@ fn section_2d(dataset: &str, runs: &[&(PathBuf, Summary)], build: &Path, blocks:
     text += "\"within tol. of best\": first periodic evaluation within 0.05 nats of the run's best one (training steps, and training seconds in brackets).\n\n";
     text += &md_table(&TABLE_2D, &runs.iter().map(|(_, s)| row_2d(s)).collect::<Vec<_>>());
     text += &estimators(runs);
+    text += &ode_training_cost(runs);
     text += &latent_diagnostics(runs);
     blocks.push(Block::Markdown(text));
     let with_settings: Vec<_> = runs.iter().filter(|(_, s)| s.sampling.len() > 1).collect();
@@ -280,6 +310,7 @@ fn section_images(dataset: &str, runs: &[&(PathBuf, Summary)], blocks: &mut Vec<
              published FIDs. The floor is the same distance between n test and n training images (the estimate's bias at this n). \
              Classes covered: classes whose share of the samples is at least a quarter of their test-set share.\n\n";
     text += &md_table(&header, &rows);
+    text += &ode_training_cost(runs);
     blocks.push(Block::Markdown(text));
 }
 

@@ -66,6 +66,9 @@ impl Trainable for Session {
     }
     /// The test NLL on `eval.n_eval` points when due.
     fn log(&self, line: &mut serde_json::Value, eval_now: bool, bar: &ProgressBar, name: &str, replicas: &Replicas) -> Result<()> {
+        for (key, value) in self.model.train_stats().into_iter().flatten() {
+            line[key] = value;
+        }
         if eval_now {
             let e = test_nll_sharded(&*self.model, &self.data, Some(self.exp.eval.n_eval), self.exp.eval.batch_size, self.device, replicas)?;
             add_eval(line, &e);

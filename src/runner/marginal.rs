@@ -68,6 +68,12 @@ impl Model for Marginal {
     fn estimator(&self) -> serde_json::Value {
         self.inner.estimator()
     }
+    fn bind_parameters(&self, params: &[Tensor]) {
+        self.inner.bind_parameters(params)
+    }
+    fn train_stats(&self) -> Option<serde_json::Map<String, serde_json::Value>> {
+        self.inner.train_stats()
+    }
     fn diagnostics(&self, n: i64, repeats: i64) -> Option<serde_json::Value> {
         self.inner.diagnostics(n, repeats)
     }

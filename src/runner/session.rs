@@ -25,6 +25,7 @@ impl Session {
         let vs = nn::VarStore::new(device);
         let spec = data.context_spec();
         let (model, resolved) = registry::build_given(&exp.model, &vs.root(), &data.shape, spec.as_ref(), origin)?;
+        model.bind_parameters(&vs.trainable_variables());
         anyhow::ensure!(model.context_spec() == spec, "{origin}: the model's context {:?} does not match the data's {:?}", model.context_spec(), spec);
         // A conditional model samples at the test set's contexts wherever the runner asks for plain samples.
         let model: Box<dyn Model> = match &data.context {
