@@ -185,8 +185,8 @@ def cnf_section(a):
     sides = {
         "relaxflow, backprop through RK45": lambda: relaxflow_cnf(steps, a.threads, batch, "backprop"),
         "PyTorch + torchdiffeq 0.2.5, odeint (backprop)": lambda: torchdiffeq_cnf(steps, a.threads, batch, "backprop"),
-        "relaxflow, adjoint": lambda: relaxflow_cnf(steps, a.threads, batch, "adjoint"),
-        "PyTorch + torchdiffeq 0.2.5, odeint_adjoint": lambda: torchdiffeq_cnf(steps, a.threads, batch, "adjoint"),
+        "relaxflow, adjoint (seminorm)": lambda: relaxflow_cnf(steps, a.threads, batch, "adjoint"),
+        "PyTorch + torchdiffeq 0.2.5, odeint_adjoint (seminorm)": lambda: torchdiffeq_cnf(steps, a.threads, batch, "adjoint"),
     }
     results = {name: [] for name in sides}
     for rep in range(a.reps):
@@ -210,7 +210,7 @@ def cnf_section(a):
         "|---|---|---|---|---|---|---|",
     ]
     for name, v in median.items():
-        ref = median["relaxflow, backprop through RK45" if "backprop" in name else "relaxflow, adjoint"]
+        ref = median["relaxflow, backprop through RK45" if "backprop" in name else "relaxflow, adjoint (seminorm)"]
         ratio = f"{ref['steps_per_s'] / v['steps_per_s']:.2f}x" if name.startswith("PyTorch") else "1"
         per_eval = f"{v['ms_per_eval'] / ref['ms_per_eval']:.2f}x" if name.startswith("PyTorch") else "1"
         bwd = "-" if v["nfe_backward"] is None else f"{v['nfe_backward']:.1f}"

@@ -159,7 +159,7 @@ mod tests {
             let (s1a, _) = adjoint::forward(&field, &dynamics.initial(&x), 0.0, T, tol);
             let leaf = s1a.set_requires_grad(true);
             let a1 = Tensor::run_backward(&[objective(&leaf)], &[&leaf], false, false).remove(0);
-            let g = adjoint::backward(&field, &[a.shallow_clone()], &leaf.detach(), &a1, 0.0, T, tol);
+            let g = adjoint::backward(&field, &[a.shallow_clone()], &leaf.detach(), &a1, 0.0, T, tol, adjoint::Norm::Full);
             let rel = (&g.params[0] - &bp).abs().max().double_value(&[]) / bp.abs().max().double_value(&[]);
             assert!(rel < 1e-6, "{div:?}: adjoint vs backprop gradient, relative error {rel}");
         }

@@ -10,6 +10,7 @@
 //! `ode.exact_divergence_max_dim`; samples integrate z ~ N(0, I) from T back to 0 with the same RK45.
 use super::dynamics::{Dynamics, Terms};
 use crate::model::{Family, LogProb, Model, SamplingCost};
+use crate::nets::guidance::{with_context, Mode};
 use crate::nets::TimeNet;
 use crate::score::adjoint;
 use crate::score::likelihood::{self, Divergence, OdeParams};
@@ -40,6 +41,9 @@ pub struct CnfParams {
     /// RK45 tolerance of training (rtol = atol); evaluation and sampling use `ode.rtol`.
     pub train_rtol: f64,
     pub gradient: Gradient,
+    /// The adjoint's step-size control: `seminorm` (over [z, a] only; Kidger et al. 2021) or `full` (also over
+    /// ∂L/∂θ, torchdiffeq's default). Unused by backprop.
+    pub adjoint_norm: adjoint::Norm,
     /// λ_K, the weight of the kinetic energy ∫‖v‖² dt (RNODE; 0 is FFJORD's plain maximum likelihood).
     pub kinetic: f64,
     /// λ_J, the weight of the Jacobian Frobenius norm ∫‖∂v/∂z‖²_F dt (one Rademacher probe).
@@ -51,6 +55,18 @@ pub struct CnfParams {
     pub data_scale: f64,
     /// `[model.net]`: v(z, t), an MLP on vectors, a U-Net on images; `time_max_freq` defaults to 8 here.
     pub net: crate::nets::spec::NetSpec,
+    /// A conditional run p(x | c): the width of the context embedding the velocity reads beside t (default: 16 for
+    /// classes, a vector context as it is).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context_embed: Option<i64>,
+    /// A conditional run: the probability of training a row with the null context (0: none, the default; above 0,
+    /// one network also learns p(x) and `guidance_weight` can extrapolate the velocity at sampling).
+    #[serde(skip_serializing_if = "crate::nets::guidance::is_zero")]
+    pub p_uncond: f64,
+    /// A conditional run: samples follow ṽ = (1 + w) v(z, t, c) - w v(z, t, ∅) (no density of its own); 0 samples
+    /// the conditional model, whose density every likelihood reports.
+    #[serde(skip_serializing_if = "crate::nets::guidance::is_zero")]
+    pub guidance_weight: f64,
 }
 
 /// The highest frequency of a CNF's time features unless `net.time_max_freq` says otherwise: v must be smooth in t,
@@ -63,11 +79,15 @@ impl Default for CnfParams {
             time_length: 1.0,
             train_rtol: 1e-5,
             gradient: Gradient::Backprop,
+            adjoint_norm: adjoint::Norm::Seminorm,
             kinetic: 0.01,
             jacobian: 0.01,
             ode: OdeParams::default(),
             data_scale: 1.0,
             net: crate::nets::spec::NetSpec { hidden: vec![64, 64, 64], activation: crate::nets::Activation::Tanh, ..Default::default() },
+            context_embed: None,
+            p_uncond: 0.0,
+            guidance_weight: 0.0,
         }
     }
 }
@@ -213,7 +233,7 @@ impl CnfModel {
         let leaf = s1.set_requires_grad(true);
         let (loss, terms) = tch::with_grad(|| self.objective(&d, &leaf));
         let a1 = Tensor::run_backward(&[&loss], &[&leaf], false, false).remove(0);
-        let g = adjoint::backward(&field, &params, &leaf.detach(), &a1, 0.0, self.p.time_length, tol);
+        let g = adjoint::backward(&field, &params, &leaf.detach(), &a1, 0.0, self.p.time_length, tol, self.p.adjoint_norm);
         adjoint::accumulate(&params, &g.params);
         self.count(nfe_forward, g.nfe, &terms);
         loss.detach().to_kind(Kind::Float)
@@ -228,7 +248,7 @@ impl CnfModel {
     fn backward_nfe_name(&self) -> &'static str {
         match self.p.gradient {
             Gradient::Backprop => "backprop: one reverse pass through each forward evaluation",
-            Gradient::Adjoint => "adjoint: evaluations of the backward solve [z, a, ∂L/∂θ]",
+            Gradient::Adjoint => "adjoint: evaluations of the backward solve [z, a, ∂L/∂θ] (step control per adjoint_norm)",
         }
     }
 }
@@ -290,6 +310,37 @@ impl Model for CnfModel {
         Family::Cnf
     }
 
+    fn context_spec(&self) -> Option<crate::ContextSpec> {
+        self.net.guided().map(|g| g.context_spec())
+    }
+
+    fn loss_given(&self, x: &Tensor, c: &crate::Context, step: i64) -> Tensor {
+        with_context(&[&*self.net], c, Mode::Train, || self.loss(x, step))
+    }
+
+    /// One binding of the batch's contexts for the whole step: forward and (adjoint) backward solves read the same
+    /// rows, with the same dropped rows.
+    fn loss_backward_given(&self, x: &Tensor, c: &crate::Context, step: i64) -> Tensor {
+        with_context(&[&*self.net], c, Mode::Train, || self.loss_backward(x, step))
+    }
+
+    /// log p(x | c) of the conditional model (w = 0).
+    fn log_prob_given(&self, x: &Tensor, c: &crate::Context) -> LogProb {
+        with_context(&[&*self.net], c, Mode::Conditional, || self.log_prob(x))
+    }
+
+    fn data_init_given(&self, x: &Tensor, c: &crate::Context) {
+        if let Some(g) = self.net.guided() {
+            g.data_init(c);
+        }
+        self.data_init(x)
+    }
+
+    /// One sample per context row, the velocity guided at `model.guidance_weight`.
+    fn sample_given(&self, n: i64, c: &crate::Context) -> Tensor {
+        with_context(&[&*self.net], c, Mode::Guided, || self.sample(c.len().unwrap_or(n)))
+    }
+
     fn bind_parameters(&self, params: &[Tensor]) {
         *self.params.borrow_mut() = params.iter().map(Tensor::shallow_clone).collect();
     }
@@ -312,6 +363,7 @@ impl Model for CnfModel {
         let per_step = |n: u64| if totals.0 > 0 { serde_json::json!(n as f64 / totals.0 as f64) } else { serde_json::Value::Null };
         serde_json::json!({
             "likelihood": "CNF, instantaneous change of variables: log p(x) = log N(z(T)) + ∫_0^T div v dt",
+            "guidance": self.net.guided().map(crate::nets::guidance::describe),
             "solver": format!("RK45 (Dormand-Prince), rtol = atol = {}", self.p.ode.rtol),
             "time_length": self.p.time_length,
             "divergence": self.divergence().describe(),
@@ -319,6 +371,7 @@ impl Model for CnfModel {
             "nfe_last_evaluation": self.likelihood_nfe.get(),
             "training": {
                 "gradient": self.p.gradient,
+                "adjoint_norm": if self.p.gradient == Gradient::Adjoint { serde_json::json!(self.p.adjoint_norm) } else { serde_json::Value::Null },
                 "rtol": self.p.train_rtol,
                 "kinetic_weight": self.p.kinetic,
                 "jacobian_weight": self.p.jacobian,
@@ -339,16 +392,32 @@ impl crate::model::ModelParams for CnfParams {
         anyhow::ensure!(self.data_scale > 0.0, "model.data_scale must be positive, got {}", self.data_scale);
         Ok(Box::new(CnfModel::new(self.network(path, shape)?, self.clone(), shape.to_vec(), path.device())))
     }
+
+    /// p(x | c): the context embedding read beside t by the velocity (through `nets::guidance`).
+    fn build_conditional(&self, path: &tch::nn::Path, shape: &[i64], context: &crate::ContextSpec) -> anyhow::Result<Box<dyn Model>> {
+        anyhow::ensure!(
+            self.guidance_weight == 0.0 || self.p_uncond > 0.0,
+            "model.guidance_weight = {} needs a null context trained beside c (model.p_uncond > 0, e.g. 0.1); with p_uncond = 0 only w = 0 is defined",
+            self.guidance_weight
+        );
+        let conditioning = crate::nets::guidance::Conditioning { context_embed: self.context_embed, p_uncond: self.p_uncond, guidance_weight: self.guidance_weight };
+        let net = crate::nets::guidance::time_net(&path.sub("net"), shape, &self.time_spec(shape), context, &conditioning)?;
+        Ok(Box::new(CnfModel::new(net, self.clone(), shape.to_vec(), path.device())))
+    }
 }
 
 impl CnfParams {
     /// v(z, t) under `path/net`, with time features up to `TIME_MAX_FREQ` unless `net.time_max_freq` is set.
     pub fn network(&self, path: &tch::nn::Path, shape: &[i64]) -> anyhow::Result<Box<dyn TimeNet>> {
+        crate::nets::spec::time_net(&path.sub("net"), shape, &self.time_spec(shape))
+    }
+
+    fn time_spec(&self, shape: &[i64]) -> crate::nets::spec::NetSpec {
         let mut spec = self.net.clone();
         if spec.arch == crate::nets::spec::Arch::Mlp || shape.len() == 3 {
             spec.time_max_freq = Some(spec.time_max_freq.unwrap_or(TIME_MAX_FREQ));
         }
-        crate::nets::spec::time_net(&path.sub("net"), shape, &spec)
+        spec
     }
 }
 

@@ -94,7 +94,7 @@ pub fn inference_keys(kind: &str) -> &'static [&'static str] {
         "score" | "ncsn" => &["sampler", "sample_steps", "snr", "langevin_steps", "ald_eps", "ode", "guidance_weight"],
         "diffflow" => &["sampler", "sample_steps", "denoise", "likelihood", "ode", "guidance_weight"],
         "vae" => &["eval_k", "sample_mean"],
-        "cnf" => &["ode"],
+        "cnf" => &["ode", "guidance_weight"],
         "survae" | "glow" | "realnvp" => &["eval_k"],
         _ => &[],
     }

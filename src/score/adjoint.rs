@@ -9,7 +9,7 @@
 //! solve (and y re-integrated backwards, whose error the tolerance bounds). The forward solve is [`forward`]; the
 //! caller computes a(t1) from y(t1) and calls [`backward`]. The solver is the crate's one RK45 (`ode::rk45`), the
 //! same as the PF-ODE likelihood's.
-use super::ode::{rk45, Tolerance};
+use super::ode::{rk45, rk45_controlled, Tolerance};
 use tch::{Kind, Tensor};
 
 /// dy/dt = f(t, y), differentiable in y and in the parameters it closes over.
@@ -19,6 +19,17 @@ pub type Field<'a> = dyn Fn(f64, &Tensor) -> Tensor + 'a;
 /// inside, as a CNF's divergence does); returns y(t1) and the number of evaluations of f.
 pub fn forward(f: &Field, y0: &Tensor, t0: f64, t1: f64, tol: Tolerance) -> (Tensor, usize) {
     rk45(&mut |t, y: &Tensor| f(t, y).detach(), &y0.detach(), t0, t1, tol)
+}
+
+/// Which part of the backward state [y, a, ∂L/∂θ] the step-size control reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Norm {
+    /// All of it (torchdiffeq's default).
+    Full,
+    /// [y, a] only (Kidger, Chen & Lyons 2021, "Hey, that's not an ODE"): ∂L/∂θ feeds back into nothing, so its
+    /// error need not shrink the steps; fewer backward evaluations, the same gradients to the tolerance.
+    Seminorm,
 }
 
 /// What the backward solve returns.
@@ -32,8 +43,9 @@ pub struct Gradients {
 }
 
 /// Solves the adjoint system from t1 back to t0, given y(t1) and a(t1) = ∂L/∂y(t1), for the parameters `params` of
-/// f (tensors that require grad). The augmented state is solved in f64 with error control over all of it.
-pub fn backward(f: &Field, params: &[Tensor], y1: &Tensor, a1: &Tensor, t0: f64, t1: f64, tol: Tolerance) -> Gradients {
+/// f (tensors that require grad). The augmented state is solved in f64 with error control over all of it or, with
+/// `Norm::Seminorm`, over [y, a].
+pub fn backward(f: &Field, params: &[Tensor], y1: &Tensor, a1: &Tensor, t0: f64, t1: f64, tol: Tolerance, norm: Norm) -> Gradients {
     let shape = y1.size();
     let n = y1.numel() as i64;
     let sizes: Vec<i64> = params.iter().map(|p| p.numel() as i64).collect();
@@ -56,7 +68,11 @@ pub fn backward(f: &Field, params: &[Tensor], y1: &Tensor, a1: &Tensor, t0: f64,
     };
     let g1 = Tensor::zeros([sizes.iter().sum::<i64>()], (Kind::Double, device));
     let state1 = Tensor::cat(&[y1.detach().flatten(0, -1).to_kind(Kind::Double), a1.detach().flatten(0, -1).to_kind(Kind::Double), g1], 0);
-    let (state0, nfe) = tch::no_grad(|| rk45(&mut rhs, &state1, t1, t0, tol));
+    let controlled = match norm {
+        Norm::Full => None,
+        Norm::Seminorm => Some(2 * n),
+    };
+    let (state0, nfe) = tch::no_grad(|| rk45_controlled(&mut rhs, &state1, t1, t0, tol, controlled));
     let y0 = state0.narrow(0, n, n).reshape(shape.as_slice()).to_kind(a1.kind());
     let mut at = 2 * n;
     let grads = params
@@ -105,13 +121,22 @@ mod tests {
         assert!((&y1a - y1.detach()).abs().max().double_value(&[]) < 1e-12, "the same forward solve");
         let y1l = y1a.set_requires_grad(true);
         let a1 = Tensor::run_backward(&[loss(&y1l)], &[&y1l], false, false).remove(0);
-        let g = backward(&f, &[w.shallow_clone(), b.shallow_clone(), unused.shallow_clone()], &y1l.detach(), &a1, 0.0, 1.0, tol);
+        let params = [w.shallow_clone(), b.shallow_clone(), unused.shallow_clone()];
+        let g = backward(&f, &params, &y1l.detach(), &a1, 0.0, 1.0, tol, Norm::Full);
         assert!(nfe_forward > 6 && g.nfe > 6);
         for (name, ours, reference) in [("y0", &g.y0, &bp[0]), ("W", &g.params[0], &bp[1]), ("b", &g.params[1], &bp[2])] {
             let err = (ours - reference).abs().max().double_value(&[]) / reference.abs().max().double_value(&[]);
             assert!(err < 1e-6, "∂L/∂{name}: relative error {err}");
         }
         assert_eq!(g.params[2].abs().sum(Kind::Double).double_value(&[]), 0.0, "an unused parameter gets zero");
+
+        // The seminorm: the same gradients to the tolerance, never more backward evaluations.
+        let semi = backward(&f, &params, &y1l.detach(), &a1, 0.0, 1.0, tol, Norm::Seminorm);
+        for (ours, reference) in semi.params[..2].iter().zip(&bp[1..]) {
+            let err = (ours - reference).abs().max().double_value(&[]) / reference.abs().max().double_value(&[]);
+            assert!(err < 1e-6, "seminorm: relative error {err}");
+        }
+        assert!(semi.nfe <= g.nfe, "seminorm {} vs full {} evaluations", semi.nfe, g.nfe);
 
         // accumulate() puts them into .grad like backward() does.
         accumulate(&[w.shallow_clone(), b.shallow_clone()], &g.params[..2]);

@@ -43,13 +43,23 @@ const E: [f64; 7] = [71.0 / 57600.0, 0.0, -71.0 / 16695.0, 71.0 / 1920.0, -17253
 /// Dormand-Prince RK45 from t0 to t1 with error control ||err / (atol + rtol·max(|y|, |y_new|))||_RMS ≤ 1 over the
 /// whole state; returns y(t1) and the number of function evaluations.
 pub fn rk45(f: &mut Rhs, y0: &Tensor, t0: f64, t1: f64, tol: Tolerance) -> (Tensor, usize) {
+    rk45_controlled(f, y0, t0, t1, tol, None)
+}
+
+/// `rk45` whose step-size control reads only the first `controlled` entries of the flattened state (None: all of
+/// it): a seminorm (Kidger et al. 2021), for states with parts nothing else depends on, like the adjoint's ∂L/∂θ.
+pub fn rk45_controlled(f: &mut Rhs, y0: &Tensor, t0: f64, t1: f64, tol: Tolerance, controlled: Option<i64>) -> (Tensor, usize) {
+    let part = |t: &Tensor| match controlled {
+        Some(k) => t.flatten(0, -1).narrow(0, 0, k),
+        None => t.shallow_clone(),
+    };
     let dir = (t1 - t0).signum();
     let span = (t1 - t0).abs();
     let mut t = t0;
     let mut y = y0.shallow_clone();
     let mut k1 = f(t, &y);
     let mut nfe = 1;
-    let mut h = initial_step(&y, &k1, tol, span);
+    let mut h = initial_step(&part(&y), &part(&k1), tol, span);
     while (t1 - t) * dir > 1e-12 * span.max(1.0) {
         h = h.min((t1 - t).abs());
         let mut ks = vec![k1.shallow_clone()];
@@ -63,8 +73,8 @@ pub fn rk45(f: &mut Rhs, y0: &Tensor, t0: f64, t1: f64, tol: Tolerance) -> (Tens
         nfe += 1;
         ks.push(k7.shallow_clone());
         let err = E.iter().zip(&ks).fold(y.zeros_like(), |acc, (e, k)| acc + k * (*e * h * dir));
-        let scale = y.abs().maximum(&y_new.abs()) * tol.rtol + tol.atol;
-        let err_norm = (err / scale).square().mean(Kind::Double).sqrt().double_value(&[]);
+        let scale = part(&y).abs().maximum(&part(&y_new).abs()) * tol.rtol + tol.atol;
+        let err_norm = (part(&err) / scale).square().mean(Kind::Double).sqrt().double_value(&[]);
         if err_norm <= 1.0 || h < 1e-10 * span {
             t += h * dir;
             y = y_new;
