@@ -41,7 +41,7 @@ PLANS = {
         "budget": 480, "smoke_steps": 20, "classifier_steps": 300,
         "image_eval": ["eval.n_final=500", "eval.n_samples=64", "eval.quality_samples=256"],
         "toy_eval": ["eval.n_samples=5000", "eval.grid=64"],
-        "smoke_extra": {"scoresde-mnist": ["eval.n_final=32"], "diffflow-mnist": ["eval.n_final=32"],
+        "smoke_extra": {"scoresde-mnist": ["eval.n_final=32"], "diffflow-mnist": ["eval.n_final=32"], "cnf-mnist": ["eval.n_final=32"],
                         "ddpm-mnist": ["eval.n_final=64"], "snf-doublewell": ["eval.diag_samples=20000", "eval.diag_repeats=4"]},
         "glow_seconds": 240, "glow_probe": (40, 10), "glow_extra": [], "glow_eval_margin": 75, "glow_contention": 0.8,
         "realnvp": {"batch": 512, "steps": 600, "log": 100},
@@ -57,6 +57,8 @@ PLANS = {
         "toy_eval": ["eval.n_samples=1000", "eval.grid=32"],
         "smoke_extra": {"scoresde-mnist": ["eval.n_final=2", "model.sample_steps=5"],
                         "diffflow-mnist": ["eval.n_final=2", "model.sample_steps=3"],
+                        "cnf-mnist": ["eval.n_final=2", "model.net.unet_ch=8", "model.net.unet_groups=4", "model.train_rtol=1e-2",
+                                      "model.ode.rtol=1e-2"],
                         "ddpm-mnist": ["eval.n_final=2", "model.timesteps=20"], "vae-mnist": ["model.eval_k=8"],
                         "snf-doublewell": ["eval.diag_samples=1000", "eval.diag_repeats=2"],
                         "glow-mnist": ["model.hidden_channels=16", "model.steps=2", "train.batch_size=16"],
@@ -76,8 +78,8 @@ PLANS = {
 
 # One experiment per family (the classifier first: image sample quality needs it). glow-mnist's smoke is its probe.
 SMOKES = ["mnist-classifier", "realnvp-moons", "realnvp-mnist", "survae-maxpool-mnist", "survae-abs-corners",
-          "vae-mnist", "ddpm-mnist", "scoresde-mnist", "snf-doublewell", "diffflow-mnist"]
-IMAGE_EXPERIMENTS = {"realnvp-mnist", "survae-maxpool-mnist", "vae-mnist", "ddpm-mnist", "scoresde-mnist", "diffflow-mnist",
+          "vae-mnist", "ddpm-mnist", "scoresde-mnist", "snf-doublewell", "diffflow-mnist", "cnf-mnist"]
+IMAGE_EXPERIMENTS = {"realnvp-mnist", "survae-maxpool-mnist", "vae-mnist", "ddpm-mnist", "scoresde-mnist", "diffflow-mnist", "cnf-mnist",
                      "glow-mnist"}
 QUIET = ["eval.every=0", "train.sample_every=0"]
 

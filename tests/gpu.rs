@@ -85,6 +85,39 @@ fn unet_forward_on_cuda_matches_the_cpu() {
     assert!(diff <= 5e-3 * scale, "U-Net outputs differ by {diff} (scale {scale})");
 }
 
+/// A 2D CNF on CUDA and on the CPU, the same weights: the exact log p agree, and so do the adjoint's gradients (f64, so
+/// the comparison is of the code path, not of TF32 or reduction order). No Jacobian term: its probe would come from
+/// each device's own random stream.
+#[test]
+fn a_cnf_on_cuda_gives_the_cpus_likelihood_and_adjoint_gradients() {
+    use relaxflow::model::{Model, ModelParams};
+    let Some(dev) = cuda() else { return };
+    let p: relaxflow::cnf::CnfParams = toml::from_str("gradient = \"adjoint\"\ntrain_rtol = 1e-8\nkinetic = 0.1\njacobian = 0.0\n[net]\nhidden = [32, 32]\n[ode]\nrtol = 1e-8").unwrap();
+    let run = |device: Device| {
+        tch::manual_seed(9);
+        let mut vs = nn::VarStore::new(Device::Cpu);
+        let model = p.build(&vs.root(), &[2]).unwrap();
+        vs.double();
+        vs.set_device(device);
+        model.bind_parameters(&vs.trainable_variables());
+        let x = (Tensor::randn([64, 2], (Kind::Double, Device::Cpu)) * 1.5).to_device(device);
+        let lp = tch::no_grad(|| model.log_prob(&x)).value.to_kind(Kind::Double).to_device(Device::Cpu);
+        let _ = model.loss_backward(&x, 0);
+        let mut grads: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(k, v)| (k, v.grad().to_device(Device::Cpu))).collect();
+        grads.sort_by(|a, b| a.0.cmp(&b.0));
+        (lp, grads)
+    };
+    let (lp_cpu, g_cpu) = run(Device::Cpu);
+    let (lp_dev, g_dev) = run(dev);
+    let diff = (&lp_cpu - &lp_dev).abs().max().double_value(&[]);
+    eprintln!("CNF log p CPU vs device: max |diff| {diff:.2e}");
+    assert!(diff < 1e-5, "log p differs by {diff}");
+    for ((name, a), (_, b)) in g_cpu.iter().zip(&g_dev) {
+        let rel = (a - b).abs().max().double_value(&[]) / a.abs().max().double_value(&[]).max(1e-12);
+        assert!(rel < 1e-4, "∂L/∂{name}: relative difference {rel}");
+    }
+}
+
 /// `steps` steps of least squares on `device` with the fused Adam kernel, its step count and learning rate held in
 /// device tensors (what a captured step needs), either eagerly or through `Graphed` (a CUDA graph when this build has
 /// them, else eager). Returns the weights and whether a graph was replayed.
