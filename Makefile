@@ -86,7 +86,7 @@ figure-double-well: build
 	$(BIN) figure double-well $$NF $$SNF --out runs/figure-double-well.png
 
 # The survey's comparison, measured: runs, noise ablations and notebooks-export/survey-comparison.{md,ipynb}.
-# PROFILE=cpu (default, about 1.5 hours on 2 cores, the SNF paper table included), PROFILE=gpu (images at GPU size with
+# PROFILE=cpu (default, about 2.3 hours on 2 cores, the SNF paper table included), PROFILE=gpu (images at GPU size with
 # time budgets, 2D at the paper's size on the CPU cores beside: 60 minutes planned on one H200; report in
 # notebooks-export/gpu) or PROFILE=full (the shipped, paper-sized experiments, no time limits: hours).
 # WINDOW_MIN=N stops after N minutes, checkpointed (exit 3); the same command continues.

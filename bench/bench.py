@@ -153,13 +153,14 @@ def conditional_section(a):
 
 
 def relaxflow_cnf(steps, threads, batch, gradient):
-    """cnf-checkerboard's training steps/s and function evaluations per step (forward, and the adjoint's backward)."""
+    """cnf-checkerboard's training steps/s and function evaluations per step (forward, and the adjoint's backward),
+    with the 64-wide velocity of the other 2D CNF experiments (bench/cnf_2d.py's)."""
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
         sets = [
             "train.lr_schedule=constant", "train.warmup=0", "eval.every=0", "train.sample_every=0", f"train.log_every={steps}",
             f"train.batch_size={batch}", f"train.checkpoint_every={steps}", "eval.n_samples=200", "eval.n_final=200",
-            "eval.grid=8", f'model.gradient="{gradient}"', "train.tensorboard=false",
+            "eval.grid=8", f'model.gradient="{gradient}"', "train.tensorboard=false", "model.net.hidden=[64, 64, 64]",
         ]
         cmd = [str(BIN), "train", "cnf-checkerboard", "--steps", str(steps), "--device", "cpu", "--out", str(run)]
         for s in sets:
@@ -202,7 +203,7 @@ def cnf_section(a):
 
     median = {name: summary(v) for name, v in results.items()}
     lines = [
-        f"cnf-checkerboard training steps: MLP 64-64-64 (tanh) velocity, exact divergence + RNODE kinetic and Jacobian terms, "
+        f"cnf-checkerboard training steps with an MLP 64-64-64 (tanh) velocity, exact divergence + RNODE kinetic and Jacobian terms, "
         f"RK45 / dopri5 at rtol = atol = 1e-4, batch {batch}, {a.threads} CPU threads, {steps} steps from initialisation, median of "
         f"{a.reps}; ms / evaluation = step time / (forward + backward-solve evaluations)",
         "",

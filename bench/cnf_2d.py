@@ -1,6 +1,7 @@
 """PyTorch + torchdiffeq reference of relaxflow's `cnf-checkerboard` training step, for `make bench`.
 
-The same model as experiments/cnf-checkerboard.toml: v(z, t) = MLP([z, sinusoidal(t, 32, max_freq 8)]) with hidden
+The model of experiments/cnf-checkerboard.toml with the 64-wide velocity of the other 2D CNF experiments (the bench
+sets model.net.hidden=[64, 64, 64] on relaxflow's side): v(z, t) = MLP([z, sinusoidal(t, 32, max_freq 8)]) with hidden
 64-64-64 and tanh (relaxflow's TimeMlp: features sin/cos(t w_k), w_k = 8^(k/15), k = 0..15), data y = x / 2.3, T = 1,
 the augmented state [z, Δlog p, K, J] with the exact divergence (one vector-Jacobian product per dimension) and one
 Rademacher probe for RNODE's Jacobian term, loss = -mean log p_x + 0.01 mean K + 0.01 mean J, dopri5 at

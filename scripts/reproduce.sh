@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The survey's comparison, measured: `make reproduce` (PROFILE=cpu, about 1.5 hours on 2 CPU cores with the SNF paper table),
+# The survey's comparison, measured: `make reproduce` (PROFILE=cpu, about 2.3 hours on 2 CPU cores with the SNF paper table),
 # `make reproduce PROFILE=gpu` (images at GPU size on one CUDA device, 2D runs at the paper's size on the machine's CPU
 # cores beside it; planned for 60 minutes of one H200 with 16 cores) or `make reproduce PROFILE=full` (the experiments as
 # shipped, paper-sized, with no time limits: hours).

@@ -345,7 +345,8 @@ impl Model for CnfModel {
         *self.params.borrow_mut() = params.iter().map(Tensor::shallow_clone).collect();
     }
 
-    /// Mean forward and backward evaluations per step since the last line, and the two regularisers (nats·time).
+    /// Mean forward and backward evaluations per step since the last line, and the two regularisers' integrals (J
+    /// only where a probe estimates it).
     fn train_stats(&self) -> Option<serde_json::Map<String, serde_json::Value>> {
         let (forward, backward, kinetic, jacobian, _) = self.since_log.take()?;
         let mut m = serde_json::Map::new();
@@ -354,7 +355,10 @@ impl Model for CnfModel {
             m.insert("nfe_backward".into(), backward.into());
         }
         m.insert("kinetic".into(), kinetic.into());
-        m.insert("jacobian".into(), jacobian.into());
+        // J is computed only with a probe: Hutchinson's, or the one drawn for λ_J > 0.
+        if self.p.jacobian > 0.0 || matches!(self.divergence(), Divergence::Hutchinson { .. }) {
+            m.insert("jacobian".into(), jacobian.into());
+        }
         Some(m)
     }
 
