@@ -33,6 +33,7 @@ SMOKE = {
     "score": ["model.sample_steps=5", "model.ode.rtol=1e-2"],
     "ncsn": ["model.sample_steps=5", "model.ode.rtol=1e-2"],
     "diffflow": ["model.steps=3", "model.steps_schedule=[[0, 2], [2, 3]]", "model.ode.rtol=1e-2", "train.batch_size=64"],
+    "cnf": ["model.train_rtol=1e-2", "model.ode.rtol=1e-2", "train.batch_size=64"],
     "classifier": ["model.channels=[4]", "model.feature_dim=8"],
 }
 SMOKE_IMAGE = {
@@ -43,6 +44,7 @@ SMOKE_IMAGE = {
     "score": ["model.net.unet_ch=8", "model.net.unet_groups=4"],
     "ncsn": ["model.net.unet_ch=8", "model.net.unet_groups=4"],
     "diffflow": ["model.net.unet_ch=8", "model.net.unet_groups=4"],
+    "cnf": ["model.net.unet_ch=8", "model.net.unet_groups=4", "model.net.unet_mults=[1]"],
 }
 
 
@@ -72,7 +74,10 @@ def main() -> None:
     steps = args[args.index("--steps") + 1] if "--steps" in args else "3"
     names = sorted(p.stem for p in (ROOT / "experiments").glob("*.toml"))
     if not (ROOT / "data" / "cifar10").exists():
-        names = [n for n in names if not n.endswith("-cifar10")]
+        def on_cifar10(n):
+            with open(ROOT / "experiments" / f"{n}.toml", "rb") as f:
+                return tomllib.load(f).get("data", {}).get("name") == "cifar10"
+        names = [n for n in names if not on_cifar10(n)]
     extra = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
     if "--only" in args:
         names = [n for n in Path(args[args.index("--only") + 1]).read_text().split() if n]
