@@ -103,12 +103,13 @@ struct Tally {
 }
 
 impl Tally {
-    fn add(&self, forward: usize, backward: usize, terms: &Terms) {
+    /// One step: its evaluations and the batch means of K and J.
+    fn add(&self, forward: usize, backward: usize, kinetic: f64, jacobian: f64) {
         self.steps.set(self.steps.get() + 1);
         self.forward.set(self.forward.get() + forward as u64);
         self.backward.set(self.backward.get() + backward as u64);
-        self.kinetic.set(self.kinetic.get() + terms.kinetic.mean(Kind::Double).double_value(&[]));
-        self.jacobian.set(self.jacobian.get() + terms.jacobian.mean(Kind::Double).double_value(&[]));
+        self.kinetic.set(self.kinetic.get() + kinetic);
+        self.jacobian.set(self.jacobian.get() + jacobian);
     }
 
     /// Means per step, then zero.
@@ -240,9 +241,10 @@ impl CnfModel {
     }
 
     fn count(&self, forward: usize, backward: usize, terms: &Terms) {
-        let terms = Terms { log_prob: terms.log_prob.detach(), kinetic: terms.kinetic.detach(), jacobian: terms.jacobian.detach() };
-        self.since_log.add(forward, backward, &terms);
-        self.total.add(forward, backward, &terms);
+        let mean = |t: &Tensor| t.detach().mean(Kind::Double).double_value(&[]);
+        let (kinetic, jacobian) = (mean(&terms.kinetic), mean(&terms.jacobian));
+        self.since_log.add(forward, backward, kinetic, jacobian);
+        self.total.add(forward, backward, kinetic, jacobian);
     }
 
     fn backward_nfe_name(&self) -> &'static str {

@@ -75,6 +75,11 @@ pub fn rk45_controlled(f: &mut Rhs, y0: &Tensor, t0: f64, t1: f64, tol: Toleranc
         let err = E.iter().zip(&ks).fold(y.zeros_like(), |acc, (e, k)| acc + k * (*e * h * dir));
         let scale = part(&y).abs().maximum(&part(&y_new).abs()) * tol.rtol + tol.atol;
         let err_norm = (part(&err) / scale).square().mean(Kind::Double).sqrt().double_value(&[]);
+        // A NaN or infinity in the state or the field (diverged weights) makes every error estimate non-finite, and
+        // the step would shrink forever: end the solve with that non-finite state, so the caller's checks name it.
+        if !err_norm.is_finite() {
+            return (y_new, nfe);
+        }
         if err_norm <= 1.0 || h < 1e-10 * span {
             t += h * dir;
             y = y_new;
@@ -123,6 +128,16 @@ mod tests {
         assert!(tight > 3 * loose, "{tight} vs {loose}");
         let (back, _) = rk45(&mut f, &Tensor::from_slice(&[(-5.0f64).exp()]), 5.0, 0.0, Tolerance { rtol: 1e-8, atol: 1e-10 });
         assert!((back.double_value(&[0]) - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_non_finite_field_ends_the_solve_with_a_non_finite_state() {
+        let y0 = Tensor::from_slice(&[1.0f64, 2.0]);
+        for bad in [f64::NAN, f64::INFINITY] {
+            let (y, nfe) = rk45(&mut |_t, y: &Tensor| y * bad, &y0, 0.0, 1.0, Tolerance { rtol: 1e-6, atol: 1e-6 });
+            assert!(y.isfinite().logical_not().any().int64_value(&[]) == 1, "{bad}: the state says it diverged");
+            assert!(nfe <= 7, "{bad}: one step's evaluations, then stop ({nfe})");
+        }
     }
 
     #[test]
